@@ -23,6 +23,10 @@ use clap::{Parser, Subcommand};
     about = "Demo workload for kubectl-canary tests"
 )]
 struct Cli {
+    /// Exit when standard input reaches end-of-file: a parent that keeps a
+    /// pipe open to our stdin takes us down with it, even if it is killed.
+    #[arg(long, global = true)]
+    exit_on_stdin_eof: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -38,6 +42,18 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.exit_on_stdin_eof {
+        std::thread::spawn(|| {
+            let mut sink = [0u8; 256];
+            let mut stdin = std::io::stdin().lock();
+            while let Ok(n) = std::io::Read::read(&mut stdin, &mut sink) {
+                if n == 0 {
+                    break;
+                }
+            }
+            std::process::exit(0);
+        });
+    }
     match cli.cmd {
         Cmd::Serve(a) => serve::run(a).await,
         Cmd::Drive(a) => drive::run(a).await,

@@ -1,0 +1,10 @@
+//! The decision core: rollout state machine, decisions, schedule, statistics and the
+//! evaluation step. No I/O here: adapters fill [`facts::Facts`] and persist
+//! [`rollout::Rollout`].
+
+pub mod decision;
+pub mod evaluate;
+pub mod facts;
+pub mod rollout;
+pub mod schedule;
+pub mod stats;

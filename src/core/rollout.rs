@@ -1,0 +1,430 @@
+//! The rollout state machine. Pure: time is passed in, nothing is read or written.
+//! The cluster side persists [`Rollout`] unchanged (serde), so any operator can continue it.
+
+use super::decision::{Evaluation, Observations};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Canary created, waiting for it to become ready; no traffic yet.
+    Initializing,
+    /// Canary receives the weight of the current step.
+    Progressing,
+    /// Waiting for a human; the weight stays where it is.
+    Paused,
+    /// Stable is taking the canary's pod template.
+    Promoting,
+    Promoted,
+    /// Traffic goes back to stable, then the canary is scaled down.
+    RollingBack,
+    RolledBack,
+    /// Like a rollback, but asked for by a human who stops the rollout.
+    Aborting,
+    Aborted,
+    /// Something outside the policy broke the rollout (e.g. stable Deployment deleted).
+    Failed,
+}
+
+impl Phase {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Phase::Promoted | Phase::RolledBack | Phase::Aborted | Phase::Failed
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Initializing => "Initializing",
+            Phase::Progressing => "Progressing",
+            Phase::Paused => "Paused",
+            Phase::Promoting => "Promoting",
+            Phase::Promoted => "Promoted",
+            Phase::RollingBack => "RollingBack",
+            Phase::RolledBack => "RolledBack",
+            Phase::Aborting => "Aborting",
+            Phase::Aborted => "Aborted",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Inputs to the state machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Canary pods are ready: route the first step's weight.
+    CanaryReady { weight: u32 },
+    /// Move to step `step` with weight `weight`.
+    Advance { step: usize, weight: u32 },
+    Pause,
+    Resume,
+    BeginPromote,
+    PromoteDone,
+    BeginRollback,
+    RollbackDone,
+    Abort,
+    Fail,
+}
+
+impl Event {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::CanaryReady { .. } => "canary_ready",
+            Event::Advance { .. } => "advance",
+            Event::Pause => "pause",
+            Event::Resume => "resume",
+            Event::BeginPromote => "begin_promote",
+            Event::PromoteDone => "promote_done",
+            Event::BeginRollback => "begin_rollback",
+            Event::RollbackDone => "rollback_done",
+            Event::Abort => "abort",
+            Event::Fail => "fail",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("illegal transition: {event} while {phase}")]
+pub struct IllegalTransition {
+    pub phase: Phase,
+    pub event: &'static str,
+}
+
+/// One recorded transition: when, why, who, and the numbers behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    pub at: DateTime<Utc>,
+    pub from: Phase,
+    pub to: Phase,
+    pub event: String,
+    pub step: usize,
+    pub weight: u32,
+    pub reason: String,
+    /// "policy", or the user who ran the command.
+    pub actor: String,
+    #[serde(default)]
+    pub observations: Observations,
+}
+
+/// The full state of one rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub phase: Phase,
+    pub step: usize,
+    /// Desired canary weight in percent.
+    pub weight: u32,
+    pub started_at: DateTime<Utc>,
+    pub step_started_at: DateTime<Utc>,
+    #[serde(default)]
+    pub history: Vec<Transition>,
+    /// Most recent evaluations (bounded, see [`Rollout::MAX_EVALUATIONS`]).
+    #[serde(default)]
+    pub evaluations: Vec<Evaluation>,
+}
+
+/// Who caused a transition and why.
+#[derive(Debug, Clone, Default)]
+pub struct Cause {
+    pub actor: String,
+    pub reason: String,
+    pub observations: Observations,
+}
+
+impl Cause {
+    pub fn new(actor: impl Into<String>, reason: impl Into<String>) -> Self {
+        Cause {
+            actor: actor.into(),
+            reason: reason.into(),
+            observations: Observations::new(),
+        }
+    }
+
+    pub fn with_observations(mut self, observations: Observations) -> Self {
+        self.observations = observations;
+        self
+    }
+}
+
+impl Rollout {
+    /// Evaluations kept in the state object; older ones are summarised by transitions.
+    pub const MAX_EVALUATIONS: usize = 100;
+
+    pub fn new(at: DateTime<Utc>) -> Self {
+        Rollout {
+            phase: Phase::Initializing,
+            step: 0,
+            weight: 0,
+            started_at: at,
+            step_started_at: at,
+            history: Vec::new(),
+            evaluations: Vec::new(),
+        }
+    }
+
+    /// The phase `event` leads to from `self.phase`, or an error if it is not allowed.
+    pub fn next_phase(&self, event: &Event) -> Result<Phase, IllegalTransition> {
+        use Phase::*;
+        let to = match (self.phase, event) {
+            (Initializing, Event::CanaryReady { .. }) => Progressing,
+            (Progressing, Event::Advance { step, .. }) if *step > self.step => Progressing,
+            (Progressing, Event::Pause) => Paused,
+            (Paused, Event::Resume) => Progressing,
+            (Progressing | Paused, Event::BeginPromote) => Promoting,
+            (Promoting, Event::PromoteDone) => Promoted,
+            (Initializing | Progressing | Paused | Promoting, Event::BeginRollback) => RollingBack,
+            (RollingBack, Event::RollbackDone) => RolledBack,
+            (Initializing | Progressing | Paused | Promoting | RollingBack, Event::Abort) => {
+                Aborting
+            }
+            (Aborting, Event::RollbackDone) => Aborted,
+            (phase, Event::Fail) if !phase.is_terminal() => Failed,
+            (phase, event) => {
+                return Err(IllegalTransition {
+                    phase,
+                    event: event.name(),
+                });
+            }
+        };
+        Ok(to)
+    }
+
+    /// Applies `event` at time `at`, recording the transition.
+    pub fn apply(
+        &mut self,
+        event: Event,
+        at: DateTime<Utc>,
+        cause: Cause,
+    ) -> Result<&Transition, IllegalTransition> {
+        let to = self.next_phase(&event)?;
+        let from = self.phase;
+        match event {
+            Event::CanaryReady { weight } => {
+                self.step = 0;
+                self.weight = weight;
+                self.step_started_at = at;
+            }
+            Event::Advance { step, weight } => {
+                self.step = step;
+                self.weight = weight;
+                self.step_started_at = at;
+            }
+            // Traffic leaves the canary as the first act of a rollback or abort.
+            Event::BeginRollback | Event::Abort => self.weight = 0,
+            Event::PromoteDone => self.weight = 100,
+            Event::Resume => self.step_started_at = at,
+            _ => {}
+        }
+        self.phase = to;
+        self.history.push(Transition {
+            at,
+            from,
+            to,
+            event: event.name().to_string(),
+            step: self.step,
+            weight: self.weight,
+            reason: cause.reason,
+            actor: cause.actor,
+            observations: cause.observations,
+        });
+        Ok(self.history.last().expect("just pushed"))
+    }
+
+    pub fn record_evaluation(&mut self, evaluation: Evaluation) {
+        self.evaluations.push(evaluation);
+        if self.evaluations.len() > Self::MAX_EVALUATIONS {
+            let excess = self.evaluations.len() - Self::MAX_EVALUATIONS;
+            self.evaluations.drain(..excess);
+        }
+    }
+
+    pub fn last_evaluation(&self) -> Option<&Evaluation> {
+        self.evaluations.last()
+    }
+
+    pub fn time_in_step(&self, now: DateTime<Utc>) -> std::time::Duration {
+        (now - self.step_started_at).to_std().unwrap_or_default()
+    }
+
+    pub fn elapsed(&self, now: DateTime<Utc>) -> std::time::Duration {
+        (now - self.started_at).to_std().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Phase::*;
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+    }
+
+    fn in_phase(phase: Phase, step: usize) -> Rollout {
+        let mut r = Rollout::new(t0());
+        r.phase = phase;
+        r.step = step;
+        r
+    }
+
+    const ALL: [Phase; 10] = [
+        Initializing,
+        Progressing,
+        Paused,
+        Promoting,
+        Promoted,
+        RollingBack,
+        RolledBack,
+        Aborting,
+        Aborted,
+        Failed,
+    ];
+
+    fn events() -> Vec<Event> {
+        vec![
+            Event::CanaryReady { weight: 5 },
+            Event::Advance { step: 2, weight: 50 },
+            Event::Pause,
+            Event::Resume,
+            Event::BeginPromote,
+            Event::PromoteDone,
+            Event::BeginRollback,
+            Event::RollbackDone,
+            Event::Abort,
+            Event::Fail,
+        ]
+    }
+
+    /// The whole transition table: (from, event) → Some(to) or None (illegal).
+    fn expected(from: Phase, event: &Event) -> Option<Phase> {
+        let active = matches!(from, Initializing | Progressing | Paused | Promoting);
+        match event {
+            Event::CanaryReady { .. } => (from == Initializing).then_some(Progressing),
+            Event::Advance { .. } => (from == Progressing).then_some(Progressing),
+            Event::Pause => (from == Progressing).then_some(Paused),
+            Event::Resume => (from == Paused).then_some(Progressing),
+            Event::BeginPromote => matches!(from, Progressing | Paused).then_some(Promoting),
+            Event::PromoteDone => (from == Promoting).then_some(Promoted),
+            Event::BeginRollback => active.then_some(RollingBack),
+            Event::RollbackDone => match from {
+                RollingBack => Some(RolledBack),
+                Aborting => Some(Aborted),
+                _ => None,
+            },
+            Event::Abort => (active || from == RollingBack).then_some(Aborting),
+            Event::Fail => (!from.is_terminal()).then_some(Failed),
+        }
+    }
+
+    #[test]
+    fn transition_table_is_exhaustive() {
+        let mut checked = 0;
+        for from in ALL {
+            for event in events() {
+                let mut r = in_phase(from, 1);
+                let got = r.apply(event.clone(), t0(), Cause::new("test", "x"));
+                match expected(from, &event) {
+                    Some(to) => {
+                        let t = got.unwrap_or_else(|e| panic!("{from} + {event:?}: {e}"));
+                        assert_eq!(t.to, to, "{from} + {event:?}");
+                        assert_eq!(r.phase, to);
+                        assert_eq!(r.history.len(), 1);
+                    }
+                    None => {
+                        let err = got.expect_err(&format!("{from} + {event:?} must be illegal"));
+                        assert_eq!(err.phase, from);
+                        assert_eq!(r.phase, from, "state unchanged after illegal event");
+                        assert!(r.history.is_empty());
+                    }
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, ALL.len() * events().len());
+    }
+
+    #[test]
+    fn advance_must_move_forward() {
+        let mut r = in_phase(Progressing, 2);
+        assert!(
+            r.apply(Event::Advance { step: 2, weight: 50 }, t0(), Cause::default())
+                .is_err()
+        );
+        assert!(
+            r.apply(Event::Advance { step: 1, weight: 25 }, t0(), Cause::default())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn full_happy_path_records_history_and_weights() {
+        let mut r = Rollout::new(t0());
+        let later = |s| t0() + chrono::Duration::seconds(s);
+        r.apply(Event::CanaryReady { weight: 5 }, later(10), Cause::new("policy", "ready"))
+            .unwrap();
+        assert_eq!((r.step, r.weight), (0, 5));
+        r.apply(Event::Advance { step: 1, weight: 25 }, later(400), Cause::new("policy", "ok"))
+            .unwrap();
+        assert_eq!(r.step_started_at, later(400));
+        assert_eq!(r.time_in_step(later(460)).as_secs(), 60);
+        r.apply(Event::BeginPromote, later(900), Cause::new("alice", "manual"))
+            .unwrap();
+        r.apply(Event::PromoteDone, later(960), Cause::new("policy", "rolled out"))
+            .unwrap();
+        assert_eq!(r.phase, Promoted);
+        assert_eq!(r.weight, 100);
+        let events: Vec<_> = r.history.iter().map(|t| t.event.as_str()).collect();
+        assert_eq!(events, ["canary_ready", "advance", "begin_promote", "promote_done"]);
+        assert_eq!(r.history[2].actor, "alice");
+    }
+
+    #[test]
+    fn rollback_sets_weight_to_zero_first() {
+        let mut r = in_phase(Progressing, 1);
+        r.weight = 25;
+        r.apply(Event::BeginRollback, t0(), Cause::new("policy", "errors"))
+            .unwrap();
+        assert_eq!(r.weight, 0);
+        assert_eq!(r.history[0].weight, 0);
+        r.apply(Event::RollbackDone, t0(), Cause::default()).unwrap();
+        assert_eq!(r.phase, RolledBack);
+    }
+
+    #[test]
+    fn serde_round_trip() {
+        let mut r = Rollout::new(t0());
+        r.apply(Event::CanaryReady { weight: 5 }, t0(), Cause::new("policy", "ready"))
+            .unwrap();
+        let json = serde_json::to_string(&r).unwrap();
+        let back: Rollout = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+        assert!(json.contains("\"phase\":\"progressing\""));
+    }
+
+    #[test]
+    fn evaluations_are_bounded() {
+        let mut r = Rollout::new(t0());
+        for i in 0..(Rollout::MAX_EVALUATIONS + 7) {
+            r.record_evaluation(Evaluation {
+                at: t0(),
+                step: i,
+                weight: 5,
+                decision: crate::core::decision::Decision::hold("x"),
+                observations: Default::default(),
+                queries: Default::default(),
+                log: vec![],
+            });
+        }
+        assert_eq!(r.evaluations.len(), Rollout::MAX_EVALUATIONS);
+        assert_eq!(r.evaluations[0].step, 7);
+    }
+}

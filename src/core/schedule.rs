@@ -1,0 +1,102 @@
+//! The schedule a policy declares: weights, gates and evaluation interval.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What to do when the policy itself fails (throws, exceeds a limit, returns garbage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    #[default]
+    Hold,
+    Pause,
+    Rollback,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Canary weights in percent, increasing, the last one 100.
+    pub steps: Vec<u32>,
+    /// Minimum time at a step before the policy may advance.
+    #[serde(with = "humantime_serde")]
+    pub min_step_time: Duration,
+    /// Minimum canary requests at a step before the policy may advance.
+    pub min_requests: u64,
+    /// Time between evaluations.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    pub on_error: OnError,
+    /// Canary replica count (the stable keeps its own).
+    pub canary_replicas: u32,
+    /// Give up (roll back) when the rollout has not finished after this long.
+    #[serde(with = "humantime_serde", default)]
+    pub max_duration: Option<Duration>,
+    /// Named metric queries the policy and its hooks read (name → PromQL template).
+    #[serde(default)]
+    pub queries: BTreeMap<String, String>,
+    /// Header that routes matching requests to the canary before any weight (seed 002).
+    #[serde(default)]
+    pub header_route: Option<HeaderRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderRoute {
+    pub name: String,
+    pub value: String,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule {
+            steps: vec![5, 25, 50, 100],
+            min_step_time: Duration::from_secs(300),
+            min_requests: 1000,
+            interval: Duration::from_secs(30),
+            on_error: OnError::Hold,
+            canary_replicas: 1,
+            max_duration: None,
+            queries: BTreeMap::new(),
+            header_route: None,
+        }
+    }
+}
+
+impl Schedule {
+    /// Checks the contract; the message says which field is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.steps.is_empty() {
+            return Err("schedule.steps must list at least one weight".into());
+        }
+        if self.steps.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(format!(
+                "schedule.steps must increase strictly, got {:?}",
+                self.steps
+            ));
+        }
+        if let Some(bad) = self.steps.iter().find(|w| **w == 0 || **w > 100) {
+            return Err(format!("schedule.steps: weight {bad} is outside 1..=100"));
+        }
+        if self.steps.last() != Some(&100) {
+            return Err(format!(
+                "schedule.steps must end at 100 (full traffic before promotion), got {:?}",
+                self.steps
+            ));
+        }
+        if self.interval.is_zero() {
+            return Err("schedule.interval must be greater than 0".into());
+        }
+        if self.canary_replicas == 0 {
+            return Err("schedule.canary_replicas must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn weight_at(&self, step: usize) -> u32 {
+        self.steps[step.min(self.steps.len() - 1)]
+    }
+
+    pub fn is_last(&self, step: usize) -> bool {
+        step + 1 >= self.steps.len()
+    }
+}

@@ -1,0 +1,1782 @@
+//! Statistics for canary analysis: pure functions, no I/O, std only.
+//!
+//! Why this module exists: per-window threshold gates ("success ≥ 99% in the
+//! last minute") misbehave at canary traffic levels. At 60 canary requests per
+//! minute a single error is already 1.67%, so a perfectly healthy 0.5%-error
+//! canary fails such a gate in roughly a quarter of all windows. The tests here
+//! accumulate evidence over the whole analysis window instead and decide only
+//! when the evidence is strong enough either way:
+//!
+//! * [`ErrorShareTest`] — Wald SPRT on *which version produced each error*,
+//!   given the actual traffic split. It needs only four counters and works at
+//!   any weight, because the stable fleet acts as a concurrent baseline.
+//! * [`sprt_bernoulli`] — classic one-sample SPRT against a fixed error rate,
+//!   for when no baseline is available.
+//! * [`RankTest`] — Mann–Whitney U with a Hodges–Lehmann shift estimate for
+//!   continuous metrics such as latency (the approach Kayenta popularised).
+//! * [`wilson_upper`], [`normal_cdf`], [`normal_quantile`], [`quantile`] —
+//!   building blocks, exposed because policies and reports want them too.
+//!
+//! Every test returns a [`TestOutcome`] whose verdict is three-valued: missing,
+//! invalid or insufficient data is always [`Verdict::Inconclusive`], never a
+//! silent pass.
+
+use std::cmp::Ordering;
+use std::f64::consts::PI;
+
+/// Three-valued decision. `Inconclusive` is a first-class answer: "keep
+/// watching" is the right response to too little evidence, and callers decide
+/// what to do when a deadline runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Inconclusive,
+}
+
+impl Verdict {
+    /// Stable lowercase name, suitable for logs, JSON and policy scripts.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Result of one statistical test, carrying the numbers behind the verdict so
+/// that operators can see *why* a rollout was stopped or promoted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestOutcome {
+    pub verdict: Verdict,
+    /// Log-likelihood ratio for SPRT tests, z score for Mann–Whitney; NaN when
+    /// the test could not be computed.
+    pub statistic: f64,
+    /// One-sided p-value where the test has one (Mann–Whitney); SPRT tests use
+    /// likelihood-ratio boundaries instead and leave this `None`.
+    pub p_value: Option<f64>,
+    /// Effect estimate: canary/stable error-rate ratio, observed error rate,
+    /// or Hodges–Lehmann shift, depending on the test. `None` when undefined.
+    pub estimate: Option<f64>,
+    /// Sample size used: canary requests (rounded down) or canary sample count.
+    pub samples: u64,
+    /// One human sentence explaining the verdict, with the numbers.
+    pub reason: String,
+}
+
+impl TestOutcome {
+    fn inconclusive(samples: u64, reason: impl Into<String>) -> Self {
+        TestOutcome {
+            verdict: Verdict::Inconclusive,
+            statistic: f64::NAN,
+            p_value: None,
+            estimate: None,
+            samples,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Convert a possibly fractional counter (Prometheus `increase()` extrapolates)
+/// to a sample count; negative/NaN become 0, huge values saturate.
+fn count_u64(x: f64) -> u64 {
+    if x.is_finite() && x > 0.0 {
+        x.floor() as u64 // `as` saturates at u64::MAX
+    } else {
+        0
+    }
+}
+
+/// Format a counter: integers without decimals, extrapolated counts with one.
+fn fmt_count(x: f64) -> String {
+    if (x - x.round()).abs() < 1e-9 {
+        format!("{:.0}", x)
+    } else {
+        format!("{:.1}", x)
+    }
+}
+
+fn fmt_pct(x: f64) -> String {
+    format!("{:.2}%", x * 100.0)
+}
+
+fn fmt_p(p: f64) -> String {
+    if p >= 0.001 {
+        format!("{:.4}", p)
+    } else {
+        format!("{:.2e}", p)
+    }
+}
+
+fn valid_prob(p: f64) -> bool {
+    p.is_finite() && p > 0.0 && p < 1.0
+}
+
+/// Wald thresholds `(lower, upper)` = `(ln(β/(1−α)), ln((1−β)/α))`.
+/// Why these: they bound the error rates by roughly α and β without knowing
+/// the sample size in advance, so the test may be checked after every scrape.
+fn wald_bounds(alpha: f64, beta: f64) -> (f64, f64) {
+    ((beta / (1.0 - alpha)).ln(), ((1.0 - beta) / alpha).ln())
+}
+
+// ---------------------------------------------------------------------------
+// Error-share SPRT (canary vs stable under a weighted split)
+// ---------------------------------------------------------------------------
+
+/// Sequential test "is the canary's error rate at least `max_ratio` × stable?"
+/// based on the canary's share of all errors.
+///
+/// Why a share test: with canary traffic share `w`, if both versions are
+/// equally good each error comes from the canary with probability `w`. That
+/// turns a two-sample comparison into a one-sample binomial question which
+/// needs only counts and the weight, and it automatically tracks incidents that
+/// hit both versions (a shared dependency failing raises both counts and does
+/// not blame the canary).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorShareTest {
+    /// H1: canary error rate ≥ `max_ratio` × stable error rate (must be > 1).
+    pub max_ratio: f64,
+    /// Tolerated probability of failing a canary that is as good as stable.
+    pub alpha: f64,
+    /// Tolerated probability of passing a canary that is `max_ratio` × worse.
+    pub beta: f64,
+    /// Canary requests required before a Pass is allowed (Fail may come
+    /// earlier: a very bad canary should be stopped as soon as it is evident).
+    pub min_canary_requests: u64,
+    /// Absolute error-rate tolerance: the canary also passes when the upper
+    /// (1−α) Wilson bound of its own error rate is at or below this. Why: with
+    /// very few errors on either side the share test cannot conclude, yet a
+    /// canary that demonstrably stays under 1% errors is fine to promote.
+    /// Trade-off: this arm ignores the stable baseline, so a canary at 0.4%
+    /// can pass while stable runs at 0.05% unless the share test fails it
+    /// first. Set it from the SLO, or to 0 to disable the arm.
+    pub max_error_rate: f64,
+}
+
+impl Default for ErrorShareTest {
+    fn default() -> Self {
+        ErrorShareTest {
+            max_ratio: 2.0,
+            alpha: 0.05,
+            beta: 0.2,
+            min_canary_requests: 500,
+            max_error_rate: 0.01,
+        }
+    }
+}
+
+/// A canary must have produced at least this many errors before the share test
+/// may fail it: one or two errors are too easy to get by bad luck, and the
+/// Wald bounds assume a continuous stream of observations, not a lucky first one.
+pub const MIN_CANARY_ERRORS_TO_FAIL: f64 = 3.0;
+
+impl ErrorShareTest {
+    fn config_error(&self) -> Option<String> {
+        if !(self.max_ratio.is_finite() && self.max_ratio > 1.0) {
+            return Some(format!("max_ratio must be > 1, got {}", self.max_ratio));
+        }
+        if !valid_prob(self.alpha) || !valid_prob(self.beta) || self.alpha + self.beta >= 1.0 {
+            return Some(format!(
+                "alpha and beta must be in (0,1) with alpha+beta < 1, got alpha={} beta={}",
+                self.alpha, self.beta
+            ));
+        }
+        if !(self.max_error_rate.is_finite() && (0.0..=1.0).contains(&self.max_error_rate)) {
+            return Some(format!(
+                "max_error_rate must be in [0,1], got {}",
+                self.max_error_rate
+            ));
+        }
+        None
+    }
+
+    /// Evaluate counters accumulated since the start of the analysis window
+    /// (e.g. the current rollout step). Counters may be fractional.
+    ///
+    /// Invalid input (NaN, infinite, negative, errors > requests) or zero
+    /// traffic on either side yields `Inconclusive`, never `Pass`.
+    pub fn evaluate(
+        &self,
+        canary_requests: f64,
+        canary_errors: f64,
+        stable_requests: f64,
+        stable_errors: f64,
+    ) -> TestOutcome {
+        let samples = count_u64(canary_requests);
+        if let Some(e) = self.config_error() {
+            return TestOutcome::inconclusive(samples, format!("invalid test configuration: {e}"));
+        }
+        let all = [
+            canary_requests,
+            canary_errors,
+            stable_requests,
+            stable_errors,
+        ];
+        if all.iter().any(|v| !v.is_finite() || *v < 0.0) {
+            return TestOutcome::inconclusive(
+                samples,
+                format!(
+                    "invalid counters (canary {}/{} errors, stable {}/{} errors): must be finite and non-negative",
+                    canary_errors, canary_requests, stable_errors, stable_requests
+                ),
+            );
+        }
+        if canary_errors > canary_requests || stable_errors > stable_requests {
+            return TestOutcome::inconclusive(
+                samples,
+                format!(
+                    "invalid counters: more errors than requests (canary {}/{}, stable {}/{})",
+                    fmt_count(canary_errors),
+                    fmt_count(canary_requests),
+                    fmt_count(stable_errors),
+                    fmt_count(stable_requests)
+                ),
+            );
+        }
+        if canary_requests <= 0.0 || stable_requests <= 0.0 {
+            return TestOutcome::inconclusive(
+                samples,
+                format!(
+                    "no data: {} canary and {} stable requests in the window",
+                    fmt_count(canary_requests),
+                    fmt_count(stable_requests)
+                ),
+            );
+        }
+        let w = canary_requests / (canary_requests + stable_requests);
+        if !(w > 0.0 && w < 1.0) {
+            return TestOutcome::inconclusive(
+                samples,
+                format!("no data: canary traffic share {w} leaves nothing to compare"),
+            );
+        }
+
+        let k = self.max_ratio;
+        let x = canary_errors;
+        let n_err = canary_errors + stable_errors;
+        let p1 = k * w / (k * w + 1.0 - w);
+        let llr = x * (p1 / w).ln() + (n_err - x) * ((1.0 - p1) / (1.0 - w)).ln();
+        let (lower, upper) = wald_bounds(self.alpha, self.beta);
+
+        let canary_rate = x / canary_requests;
+        let stable_rate = stable_errors / stable_requests;
+        let ratio = if stable_errors > 0.0 {
+            Some(canary_rate / stable_rate)
+        } else {
+            None
+        };
+        let ratio_txt = match ratio {
+            Some(r) => format!("ratio {:.2}", r),
+            None => "ratio undefined".to_string(),
+        };
+        let rates = format!(
+            "canary {}/{} errors ({}) vs stable {}/{} ({}), {}, canary share {}",
+            fmt_count(x),
+            fmt_count(canary_requests),
+            fmt_pct(canary_rate),
+            fmt_count(stable_errors),
+            fmt_count(stable_requests),
+            fmt_pct(stable_rate),
+            ratio_txt,
+            fmt_pct(w)
+        );
+        let out = |verdict, reason: String| TestOutcome {
+            verdict,
+            statistic: llr,
+            p_value: None,
+            estimate: ratio,
+            samples,
+            reason,
+        };
+
+        // Fail first: evidence against the canary overrides any pass arm.
+        if llr >= upper && x >= MIN_CANARY_ERRORS_TO_FAIL {
+            return out(
+                Verdict::Fail,
+                format!(
+                    "{rates}: LLR {:.2} ≥ {:.2}, canary error rate is likely ≥ {}× stable",
+                    llr, upper, k
+                ),
+            );
+        }
+
+        let enough = canary_requests >= self.min_canary_requests as f64;
+        let ub = wilson_upper(x, canary_requests, 1.0 - self.alpha);
+        if enough && llr <= lower {
+            return out(
+                Verdict::Pass,
+                format!(
+                    "{rates}: LLR {:.2} ≤ {:.2}, canary error rate is likely below {}× stable",
+                    llr, lower, k
+                ),
+            );
+        }
+        if let Some(ub) = ub.filter(|&u| enough && u <= self.max_error_rate) {
+            return out(
+                Verdict::Pass,
+                format!(
+                    "{rates}: {:.0}% upper bound of canary error rate {} ≤ tolerance {}",
+                    (1.0 - self.alpha) * 100.0,
+                    fmt_pct(ub),
+                    fmt_pct(self.max_error_rate)
+                ),
+            );
+        }
+
+        let mut missing = Vec::new();
+        if !enough {
+            missing.push(format!(
+                "{}/{} canary requests",
+                fmt_count(canary_requests.floor()),
+                self.min_canary_requests
+            ));
+        }
+        if llr >= upper {
+            missing.push(format!(
+                "LLR {:.2} ≥ {:.2} but only {} canary errors (need {})",
+                llr,
+                upper,
+                fmt_count(x),
+                MIN_CANARY_ERRORS_TO_FAIL
+            ));
+        } else {
+            missing.push(format!(
+                "LLR {:.2} between {:.2} and {:.2}",
+                llr, lower, upper
+            ));
+        }
+        if let Some(ub) = ub.filter(|&u| u > self.max_error_rate) {
+            missing.push(format!(
+                "error-rate upper bound {} > tolerance {}",
+                fmt_pct(ub),
+                fmt_pct(self.max_error_rate)
+            ));
+        }
+        out(
+            Verdict::Inconclusive,
+            format!("{rates}: not yet decided ({})", missing.join("; ")),
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One-sample Bernoulli SPRT
+// ---------------------------------------------------------------------------
+
+/// Classic Wald SPRT on Bernoulli outcomes: H0 error rate `p0` vs H1 `p1 > p0`.
+///
+/// Each error adds ln(p1/p0), each success ln((1−p1)/(1−p0)); the test accepts
+/// H1 (→ `Fail`) at ln((1−β)/α) and H0 (→ `Pass`) at ln(β/(1−α)). Why: it
+/// needs fewer samples on average than a fixed-size test and may be evaluated
+/// after every scrape. Use it when there is no baseline to compare against;
+/// `p0` then has to be a known-good absolute error rate.
+///
+/// `estimate` is the observed error rate, `samples` the (rounded down) trials.
+pub fn sprt_bernoulli(
+    errors: f64,
+    trials: f64,
+    p0: f64,
+    p1: f64,
+    alpha: f64,
+    beta: f64,
+) -> TestOutcome {
+    let samples = count_u64(trials);
+    if !valid_prob(p0) || !valid_prob(p1) || p1 <= p0 {
+        return TestOutcome::inconclusive(
+            samples,
+            format!("invalid test configuration: need 0 < p0 < p1 < 1, got p0={p0} p1={p1}"),
+        );
+    }
+    if !valid_prob(alpha) || !valid_prob(beta) || alpha + beta >= 1.0 {
+        return TestOutcome::inconclusive(
+            samples,
+            format!("invalid test configuration: alpha={alpha} beta={beta}"),
+        );
+    }
+    if !errors.is_finite() || !trials.is_finite() || errors < 0.0 || errors > trials {
+        return TestOutcome::inconclusive(
+            samples,
+            format!("invalid counters: {errors} errors in {trials} trials"),
+        );
+    }
+    if trials <= 0.0 {
+        return TestOutcome::inconclusive(samples, "no data: 0 trials");
+    }
+    let llr = errors * (p1 / p0).ln() + (trials - errors) * ((1.0 - p1) / (1.0 - p0)).ln();
+    let (lower, upper) = wald_bounds(alpha, beta);
+    let rate = errors / trials;
+    let head = format!(
+        "{}/{} errors ({}), H0 {} vs H1 {}",
+        fmt_count(errors),
+        fmt_count(trials),
+        fmt_pct(rate),
+        fmt_pct(p0),
+        fmt_pct(p1)
+    );
+    let (verdict, reason) = if llr >= upper {
+        (
+            Verdict::Fail,
+            format!("{head}: LLR {:.2} ≥ {:.2}, accept H1", llr, upper),
+        )
+    } else if llr <= lower {
+        (
+            Verdict::Pass,
+            format!("{head}: LLR {:.2} ≤ {:.2}, accept H0", llr, lower),
+        )
+    } else {
+        (
+            Verdict::Inconclusive,
+            format!(
+                "{head}: LLR {:.2} between {:.2} and {:.2}, keep sampling",
+                llr, lower, upper
+            ),
+        )
+    };
+    TestOutcome {
+        verdict,
+        statistic: llr,
+        p_value: None,
+        estimate: Some(rate),
+        samples,
+        reason,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Wilson bound, normal distribution
+// ---------------------------------------------------------------------------
+
+/// One-sided upper confidence bound (Wilson score) of a binomial proportion
+/// `successes_or_errors / n` at the given `confidence` (e.g. 0.95).
+///
+/// Why Wilson: unlike the normal (Wald) interval it stays sensible at 0 events
+/// and at small n, which is exactly the low-traffic canary case — 0 errors in
+/// 300 requests gives ≈ 0.9%, not 0%.
+///
+/// Returns `None` for n ≤ 0, non-finite inputs, a count outside [0, n] or a
+/// confidence outside (0, 1).
+pub fn wilson_upper(successes_or_errors: f64, n: f64, confidence: f64) -> Option<f64> {
+    let x = successes_or_errors;
+    if !x.is_finite() || !n.is_finite() || !confidence.is_finite() {
+        return None;
+    }
+    if n <= 0.0 || x < 0.0 || x > n || confidence <= 0.0 || confidence >= 1.0 {
+        return None;
+    }
+    let z = normal_quantile(confidence);
+    let p = x / n;
+    let z2 = z * z;
+    let denom = 1.0 + z2 / n;
+    let centre = p + z2 / (2.0 * n);
+    let spread = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).max(0.0).sqrt();
+    Some(((centre + spread) / denom).clamp(0.0, 1.0))
+}
+
+/// Standard normal CDF Φ(z): absolute error ~1e-16, relative error < 1e-12
+/// in the lower tail (checked against scipy down to z = −37).
+///
+/// Why hand-rolled: std has no erf. Near the centre a positive-term series
+/// avoids cancellation; in the tails a continued fraction for the Mills ratio
+/// keeps *relative* accuracy, which matters for small p-values.
+pub fn normal_cdf(z: f64) -> f64 {
+    if z.is_nan() {
+        return f64::NAN;
+    }
+    if z == f64::INFINITY {
+        return 1.0;
+    }
+    if z == f64::NEG_INFINITY {
+        return 0.0;
+    }
+    let a = z.abs();
+    if a < 3.0 {
+        // Φ(z) = 1/2 + φ(z) · Σ z^(2n+1) / (2n+1)!!
+        let pdf = (-0.5 * z * z).exp() / (2.0 * PI).sqrt();
+        let mut term = z;
+        let mut sum = z;
+        let z2 = z * z;
+        let mut n = 1.0;
+        while term.abs() > 1e-17 * sum.abs() {
+            term *= z2 / (2.0 * n + 1.0);
+            sum += term;
+            n += 1.0;
+            if n > 500.0 {
+                break;
+            }
+        }
+        (0.5 + pdf * sum).clamp(0.0, 1.0)
+    } else {
+        let tail = upper_tail(a);
+        if z > 0.0 { 1.0 - tail } else { tail }
+    }
+}
+
+/// Q(a) = 1 − Φ(a) for a ≥ 3 via the continued fraction
+/// φ(a) / (a + 1/(a + 2/(a + 3/(a + …)))), evaluated bottom-up.
+fn upper_tail(a: f64) -> f64 {
+    if a > 40.0 {
+        return 0.0;
+    }
+    let mut f = a;
+    for k in (1..=120).rev() {
+        f = a + k as f64 / f;
+    }
+    let pdf = (-0.5 * a * a).exp() / (2.0 * PI).sqrt();
+    pdf / f
+}
+
+/// Standard normal quantile Φ⁻¹(p): Acklam's rational approximation refined
+/// by Halley steps against [`normal_cdf`], so round trips hold to ~1e-12.
+/// Returns ±∞ at 1/0 and NaN outside [0, 1].
+pub fn normal_quantile(p: f64) -> f64 {
+    if p.is_nan() || !(0.0..=1.0).contains(&p) {
+        return f64::NAN;
+    }
+    if p == 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if p == 1.0 {
+        return f64::INFINITY;
+    }
+    if p > 0.5 {
+        // Work in the lower tail where p has full relative precision.
+        return -normal_quantile(1.0 - p);
+    }
+    const A: [f64; 6] = [
+        -3.969683028665376e+01,
+        2.209460984245205e+02,
+        -2.759285104469687e+02,
+        1.38357751867269e+02,
+        -3.066479806614716e+01,
+        2.506628277459239e+00,
+    ];
+    const B: [f64; 5] = [
+        -5.447609879822406e+01,
+        1.615858368580409e+02,
+        -1.556989798598866e+02,
+        6.680131188771972e+01,
+        -1.328068155288572e+01,
+    ];
+    const C: [f64; 6] = [
+        -7.784894002430293e-03,
+        -3.223964580411365e-01,
+        -2.400758277161838e+00,
+        -2.549732539343734e+00,
+        4.374664141464968e+00,
+        2.938163982698783e+00,
+    ];
+    const D: [f64; 4] = [
+        7.784695709041462e-03,
+        3.224671290700398e-01,
+        2.445134137142996e+00,
+        3.754408661907416e+00,
+    ];
+    const P_LOW: f64 = 0.02425;
+    let mut x = if p < P_LOW {
+        let q = (-2.0 * p.ln()).sqrt();
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    };
+    // Halley refinement against the accurate CDF; skipped in the extreme tail
+    // (p below ~1e-300) where exp(x²/2) would overflow.
+    for _ in 0..2 {
+        let e = normal_cdf(x) - p;
+        let log_u = 0.5 * x * x + 0.5 * (2.0 * PI).ln();
+        if log_u > 700.0 {
+            break;
+        }
+        let u = e * log_u.exp();
+        let step = u / (1.0 + x * u / 2.0);
+        if !step.is_finite() {
+            break;
+        }
+        x -= step;
+    }
+    x
+}
+
+// ---------------------------------------------------------------------------
+// Quantiles
+// ---------------------------------------------------------------------------
+
+/// Sample quantile with linear interpolation between order statistics
+/// (Hyndman–Fan type 7, the numpy/R default). Non-finite samples are ignored.
+/// Returns `None` when no finite sample remains or `q` is outside [0, 1].
+///
+/// This is what naive per-window policies use ("p99 of this minute < 300ms");
+/// it is kept for such policies and for comparison in tests and docs.
+pub fn quantile(samples: &[f64], q: f64) -> Option<f64> {
+    if !q.is_finite() || !(0.0..=1.0).contains(&q) {
+        return None;
+    }
+    let mut v: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(quantile_sorted(&v, q))
+}
+
+fn quantile_sorted(v: &[f64], q: f64) -> f64 {
+    let h = (v.len() - 1) as f64 * q;
+    let lo = h.floor() as usize;
+    let hi = h.ceil() as usize;
+    v[lo] + (h - lo as f64) * (v[hi] - v[lo])
+}
+
+// ---------------------------------------------------------------------------
+// Mann–Whitney U + Hodges–Lehmann
+// ---------------------------------------------------------------------------
+
+/// Rank test for continuous metrics (latency): is the canary stochastically
+/// greater (slower) than stable, by a margin that matters?
+///
+/// Why rank-based: latency is skewed and heavy-tailed; ranks make the test
+/// distribution-free and robust to outliers. Why the extra shift threshold:
+/// with thousands of samples a 1% slowdown is "significant" but harmless, so a
+/// Fail needs both significance and a practically relevant Hodges–Lehmann
+/// shift.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankTest {
+    /// One-sided significance level.
+    pub alpha: f64,
+    /// Finite samples required on *each* side before any verdict.
+    pub min_samples: usize,
+    /// Tolerated shift relative to |median(stable)|, e.g. 0.10 = +10%.
+    pub max_shift: f64,
+}
+
+impl Default for RankTest {
+    fn default() -> Self {
+        RankTest {
+            alpha: 0.05,
+            min_samples: 20,
+            max_shift: 0.10,
+        }
+    }
+}
+
+/// Mann–Whitney U statistic details (canary = first sample).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MannWhitney {
+    /// U of the first sample: number of pairs (x_i, y_j) with x_i > y_j,
+    /// ties counting ½.
+    pub u: f64,
+    /// Continuity-corrected z for the alternative "first sample greater".
+    pub z: f64,
+    /// One-sided p-value (normal approximation, tie-corrected variance).
+    pub p_value: f64,
+}
+
+/// One-sided Mann–Whitney U test "x stochastically greater than y", normal
+/// approximation with tie correction and continuity correction (matches
+/// `scipy.stats.mannwhitneyu(x, y, alternative="greater", method="asymptotic")`).
+/// Inputs must be finite; returns `None` if either side is empty or any
+/// value is non-finite.
+pub fn mann_whitney_greater(x: &[f64], y: &[f64]) -> Option<MannWhitney> {
+    if x.is_empty() || y.is_empty() || x.iter().chain(y).any(|v| !v.is_finite()) {
+        return None;
+    }
+    let n1 = x.len() as f64;
+    let n2 = y.len() as f64;
+    let n = n1 + n2;
+    let mut all: Vec<(f64, bool)> = x
+        .iter()
+        .map(|&v| (v, true))
+        .chain(y.iter().map(|&v| (v, false)))
+        .collect();
+    // partial_cmp (not total_cmp) so that -0.0 and 0.0 tie; all values finite.
+    all.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(Ordering::Equal));
+    let mut rank_sum_x = 0.0;
+    let mut tie_term = 0.0;
+    let mut i = 0;
+    while i < all.len() {
+        let mut j = i + 1;
+        while j < all.len() && all[j].0 == all[i].0 {
+            j += 1;
+        }
+        let t = (j - i) as f64;
+        let avg_rank = (i + 1 + j) as f64 / 2.0; // ranks i+1..=j
+        let in_x = all[i..j].iter().filter(|e| e.1).count() as f64;
+        rank_sum_x += avg_rank * in_x;
+        tie_term += t * t * t - t;
+        i = j;
+    }
+    let u = rank_sum_x - n1 * (n1 + 1.0) / 2.0;
+    let mu = n1 * n2 / 2.0;
+    let var = if n > 1.0 {
+        n1 * n2 / 12.0 * ((n + 1.0) - tie_term / (n * (n - 1.0)))
+    } else {
+        0.0
+    };
+    let (z, p) = if var > 0.0 {
+        let z = (u - mu - 0.5) / var.sqrt();
+        (z, normal_cdf(-z))
+    } else {
+        // All values tied: no evidence of any difference.
+        (0.0, 1.0)
+    };
+    Some(MannWhitney { u, z, p_value: p })
+}
+
+/// Hodges–Lehmann two-sample shift estimate: median of all pairwise
+/// differences x_i − y_j. Returns `None` if either side is empty or contains
+/// non-finite values.
+///
+/// Computed exactly without materialising the n·m differences: a binary search
+/// over the ordered bit patterns of f64 with an O(n + m) two-pointer count per
+/// step (≤ 64 steps), so 10k × 10k inputs cost ~1M operations after sorting.
+pub fn hodges_lehmann(x: &[f64], y: &[f64]) -> Option<f64> {
+    if x.is_empty() || y.is_empty() || x.iter().chain(y).any(|v| !v.is_finite()) {
+        return None;
+    }
+    let mut xs = x.to_vec();
+    let mut ys = y.to_vec();
+    xs.sort_by(f64::total_cmp);
+    ys.sort_by(f64::total_cmp);
+    let m = xs.len() as u128 * ys.len() as u128;
+    let k_lo = m.div_ceil(2); // 1-based order statistic(s) forming the median
+    let k_hi = m / 2 + 1;
+    let a = kth_difference(&xs, &ys, k_lo);
+    let b = if k_hi == k_lo {
+        a
+    } else {
+        kth_difference(&xs, &ys, k_hi)
+    };
+    Some(0.5 * a + 0.5 * b + 0.0)
+}
+
+/// Monotone map f64 → u64 (for non-NaN values) so integer order = float order.
+fn f64_key(v: f64) -> u64 {
+    let b = v.to_bits();
+    if b >> 63 == 1 { !b } else { b | (1 << 63) }
+}
+
+fn key_f64(k: u64) -> f64 {
+    if k >> 63 == 1 {
+        f64::from_bits(k & !(1 << 63))
+    } else {
+        f64::from_bits(!k)
+    }
+}
+
+/// Number of pairs with xs[i] − ys[j] ≤ d (both sorted ascending).
+fn count_le(xs: &[f64], ys: &[f64], d: f64) -> u128 {
+    let mut j = 0usize;
+    let mut count = 0u128;
+    for &xi in xs {
+        // For fixed i the qualifying j form a suffix whose start only moves right
+        // as xi grows (floating subtraction is monotone in each argument).
+        while j < ys.len() && xi - ys[j] > d {
+            j += 1;
+        }
+        count += (ys.len() - j) as u128;
+    }
+    count
+}
+
+/// k-th smallest (1-based) pairwise difference xs[i] − ys[j].
+fn kth_difference(xs: &[f64], ys: &[f64], k: u128) -> f64 {
+    let mut lo = f64_key(xs[0] - ys[ys.len() - 1]);
+    let mut hi = f64_key(xs[xs.len() - 1] - ys[0]);
+    // Invariant: count_le(key_f64(hi)) ≥ k; find the smallest such key.
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if count_le(xs, ys, key_f64(mid)) >= k {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    key_f64(hi)
+}
+
+impl RankTest {
+    /// One-sided Mann–Whitney U test "canary latency stochastically greater
+    /// than stable" (normal approximation, tie and continuity corrected) with
+    /// the Hodges–Lehmann shift (canary − stable) as `estimate`.
+    ///
+    /// Non-finite samples are dropped and counted in the reason. Fewer than
+    /// `min_samples` finite samples on either side → `Inconclusive`. `Fail`
+    /// when p < alpha AND shift > max_shift × |median(stable)|; `Pass`
+    /// otherwise (including a canary that is faster).
+    pub fn evaluate(&self, canary: &[f64], stable: &[f64]) -> TestOutcome {
+        let c: Vec<f64> = canary.iter().copied().filter(|v| v.is_finite()).collect();
+        let s: Vec<f64> = stable.iter().copied().filter(|v| v.is_finite()).collect();
+        let samples = c.len() as u64;
+        let dropped = (canary.len() - c.len()) + (stable.len() - s.len());
+        let dropped_txt = if dropped > 0 {
+            format!(", {dropped} non-finite samples dropped")
+        } else {
+            String::new()
+        };
+        if !(valid_prob(self.alpha) && self.max_shift.is_finite() && self.max_shift >= 0.0) {
+            return TestOutcome::inconclusive(
+                samples,
+                format!(
+                    "invalid test configuration: alpha={} max_shift={}",
+                    self.alpha, self.max_shift
+                ),
+            );
+        }
+        let need = self.min_samples.max(1);
+        if c.len() < need || s.len() < need {
+            let what = if c.is_empty() || s.is_empty() {
+                "no data"
+            } else {
+                "too few samples"
+            };
+            return TestOutcome::inconclusive(
+                samples,
+                format!(
+                    "{what}: {} canary and {} stable samples, need {} each{dropped_txt}",
+                    c.len(),
+                    s.len(),
+                    need
+                ),
+            );
+        }
+        // Both sides non-empty and finite, so these cannot fail.
+        let (Some(mw), Some(shift), Some(med)) = (
+            mann_whitney_greater(&c, &s),
+            hodges_lehmann(&c, &s),
+            quantile(&s, 0.5),
+        ) else {
+            return TestOutcome::inconclusive(samples, "internal error computing rank test");
+        };
+        let limit = self.max_shift * med.abs();
+        let rel = if med != 0.0 {
+            format!(" ({:+.1}%)", shift / med.abs() * 100.0)
+        } else {
+            String::new()
+        };
+        let head = format!(
+            "{} canary vs {} stable samples{dropped_txt}: shift {:.4}{rel} vs stable median {:.4}, z {:.2}, p {}",
+            c.len(),
+            s.len(),
+            shift,
+            med,
+            mw.z,
+            fmt_p(mw.p_value)
+        );
+        let significant = mw.p_value < self.alpha;
+        let relevant = shift > limit;
+        let (verdict, why) = match (significant, relevant) {
+            (true, true) => (
+                Verdict::Fail,
+                format!(
+                    "canary is significantly slower by more than the {:.4} tolerance",
+                    limit
+                ),
+            ),
+            (true, false) => (
+                Verdict::Pass,
+                format!(
+                    "difference is significant but within the {:.4} tolerance",
+                    limit
+                ),
+            ),
+            (false, _) => (
+                Verdict::Pass,
+                format!("no significant increase at alpha {}", self.alpha),
+            ),
+        };
+        TestOutcome {
+            verdict,
+            statistic: mw.z,
+            p_value: Some(mw.p_value),
+            estimate: Some(shift),
+            samples,
+            reason: format!("{head}; {why}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // ---- deterministic RNG (splitmix64) -------------------------------------
+
+    struct SplitMix64(u64);
+
+    impl SplitMix64 {
+        fn next_u64(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        /// Uniform in [0, 1).
+        fn uniform(&mut self) -> f64 {
+            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        }
+        fn binomial(&mut self, n: u64, p: f64) -> u64 {
+            (0..n).filter(|_| self.uniform() < p).count() as u64
+        }
+        /// Log-normal-ish latency sample around `median`.
+        fn latency(&mut self, median: f64) -> f64 {
+            // Box–Muller
+            let u1 = self.uniform().max(1e-300);
+            let u2 = self.uniform();
+            let n = (-2.0 * u1.ln()).sqrt() * (2.0 * PI * u2).cos();
+            median * (0.4 * n).exp()
+        }
+    }
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol
+    }
+
+    // ---- Verdict --------------------------------------------------------------
+
+    #[test]
+    fn verdict_strings() {
+        assert_eq!(Verdict::Pass.as_str(), "pass");
+        assert_eq!(Verdict::Fail.as_str(), "fail");
+        assert_eq!(Verdict::Inconclusive.as_str(), "inconclusive");
+        assert_eq!(Verdict::Fail.to_string(), "fail");
+    }
+
+    // ---- normal distribution --------------------------------------------------
+
+    #[test]
+    fn normal_cdf_known_values() {
+        // Reference values from Python's math.erfc: 0.5*erfc(-z/sqrt(2)).
+        let cases = [
+            (0.0, 0.5),
+            (1.0, 0.8413447460685429),
+            (-1.0, 0.15865525393145707),
+            (1.6448536269514722, 0.95),
+            (1.959963984540054, 0.975),
+            (2.5, 0.9937903346742238),
+            (-3.0, 0.0013498980316300957),
+            (-5.0, 2.866515718791946e-07),
+            (-8.0, 6.220960574271819e-16),
+            (-20.0, 2.7536241186063314e-89),
+        ];
+        for (z, want) in cases {
+            let got = normal_cdf(z);
+            let rel = ((got - want) / want).abs();
+            assert!(rel < 1e-9, "Φ({z}) = {got}, want {want}, rel err {rel}");
+        }
+        assert_eq!(normal_cdf(f64::INFINITY), 1.0);
+        assert_eq!(normal_cdf(f64::NEG_INFINITY), 0.0);
+        assert!(normal_cdf(f64::NAN).is_nan());
+        assert_eq!(normal_cdf(50.0), 1.0);
+        assert_eq!(normal_cdf(-50.0), 0.0);
+    }
+
+    #[test]
+    fn normal_cdf_monotone_and_symmetric() {
+        let mut prev = 0.0;
+        let mut z = -10.0;
+        while z <= 10.0 {
+            let p = normal_cdf(z);
+            assert!(p >= prev, "not monotone at {z}");
+            assert!(close(p + normal_cdf(-z), 1.0, 1e-14), "asymmetric at {z}");
+            prev = p;
+            z += 0.01;
+        }
+        // Continuity across the series / continued-fraction switch at |z| = 3.
+        let eps = 1e-9;
+        assert!(close(normal_cdf(3.0 - eps), normal_cdf(3.0 + eps), 1e-11));
+        assert!(close(normal_cdf(-3.0 - eps), normal_cdf(-3.0 + eps), 1e-11));
+    }
+
+    #[test]
+    fn normal_quantile_known_values() {
+        // Reference values from Python's statistics.NormalDist().inv_cdf.
+        let cases = [
+            (0.5, 0.0),
+            (0.95, 1.6448536269514722),
+            (0.975, 1.959963984540054),
+            (0.8, 0.8416212335729143),
+            (0.01, -2.3263478740408408),
+            (1e-6, -4.753424308822899),
+            (1e-12, -7.034483825301131),
+        ];
+        for (p, want) in cases {
+            let got = normal_quantile(p);
+            assert!(close(got, want, 1e-9), "Φ⁻¹({p}) = {got}, want {want}");
+        }
+        assert_eq!(normal_quantile(0.0), f64::NEG_INFINITY);
+        assert_eq!(normal_quantile(1.0), f64::INFINITY);
+        assert!(normal_quantile(-0.1).is_nan());
+        assert!(normal_quantile(1.1).is_nan());
+        assert!(normal_quantile(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn normal_round_trip() {
+        let mut p = 1e-10;
+        while p < 1.0 {
+            let z = normal_quantile(p);
+            let back = normal_cdf(z);
+            assert!(
+                ((back - p) / p.min(1.0 - p)).abs() < 1e-7,
+                "p={p} z={z} back={back}"
+            );
+            p *= 1.37;
+        }
+        for i in 1..1000 {
+            let p = i as f64 / 1000.0;
+            assert!(close(normal_cdf(normal_quantile(p)), p, 1e-12), "p={p}");
+        }
+        // Above z ≈ 6, 1 − Φ(z) < 1e-9 is not representable precisely as Φ(z)
+        // itself, so round trips through Φ are limited by f64, not by us.
+        let mut z = -8.0;
+        while z < 6.0 {
+            assert!(close(normal_quantile(normal_cdf(z)), z, 1e-7), "z={z}");
+            z += 0.05;
+        }
+        // Deep tail must not overflow.
+        let z = normal_quantile(1e-300);
+        assert!(z.is_finite() && z < -37.0 && z > -37.5, "{z}");
+    }
+
+    // ---- Wilson ---------------------------------------------------------------
+
+    #[test]
+    fn wilson_upper_known_values() {
+        // Wilson formula with z = Φ⁻¹(0.95), evaluated in Python/scipy.
+        let u = wilson_upper(0.0, 300.0, 0.95).unwrap();
+        assert!(close(u, 0.008937872175128179, 1e-12), "{u}");
+        let u = wilson_upper(5.0, 1000.0, 0.95).unwrap();
+        assert!(close(u, 0.01023533150672088, 1e-12), "{u}");
+        let u = wilson_upper(10.0, 10.0, 0.95).unwrap();
+        assert!(close(u, 1.0, 1e-12), "{u}");
+        // Monotone in confidence and count.
+        assert!(
+            wilson_upper(5.0, 1000.0, 0.99).unwrap() > wilson_upper(5.0, 1000.0, 0.95).unwrap()
+        );
+        assert!(
+            wilson_upper(6.0, 1000.0, 0.95).unwrap() > wilson_upper(5.0, 1000.0, 0.95).unwrap()
+        );
+        // Always above the point estimate.
+        assert!(wilson_upper(50.0, 1000.0, 0.95).unwrap() > 0.05);
+    }
+
+    #[test]
+    fn wilson_upper_rejects_bad_input() {
+        assert_eq!(wilson_upper(0.0, 0.0, 0.95), None);
+        assert_eq!(wilson_upper(0.0, -5.0, 0.95), None);
+        assert_eq!(wilson_upper(f64::NAN, 10.0, 0.95), None);
+        assert_eq!(wilson_upper(1.0, f64::INFINITY, 0.95), None);
+        assert_eq!(wilson_upper(11.0, 10.0, 0.95), None);
+        assert_eq!(wilson_upper(-1.0, 10.0, 0.95), None);
+        assert_eq!(wilson_upper(1.0, 10.0, 1.0), None);
+        assert_eq!(wilson_upper(1.0, 10.0, 0.0), None);
+    }
+
+    // ---- quantile -------------------------------------------------------------
+
+    #[test]
+    fn quantile_linear_interpolation() {
+        let v = [4.0, 1.0, 3.0, 2.0];
+        assert_eq!(quantile(&v, 0.0), Some(1.0));
+        assert_eq!(quantile(&v, 1.0), Some(4.0));
+        assert_eq!(quantile(&v, 0.5), Some(2.5));
+        // numpy.quantile([1,2,3,4], 0.9) == 3.7
+        assert!(close(quantile(&v, 0.9).unwrap(), 3.7, 1e-12));
+        assert_eq!(quantile(&[7.0], 0.99), Some(7.0));
+    }
+
+    #[test]
+    fn quantile_ignores_non_finite_and_rejects_bad_q() {
+        let v = [f64::NAN, 1.0, f64::INFINITY, 3.0, f64::NEG_INFINITY];
+        assert_eq!(quantile(&v, 0.5), Some(2.0));
+        assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(quantile(&[f64::NAN], 0.5), None);
+        assert_eq!(quantile(&[1.0], 1.5), None);
+        assert_eq!(quantile(&[1.0], -0.1), None);
+        assert_eq!(quantile(&[1.0], f64::NAN), None);
+    }
+
+    // ---- sprt_bernoulli -------------------------------------------------------
+
+    #[test]
+    fn sprt_bernoulli_decisions() {
+        // ln((1-β)/α) = ln(16) = 2.7726, ln(β/(1-α)) = -1.5581 for α=.05, β=.2.
+        // 0 errors in 300 at H0 1% vs H1 2%: LLR = 300·ln(0.98/0.99) = -3.046 → Pass.
+        let o = sprt_bernoulli(0.0, 300.0, 0.01, 0.02, 0.05, 0.2);
+        assert_eq!(o.verdict, Verdict::Pass, "{}", o.reason);
+        assert!(close(o.statistic, 300.0 * (0.98f64 / 0.99).ln(), 1e-9));
+        assert_eq!(o.samples, 300);
+        assert_eq!(o.estimate, Some(0.0));
+        // 10 errors in 300: LLR = 10·ln2 + 290·ln(0.98/0.99) = 3.987 → Fail.
+        let o = sprt_bernoulli(10.0, 300.0, 0.01, 0.02, 0.05, 0.2);
+        assert_eq!(o.verdict, Verdict::Fail, "{}", o.reason);
+        // 3 errors in 100: LLR = 3·ln2 + 97·ln(0.98/0.99) = 1.094 → Inconclusive.
+        let o = sprt_bernoulli(3.0, 100.0, 0.01, 0.02, 0.05, 0.2);
+        assert_eq!(o.verdict, Verdict::Inconclusive, "{}", o.reason);
+    }
+
+    #[test]
+    fn sprt_bernoulli_invalid_is_inconclusive() {
+        let bad = [
+            sprt_bernoulli(f64::NAN, 100.0, 0.01, 0.02, 0.05, 0.2),
+            sprt_bernoulli(0.0, f64::NAN, 0.01, 0.02, 0.05, 0.2),
+            sprt_bernoulli(0.0, 0.0, 0.01, 0.02, 0.05, 0.2),
+            sprt_bernoulli(5.0, 3.0, 0.01, 0.02, 0.05, 0.2),
+            sprt_bernoulli(-1.0, 3.0, 0.01, 0.02, 0.05, 0.2),
+            sprt_bernoulli(0.0, 1e6, 0.02, 0.01, 0.05, 0.2), // p1 < p0
+            sprt_bernoulli(0.0, 1e6, 0.0, 0.01, 0.05, 0.2),
+            sprt_bernoulli(0.0, 1e6, 0.01, 0.02, 0.0, 0.2),
+            sprt_bernoulli(0.0, 1e6, 0.01, 0.02, 0.6, 0.6),
+        ];
+        for o in bad {
+            assert_eq!(o.verdict, Verdict::Inconclusive, "{}", o.reason);
+            assert!(o.statistic.is_nan());
+        }
+    }
+
+    // ---- ErrorShareTest -------------------------------------------------------
+
+    #[test]
+    fn error_share_defaults() {
+        let t = ErrorShareTest::default();
+        assert_eq!(t.max_ratio, 2.0);
+        assert_eq!(t.alpha, 0.05);
+        assert_eq!(t.beta, 0.2);
+        assert_eq!(t.min_canary_requests, 500);
+        assert_eq!(t.max_error_rate, 0.01);
+    }
+
+    #[test]
+    fn error_share_never_passes_bad_input() {
+        let t = ErrorShareTest::default();
+        let n = f64::NAN;
+        let inf = f64::INFINITY;
+        let cases = [
+            (0.0, 0.0, 0.0, 0.0),
+            (0.0, 0.0, 1e6, 10.0),
+            (1e6, 0.0, 0.0, 0.0),
+            (n, 0.0, 1e6, 0.0),
+            (1e6, n, 1e6, 0.0),
+            (1e6, 0.0, n, 0.0),
+            (1e6, 0.0, 1e6, n),
+            (inf, 0.0, 1e6, 0.0),
+            (-5.0, 0.0, 1e6, 0.0),
+            (1e6, -1.0, 1e6, 0.0),
+            (100.0, 200.0, 1e6, 0.0), // more errors than requests
+            (1e6, 0.0, 100.0, 200.0),
+        ];
+        for (cr, ce, sr, se) in cases {
+            let o = t.evaluate(cr, ce, sr, se);
+            assert_eq!(
+                o.verdict,
+                Verdict::Inconclusive,
+                "({cr},{ce},{sr},{se}): {}",
+                o.reason
+            );
+            assert!(o.statistic.is_nan());
+            assert!(
+                o.reason.contains("no data") || o.reason.contains("invalid"),
+                "reason should say no data/invalid: {}",
+                o.reason
+            );
+        }
+        assert!(t.evaluate(0.0, 0.0, 0.0, 0.0).reason.contains("no data"));
+        assert!(t.evaluate(n, 0.0, 1.0, 0.0).reason.contains("invalid"));
+    }
+
+    #[test]
+    fn error_share_invalid_config_is_inconclusive() {
+        let configs = [
+            ErrorShareTest {
+                max_ratio: 1.0,
+                ..Default::default()
+            },
+            ErrorShareTest {
+                max_ratio: f64::NAN,
+                ..Default::default()
+            },
+            ErrorShareTest {
+                alpha: 0.0,
+                ..Default::default()
+            },
+            ErrorShareTest {
+                beta: 1.0,
+                ..Default::default()
+            },
+            ErrorShareTest {
+                max_error_rate: -0.1,
+                ..Default::default()
+            },
+        ];
+        for t in configs {
+            let o = t.evaluate(1e5, 0.0, 1e6, 100.0);
+            assert_eq!(o.verdict, Verdict::Inconclusive, "{:?}: {}", t, o.reason);
+            assert!(o.reason.contains("invalid"));
+        }
+    }
+
+    #[test]
+    fn error_share_llr_matches_formula() {
+        let t = ErrorShareTest::default();
+        let (cr, ce, sr, se) = (2000.0, 30.0, 18000.0, 150.0);
+        let w: f64 = 0.1;
+        let p1 = 2.0 * w / (2.0 * w + 1.0 - w);
+        let want = 30.0 * (p1 / w).ln() + 150.0 * ((1.0 - p1) / (1.0 - w)).ln();
+        let o = t.evaluate(cr, ce, sr, se);
+        assert!(
+            close(o.statistic, want, 1e-9),
+            "{} vs {}",
+            o.statistic,
+            want
+        );
+        // ratio (30/2000)/(150/18000) = 1.8
+        assert!(close(o.estimate.unwrap(), 1.8, 1e-12));
+        assert_eq!(o.samples, 2000);
+    }
+
+    #[test]
+    fn error_share_a_a_large_counts_not_fail() {
+        // 0.5% errors on both sides, canary share 5%.
+        let t = ErrorShareTest::default();
+        let o = t.evaluate(10_000.0, 50.0, 190_000.0, 950.0);
+        assert_ne!(o.verdict, Verdict::Fail, "{}", o.reason);
+        assert_eq!(o.verdict, Verdict::Pass, "{}", o.reason);
+        assert!(close(o.estimate.unwrap(), 1.0, 1e-12));
+        // And a slightly unlucky canary (20% more errors than expected) still not Fail.
+        let o = t.evaluate(10_000.0, 60.0, 190_000.0, 950.0);
+        assert_ne!(o.verdict, Verdict::Fail, "{}", o.reason);
+    }
+
+    #[test]
+    fn error_share_detects_4x_canary() {
+        // Stable 1%, canary 4%, canary share 5%.
+        let t = ErrorShareTest::default();
+        let o = t.evaluate(2_000.0, 80.0, 38_000.0, 380.0);
+        assert_eq!(o.verdict, Verdict::Fail, "{}", o.reason);
+        assert!(o.statistic > (0.8f64 / 0.05).ln());
+        assert!(close(o.estimate.unwrap(), 4.0, 1e-12));
+        assert!(o.reason.contains("LLR"), "{}", o.reason);
+    }
+
+    #[test]
+    fn error_share_fails_early_before_min_requests() {
+        // A terrible canary (20% errors) is caught after 100 requests.
+        let t = ErrorShareTest::default();
+        let o = t.evaluate(100.0, 20.0, 1900.0, 19.0);
+        assert_eq!(o.verdict, Verdict::Fail, "{}", o.reason);
+        assert_eq!(o.samples, 100);
+    }
+
+    #[test]
+    fn error_share_needs_three_canary_errors_to_fail() {
+        // With max_ratio 5 and a 1% share each canary error adds ≈ ln(4.8);
+        // stable has no errors, so 2 canary errors alone cross ln(16).
+        let t = ErrorShareTest {
+            max_ratio: 5.0,
+            ..Default::default()
+        };
+        let w_share = (100.0, 2.0, 9_900.0, 0.0);
+        let o = t.evaluate(w_share.0, w_share.1, w_share.2, w_share.3);
+        assert!(
+            o.statistic >= (0.8f64 / 0.05).ln(),
+            "precondition: LLR {}",
+            o.statistic
+        );
+        assert_eq!(o.verdict, Verdict::Inconclusive, "{}", o.reason);
+        assert!(o.reason.contains("need 3"), "{}", o.reason);
+        let o = t.evaluate(100.0, 3.0, 9_900.0, 0.0);
+        assert_eq!(o.verdict, Verdict::Fail, "{}", o.reason);
+        assert_eq!(
+            o.estimate, None,
+            "ratio undefined when stable has no errors"
+        );
+    }
+
+    #[test]
+    fn error_share_pass_needs_min_requests() {
+        let t = ErrorShareTest::default();
+        // Clean canary but only 312 requests: not yet Pass, reason says what's missing.
+        let o = t.evaluate(312.0, 0.0, 6_000.0, 30.0);
+        assert_eq!(o.verdict, Verdict::Inconclusive, "{}", o.reason);
+        assert!(o.reason.contains("312/500 canary requests"), "{}", o.reason);
+        // Even when the share test already accepts H0 (many stable errors, none
+        // on the canary), Pass waits for min_canary_requests.
+        let o = t.evaluate(312.0, 0.0, 6_000.0, 100.0);
+        assert!(
+            o.statistic <= (0.2f64 / 0.95).ln(),
+            "precondition: LLR {}",
+            o.statistic
+        );
+        assert_eq!(o.verdict, Verdict::Inconclusive, "{}", o.reason);
+        // 600 clean requests but only 10 stable errors: the share test is still
+        // undecided (LLR ≈ −0.49), the absolute Wilson arm passes it.
+        let o = t.evaluate(600.0, 0.0, 11_400.0, 10.0);
+        assert!(
+            o.statistic > (0.2f64 / 0.95).ln(),
+            "precondition: LLR {}",
+            o.statistic
+        );
+        assert_eq!(o.verdict, Verdict::Pass, "{}", o.reason);
+        assert!(o.reason.contains("upper bound"), "{}", o.reason);
+    }
+
+    #[test]
+    fn error_share_pass_via_absolute_tolerance_without_stable_errors() {
+        // Neither side has errors: the share test cannot decide, the absolute
+        // tolerance can.
+        let t = ErrorShareTest::default();
+        let o = t.evaluate(1_000.0, 0.0, 20_000.0, 0.0);
+        assert_eq!(o.verdict, Verdict::Pass, "{}", o.reason);
+        assert_eq!(o.statistic, 0.0);
+        // With zero tolerance it must stay inconclusive.
+        let strict = ErrorShareTest {
+            max_error_rate: 0.0,
+            ..Default::default()
+        };
+        let o = strict.evaluate(1_000.0, 0.0, 20_000.0, 0.0);
+        assert_eq!(o.verdict, Verdict::Inconclusive, "{}", o.reason);
+    }
+
+    #[test]
+    fn error_share_absolute_arm_ignores_baseline() {
+        // Documented trade-off: canary 0.2% vs stable 0.011% (18×) is below the
+        // 1% tolerance and too few errors for the share test → Pass.
+        let t = ErrorShareTest::default();
+        let o = t.evaluate(1_000.0, 2.0, 9_000.0, 1.0);
+        assert_eq!(o.verdict, Verdict::Pass, "{}", o.reason);
+        assert!(o.estimate.unwrap() > 10.0);
+        let no_abs = ErrorShareTest {
+            max_error_rate: 0.0,
+            ..Default::default()
+        };
+        assert_eq!(
+            no_abs.evaluate(1_000.0, 2.0, 9_000.0, 1.0).verdict,
+            Verdict::Inconclusive
+        );
+    }
+
+    #[test]
+    fn error_share_healthy_low_traffic_canary_not_fail() {
+        // 60 canary req/min at 0.5% errors for 10 minutes, 5% share; try the
+        // plausible error counts (Poisson mean 3) including unlucky ones.
+        let t = ErrorShareTest::default();
+        for ce in 0..=7 {
+            let o = t.evaluate(600.0, ce as f64, 11_400.0, 57.0);
+            assert_ne!(o.verdict, Verdict::Fail, "ce={ce}: {}", o.reason);
+        }
+    }
+
+    #[test]
+    fn error_share_fractional_counts_ok() {
+        // Prometheus increase() yields fractional counts.
+        let t = ErrorShareTest::default();
+        let o = t.evaluate(2_000.4, 80.2, 38_000.7, 380.1);
+        assert_eq!(o.verdict, Verdict::Fail, "{}", o.reason);
+        assert_eq!(o.samples, 2000);
+    }
+
+    /// Simulate a rollout step: every minute add binomial errors, evaluate on
+    /// the cumulative counts, stop at the first Pass/Fail. Returns the verdict.
+    fn simulate_step(
+        rng: &mut SplitMix64,
+        t: &ErrorShareTest,
+        canary_per_min: u64,
+        stable_per_min: u64,
+        canary_rate: f64,
+        stable_rate: f64,
+        minutes: u32,
+    ) -> Verdict {
+        let (mut cr, mut ce, mut sr, mut se) = (0.0, 0.0, 0.0, 0.0);
+        for _ in 0..minutes {
+            cr += canary_per_min as f64;
+            sr += stable_per_min as f64;
+            ce += rng.binomial(canary_per_min, canary_rate) as f64;
+            se += rng.binomial(stable_per_min, stable_rate) as f64;
+            let o = t.evaluate(cr, ce, sr, se);
+            if o.verdict != Verdict::Inconclusive {
+                return o.verdict;
+            }
+        }
+        Verdict::Inconclusive
+    }
+
+    #[test]
+    fn simulation_a_a_false_fail_rate_bounded() {
+        // w = 0.1, 1% errors on both sides, peeking every minute for 60 minutes.
+        let t = ErrorShareTest::default();
+        let mut rng = SplitMix64(0x5EED_0001);
+        let runs = 200;
+        let mut fails = 0;
+        let mut passes = 0;
+        for _ in 0..runs {
+            match simulate_step(&mut rng, &t, 100, 900, 0.01, 0.01, 60) {
+                Verdict::Fail => fails += 1,
+                Verdict::Pass => passes += 1,
+                Verdict::Inconclusive => {}
+            }
+        }
+        let rate = fails as f64 / runs as f64;
+        assert!(
+            rate <= t.alpha + 0.03,
+            "false-fail rate {rate} ({fails}/{runs})"
+        );
+        // The test must also be useful: most healthy canaries get promoted.
+        assert!(
+            passes as f64 / runs as f64 >= 0.8,
+            "only {passes}/{runs} passed"
+        );
+    }
+
+    #[test]
+    fn simulation_a_a_low_error_rate() {
+        // 0.5% errors, canary 60 req/min (w≈0.05): the naive per-window gate
+        // "canary success ≥ 99% this minute" fails ~26% of windows; the share
+        // test must not fail more than alpha + slack of whole runs.
+        let t = ErrorShareTest::default();
+        let mut rng = SplitMix64(0x5EED_0002);
+        let runs = 200;
+        let mut fails = 0;
+        let mut naive_window_fails = 0;
+        let mut windows = 0;
+        for _ in 0..runs {
+            let (mut cr, mut ce, mut sr, mut se) = (0.0, 0.0, 0.0, 0.0);
+            let mut decided = false;
+            for _ in 0..30 {
+                let e = rng.binomial(60, 0.005);
+                windows += 1;
+                if (60 - e) as f64 / 60.0 < 0.99 {
+                    naive_window_fails += 1;
+                }
+                cr += 60.0;
+                ce += e as f64;
+                sr += 1140.0;
+                se += rng.binomial(1140, 0.005) as f64;
+                if !decided {
+                    let o = t.evaluate(cr, ce, sr, se);
+                    if o.verdict == Verdict::Fail {
+                        fails += 1;
+                    }
+                    decided = o.verdict != Verdict::Inconclusive;
+                }
+            }
+        }
+        let naive = naive_window_fails as f64 / windows as f64;
+        assert!(
+            naive > 0.2 && naive < 0.33,
+            "naive per-window fail rate {naive}"
+        );
+        let rate = fails as f64 / runs as f64;
+        assert!(rate <= t.alpha + 0.03, "false-fail rate {rate}");
+    }
+
+    #[test]
+    fn simulation_3x_canary_detected() {
+        // Stable 1%, canary 3%, w = 0.1.
+        let t = ErrorShareTest::default();
+        let mut rng = SplitMix64(0x5EED_0003);
+        let runs = 200;
+        let mut fails = 0;
+        let mut passes = 0;
+        for _ in 0..runs {
+            match simulate_step(&mut rng, &t, 100, 900, 0.03, 0.01, 60) {
+                Verdict::Fail => fails += 1,
+                Verdict::Pass => passes += 1,
+                Verdict::Inconclusive => {}
+            }
+        }
+        assert!(
+            fails as f64 / runs as f64 >= 0.8,
+            "detected only {fails}/{runs}"
+        );
+        assert!(
+            passes as f64 / runs as f64 <= 0.05,
+            "bad canary passed {passes}/{runs}"
+        );
+    }
+
+    // ---- Mann–Whitney / Hodges–Lehmann ----------------------------------------
+
+    #[test]
+    fn mann_whitney_hand_example() {
+        // x = [3,4,5], y = [1,2]: every x beats every y → U = 6.
+        // var = 3·2/12·6 = 3, z = (6 − 3 − 0.5)/√3 = 1.443376, p = 0.074457.
+        let mw = mann_whitney_greater(&[3.0, 4.0, 5.0], &[1.0, 2.0]).unwrap();
+        assert_eq!(mw.u, 6.0);
+        assert!(close(mw.z, 2.5 / 3f64.sqrt(), 1e-12));
+        assert!(
+            close(mw.p_value, 0.07445733658938286, 1e-12),
+            "{}",
+            mw.p_value
+        );
+        // Reverse direction: U = 0, p close to 1.
+        let mw = mann_whitney_greater(&[1.0, 2.0], &[3.0, 4.0, 5.0]).unwrap();
+        assert_eq!(mw.u, 0.0);
+        assert!(mw.p_value > 0.95);
+    }
+
+    #[test]
+    fn mann_whitney_matches_scipy_with_ties() {
+        // scipy.stats.mannwhitneyu(x, y, alternative="greater",
+        //     use_continuity=True, method="asymptotic") with the data below.
+        let x = [1.0, 2.0, 2.0, 3.0, 5.0, 5.0];
+        let y = [1.0, 1.0, 2.0, 3.0, 4.0];
+        let mw = mann_whitney_greater(&x, &y).unwrap();
+        assert_eq!(mw.u, SCIPY_TIES_U);
+        assert!(
+            close(mw.p_value, SCIPY_TIES_P, 1e-9),
+            "{} vs {}",
+            mw.p_value,
+            SCIPY_TIES_P
+        );
+    }
+
+    #[test]
+    fn mann_whitney_matches_scipy_larger() {
+        // Deterministic data: x_i = (i*7 % 23) + 0.5*(i%3), y_j = (j*5 % 19).
+        let x: Vec<f64> = (0..30)
+            .map(|i| ((i * 7) % 23) as f64 + 0.5 * (i % 3) as f64)
+            .collect();
+        let y: Vec<f64> = (0..25).map(|j| ((j * 5) % 19) as f64).collect();
+        let mw = mann_whitney_greater(&x, &y).unwrap();
+        assert_eq!(mw.u, SCIPY_LARGE_U);
+        assert!(
+            close(mw.p_value, SCIPY_LARGE_P, 1e-9),
+            "{} vs {}",
+            mw.p_value,
+            SCIPY_LARGE_P
+        );
+        let hl = hodges_lehmann(&x, &y).unwrap();
+        assert!(
+            close(hl, SCIPY_LARGE_HL, 1e-12),
+            "HL {hl} vs {SCIPY_LARGE_HL}"
+        );
+    }
+
+    // Reference values computed offline with scipy 1.17.1 (mannwhitneyu,
+    // method="asymptotic", use_continuity=True) and numpy
+    // (median of np.subtract.outer(x, y)); python is not needed at test time.
+    const SCIPY_TIES_U: f64 = 19.5;
+    const SCIPY_TIES_P: f64 = 0.22738616690408892;
+    const SCIPY_LARGE_U: f64 = 478.0;
+    const SCIPY_LARGE_P: f64 = 0.04145298881693869;
+    const SCIPY_LARGE_HL: f64 = 3.0;
+
+    #[test]
+    fn mann_whitney_all_tied() {
+        let mw = mann_whitney_greater(&[2.0; 5], &[2.0; 7]).unwrap();
+        assert_eq!(mw.u, 17.5);
+        assert_eq!(mw.p_value, 1.0);
+        assert!(mann_whitney_greater(&[], &[1.0]).is_none());
+        assert!(mann_whitney_greater(&[f64::NAN], &[1.0]).is_none());
+    }
+
+    #[test]
+    fn hodges_lehmann_small_examples() {
+        // Differences of [3,4,5] − [1,2]: {2,1,3,2,4,3} → median (2+3)/2 = 2.5.
+        assert_eq!(hodges_lehmann(&[3.0, 4.0, 5.0], &[1.0, 2.0]), Some(2.5));
+        // Odd count: [10] − [1,2,4] = {9,8,6} → 8.
+        assert_eq!(hodges_lehmann(&[10.0], &[1.0, 2.0, 4.0]), Some(8.0));
+        // Pure shift is recovered exactly, including negative shifts.
+        let y: Vec<f64> = (0..50).map(|i| (i * 13 % 37) as f64 * 0.25).collect();
+        let x: Vec<f64> = y.iter().map(|v| v - 1.5).collect();
+        assert_eq!(hodges_lehmann(&x, &y), Some(-1.5));
+        assert_eq!(hodges_lehmann(&[], &[1.0]), None);
+        assert_eq!(hodges_lehmann(&[f64::NAN], &[1.0]), None);
+    }
+
+    #[test]
+    fn hodges_lehmann_matches_brute_force() {
+        let mut rng = SplitMix64(42);
+        for n in [1usize, 2, 3, 7, 20, 61] {
+            for m in [1usize, 4, 9, 33] {
+                let x: Vec<f64> = (0..n)
+                    .map(|_| (rng.uniform() * 20.0).round() / 4.0)
+                    .collect();
+                let y: Vec<f64> = (0..m).map(|_| rng.latency(3.0)).collect();
+                let mut d: Vec<f64> = x
+                    .iter()
+                    .flat_map(|a| y.iter().map(move |b| a - b))
+                    .collect();
+                d.sort_by(f64::total_cmp);
+                let k = d.len();
+                let want = if k % 2 == 1 {
+                    d[k / 2]
+                } else {
+                    0.5 * d[k / 2 - 1] + 0.5 * d[k / 2]
+                };
+                assert_eq!(hodges_lehmann(&x, &y), Some(want), "n={n} m={m}");
+            }
+        }
+    }
+
+    #[test]
+    fn rank_test_defaults() {
+        let t = RankTest::default();
+        assert_eq!(t.alpha, 0.05);
+        assert_eq!(t.min_samples, 20);
+        assert_eq!(t.max_shift, 0.10);
+    }
+
+    #[test]
+    fn rank_test_identical_distributions_not_fail() {
+        let t = RankTest::default();
+        let mut fails = 0;
+        for seed in 0..50u64 {
+            let mut rng = SplitMix64(1000 + seed);
+            let c: Vec<f64> = (0..200).map(|_| rng.latency(100.0)).collect();
+            let s: Vec<f64> = (0..2000).map(|_| rng.latency(100.0)).collect();
+            let o = t.evaluate(&c, &s);
+            assert_ne!(o.verdict, Verdict::Inconclusive, "{}", o.reason);
+            if o.verdict == Verdict::Fail {
+                fails += 1;
+            }
+        }
+        // Needs both p < 0.05 and a > 10% shift: essentially never under A/A.
+        assert_eq!(fails, 0);
+        // And the literal same sample is a Pass with p ≈ 0.5.
+        let mut rng = SplitMix64(7);
+        let s: Vec<f64> = (0..500).map(|_| rng.latency(100.0)).collect();
+        let o = t.evaluate(&s, &s);
+        assert_eq!(o.verdict, Verdict::Pass, "{}", o.reason);
+        assert_eq!(o.estimate, Some(0.0));
+        assert!(o.p_value.unwrap() > 0.4);
+    }
+
+    #[test]
+    fn rank_test_detects_30_percent_shift() {
+        let t = RankTest::default();
+        for seed in 0..20u64 {
+            let mut rng = SplitMix64(2000 + seed);
+            let c: Vec<f64> = (0..200).map(|_| rng.latency(130.0)).collect();
+            let s: Vec<f64> = (0..2000).map(|_| rng.latency(100.0)).collect();
+            let o = t.evaluate(&c, &s);
+            assert_eq!(o.verdict, Verdict::Fail, "seed {seed}: {}", o.reason);
+            assert!(o.p_value.unwrap() < 0.05);
+            let shift = o.estimate.unwrap();
+            assert!(shift > 12.0 && shift < 45.0, "shift {shift}");
+            assert_eq!(o.samples, 200);
+        }
+    }
+
+    #[test]
+    fn rank_test_small_significant_shift_passes() {
+        // +3% with lots of data: significant, but below the 10% tolerance.
+        let t = RankTest::default();
+        let mut rng = SplitMix64(3);
+        let c: Vec<f64> = (0..10_000).map(|_| rng.latency(103.0)).collect();
+        let s: Vec<f64> = (0..10_000).map(|_| rng.latency(100.0)).collect();
+        let o = t.evaluate(&c, &s);
+        assert!(o.p_value.unwrap() < 0.05, "{}", o.reason);
+        assert_eq!(o.verdict, Verdict::Pass, "{}", o.reason);
+        assert!(o.reason.contains("within"), "{}", o.reason);
+        // Tightening the tolerance turns it into a Fail.
+        let strict = RankTest {
+            max_shift: 0.01,
+            ..Default::default()
+        };
+        assert_eq!(strict.evaluate(&c, &s).verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn rank_test_faster_canary_passes() {
+        let t = RankTest::default();
+        let mut rng = SplitMix64(4);
+        let c: Vec<f64> = (0..300).map(|_| rng.latency(70.0)).collect();
+        let s: Vec<f64> = (0..300).map(|_| rng.latency(100.0)).collect();
+        let o = t.evaluate(&c, &s);
+        assert_eq!(o.verdict, Verdict::Pass, "{}", o.reason);
+        assert!(o.estimate.unwrap() < 0.0);
+        assert!(o.p_value.unwrap() > 0.95);
+    }
+
+    #[test]
+    fn rank_test_ties_handled() {
+        // Latency quantised to 10ms buckets → heavy ties.
+        let t = RankTest::default();
+        let mut rng = SplitMix64(5);
+        let q = |v: f64| (v / 10.0).round() * 10.0;
+        let s: Vec<f64> = (0..500).map(|_| q(rng.latency(100.0))).collect();
+        let same: Vec<f64> = (0..500).map(|_| q(rng.latency(100.0))).collect();
+        let slow: Vec<f64> = (0..500).map(|_| q(rng.latency(140.0))).collect();
+        let o = t.evaluate(&same, &s);
+        assert_ne!(o.verdict, Verdict::Fail, "{}", o.reason);
+        let o = t.evaluate(&slow, &s);
+        assert_eq!(o.verdict, Verdict::Fail, "{}", o.reason);
+        // All values identical: Pass with p = 1.
+        let o = t.evaluate(&[5.0; 30], &[5.0; 30]);
+        assert_eq!(o.verdict, Verdict::Pass, "{}", o.reason);
+        assert_eq!(o.p_value, Some(1.0));
+    }
+
+    #[test]
+    fn rank_test_insufficient_or_bad_data_inconclusive() {
+        let t = RankTest::default();
+        let many: Vec<f64> = (0..100).map(|i| i as f64).collect();
+        let o = t.evaluate(&[], &many);
+        assert_eq!(o.verdict, Verdict::Inconclusive);
+        assert!(o.reason.contains("no data"), "{}", o.reason);
+        let o = t.evaluate(&many, &[]);
+        assert_eq!(o.verdict, Verdict::Inconclusive);
+        let o = t.evaluate(&many[..19], &many);
+        assert_eq!(o.verdict, Verdict::Inconclusive);
+        assert!(o.reason.contains("19 canary"), "{}", o.reason);
+        // NaNs are dropped and counted; dropping below the minimum → Inconclusive.
+        let mut c: Vec<f64> = many[..20].iter().map(|v| v + 1000.0).collect();
+        c[0] = f64::NAN;
+        c[1] = f64::INFINITY;
+        let o = t.evaluate(&c, &many);
+        assert_eq!(o.verdict, Verdict::Inconclusive, "{}", o.reason);
+        assert!(o.reason.contains("2 non-finite"), "{}", o.reason);
+        assert!(o.statistic.is_nan());
+        // All-NaN input never passes.
+        let o = t.evaluate(&[f64::NAN; 50], &[f64::NAN; 50]);
+        assert_eq!(o.verdict, Verdict::Inconclusive);
+        // Invalid configuration.
+        let bad = RankTest {
+            alpha: 1.5,
+            ..Default::default()
+        };
+        assert_eq!(bad.evaluate(&many, &many).verdict, Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn rank_test_nan_dropped_but_still_decides() {
+        let t = RankTest::default();
+        let mut rng = SplitMix64(6);
+        let mut c: Vec<f64> = (0..100).map(|_| rng.latency(150.0)).collect();
+        let s: Vec<f64> = (0..100).map(|_| rng.latency(100.0)).collect();
+        c.push(f64::NAN);
+        let o = t.evaluate(&c, &s);
+        assert_eq!(o.verdict, Verdict::Fail, "{}", o.reason);
+        assert_eq!(o.samples, 100);
+        assert!(o.reason.contains("1 non-finite"), "{}", o.reason);
+    }
+
+    #[test]
+    fn rank_test_large_inputs_are_fast_enough() {
+        // 10k × 10k must not materialise 1e8 differences.
+        let t = RankTest::default();
+        let mut rng = SplitMix64(8);
+        let c: Vec<f64> = (0..10_000).map(|_| rng.latency(100.0)).collect();
+        let s: Vec<f64> = (0..10_000).map(|_| rng.latency(100.0)).collect();
+        let start = std::time::Instant::now();
+        let o = t.evaluate(&c, &s);
+        assert!(
+            start.elapsed().as_secs_f64() < 5.0,
+            "took {:?}",
+            start.elapsed()
+        );
+        assert_ne!(o.verdict, Verdict::Fail, "{}", o.reason);
+        assert!(o.estimate.unwrap().abs() < 3.0);
+    }
+}

@@ -1,0 +1,86 @@
+//! Module resolver for hooks: `import "kafka-lag"` finds `kafka-lag.rhai` in the plugin
+//! directories and nowhere else (no paths, no `..`, no absolute files).
+
+use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position, Shared};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+pub struct PluginResolver {
+    dirs: Vec<PathBuf>,
+    cache: Mutex<HashMap<String, Shared<Module>>>,
+}
+
+impl PluginResolver {
+    pub fn new(dirs: Vec<PathBuf>) -> Self {
+        PluginResolver {
+            dirs,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A hook name is a plain file stem: letters, digits, `-` and `_`.
+    pub fn is_valid_name(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    }
+
+    pub fn find(&self, name: &str) -> Option<PathBuf> {
+        self.dirs
+            .iter()
+            .map(|d| d.join(format!("{name}.rhai")))
+            .find(|p| p.is_file())
+    }
+
+    fn error(msg: String, pos: Position) -> Box<EvalAltResult> {
+        Box::new(EvalAltResult::ErrorModuleNotFound(msg, pos))
+    }
+}
+
+impl ModuleResolver for PluginResolver {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        _source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<Shared<Module>, Box<EvalAltResult>> {
+        if !Self::is_valid_name(path) {
+            return Err(Self::error(
+                format!("{path:?} (hooks are imported by name, e.g. import \"kafka-lag\"; paths are not allowed)"),
+                pos,
+            ));
+        }
+        if let Some(m) = self.cache.lock().expect("resolver cache").get(path) {
+            return Ok(m.clone());
+        }
+        let Some(file) = self.find(path) else {
+            let dirs: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
+            return Err(Self::error(
+                format!("{path} (looked in plugin dirs: {})", dirs.join(", ")),
+                pos,
+            ));
+        };
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| Self::error(format!("{}: {e}", file.display()), pos))?;
+        let mut ast = engine.compile(&text).map_err(|e| {
+            Box::new(EvalAltResult::ErrorInModule(
+                file.display().to_string(),
+                Box::new(EvalAltResult::ErrorParsing(*e.0, e.1)),
+                pos,
+            ))
+        })?;
+        ast.set_source(file.display().to_string());
+        let module = Module::eval_ast_as_new(rhai::Scope::new(), &ast, engine)
+            .map_err(|e| Box::new(EvalAltResult::ErrorInModule(file.display().to_string(), e, pos)))?;
+        let module: Shared<Module> = module.into();
+        self.cache
+            .lock()
+            .expect("resolver cache")
+            .insert(path.to_string(), module.clone());
+        Ok(module)
+    }
+}

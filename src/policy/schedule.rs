@@ -1,0 +1,116 @@
+//! Reads the map returned by a policy's `schedule()` into a [`Schedule`], with messages
+//! that name the offending key.
+
+use crate::core::schedule::{HeaderRoute, OnError, Schedule};
+use rhai::{Dynamic, Map};
+use std::time::Duration;
+
+const KEYS: &[&str] = &[
+    "steps",
+    "min_step_time",
+    "min_requests",
+    "interval",
+    "on_error",
+    "canary_replicas",
+    "max_duration",
+    "queries",
+    "header_route",
+];
+
+fn duration(key: &str, v: &Dynamic) -> Result<Duration, String> {
+    if let Ok(secs) = v.as_int() {
+        return u64::try_from(secs)
+            .map(Duration::from_secs)
+            .map_err(|_| format!("schedule.{key} must not be negative"));
+    }
+    if let Ok(f) = v.as_float() {
+        if f.is_finite() && f >= 0.0 {
+            return Ok(Duration::from_secs_f64(f));
+        }
+        return Err(format!("schedule.{key} must be a finite, non-negative number of seconds"));
+    }
+    let text = v
+        .clone()
+        .into_string()
+        .map_err(|t| format!("schedule.{key} must be a duration like \"5m\" or seconds, got {t}"))?;
+    humantime::parse_duration(&text).map_err(|e| format!("schedule.{key} = {text:?}: {e}"))
+}
+
+fn uint(key: &str, v: &Dynamic) -> Result<u64, String> {
+    v.as_int()
+        .ok()
+        .and_then(|i| u64::try_from(i).ok())
+        .ok_or_else(|| format!("schedule.{key} must be a non-negative integer, got {}", v.type_name()))
+}
+
+pub fn schedule_from_map(map: &Map) -> Result<Schedule, String> {
+    if let Some(unknown) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(format!(
+            "schedule has unknown key {unknown:?} (known: {})",
+            KEYS.join(", ")
+        ));
+    }
+    let mut s = Schedule::default();
+    if let Some(v) = map.get("steps") {
+        let arr = v
+            .clone()
+            .into_array()
+            .map_err(|t| format!("schedule.steps must be an array of weights, got {t}"))?;
+        s.steps = arr
+            .iter()
+            .map(|w| uint("steps[]", w).and_then(|w| u32::try_from(w).map_err(|e| e.to_string())))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(v) = map.get("min_step_time") {
+        s.min_step_time = duration("min_step_time", v)?;
+    }
+    if let Some(v) = map.get("interval") {
+        s.interval = duration("interval", v)?;
+    }
+    if let Some(v) = map.get("max_duration") {
+        s.max_duration = Some(duration("max_duration", v)?);
+    }
+    if let Some(v) = map.get("min_requests") {
+        s.min_requests = uint("min_requests", v)?;
+    }
+    if let Some(v) = map.get("canary_replicas") {
+        s.canary_replicas = u32::try_from(uint("canary_replicas", v)?).map_err(|e| e.to_string())?;
+    }
+    if let Some(v) = map.get("on_error") {
+        let text = v.clone().into_string().unwrap_or_default();
+        s.on_error = match text.as_str() {
+            "hold" => OnError::Hold,
+            "pause" => OnError::Pause,
+            "rollback" => OnError::Rollback,
+            _ => return Err(format!("schedule.on_error must be \"hold\", \"pause\" or \"rollback\", got {v}")),
+        };
+    }
+    if let Some(v) = map.get("queries") {
+        let q = v
+            .clone()
+            .try_cast::<Map>()
+            .ok_or("schedule.queries must be a map of name → PromQL template")?;
+        for (name, text) in q {
+            let text = text
+                .into_string()
+                .map_err(|t| format!("schedule.queries.{name} must be a string, got {t}"))?;
+            s.queries.insert(name.to_string(), text);
+        }
+    }
+    if let Some(v) = map.get("header_route") {
+        let m = v
+            .clone()
+            .try_cast::<Map>()
+            .ok_or("schedule.header_route must be a map like #{ name: \"x-canary\", value: \"true\" }")?;
+        let get = |k: &str| {
+            m.get(k)
+                .and_then(|v| v.clone().into_string().ok())
+                .ok_or_else(|| format!("schedule.header_route.{k} must be a string"))
+        };
+        s.header_route = Some(HeaderRoute {
+            name: get("name")?,
+            value: get("value")?,
+        });
+    }
+    Ok(s)
+}
