@@ -1,0 +1,747 @@
+//! Test support for integration tests that need a real cluster and Prometheus.
+//!
+//! Include it from a `tests/*.rs` file with `mod support;`. The environment is
+//! started by `bash tests/run.sh` (or `bash tests/env/setup.sh && tests/env/up`
+//! and `. /tmp/kubectl-canary-env/env.sh`), which exports:
+//!
+//! * `CANARY_TEST_KUBECONFIG`  admin kubeconfig of the test cluster,
+//! * `CANARY_TEST_PROMETHEUS`  Prometheus base URL (scrape interval 1 s),
+//! * `CANARY_TEST_FILE_SD_DIR` Prometheus file_sd directory for demo targets,
+//! * `CANARY_TEST_ENV_DIR`     state dir (demo pids are registered there so
+//!   `tests/env/down` can always clean up).
+//!
+//! Tests never silently pass without it: [`TestEnv::get`] panics with
+//! instructions when the variables are missing.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use kube::discovery::{self, Scope};
+use kube::{Client, Config};
+use serde_json::{Value, json};
+
+/// Field manager used for server-side apply by the tests.
+pub const FIELD_MANAGER: &str = "kubectl-canary-tests";
+
+/// Image used for test workloads. kwok never pulls it.
+pub const TEST_IMAGE: &str = "kubectl-canary/demo:1.0";
+
+/// The environment the tests run against.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    pub kubeconfig: PathBuf,
+    pub prometheus: String,
+    pub file_sd_dir: Option<PathBuf>,
+    pub env_dir: Option<PathBuf>,
+    /// True when the cluster is a user-provided one (not the kwok control plane).
+    pub external: bool,
+}
+
+impl TestEnv {
+    /// Read the environment; panics with instructions when it is not set up.
+    pub fn get() -> &'static TestEnv {
+        static ENV: OnceLock<TestEnv> = OnceLock::new();
+        ENV.get_or_init(|| {
+            let need = |k: &str| match std::env::var(k) {
+                Ok(v) if !v.is_empty() => v,
+                _ => panic!(
+                    "{k} is not set: these tests need the local Kubernetes control plane and \
+                     Prometheus. Run the whole suite with `bash tests/run.sh` (builds and starts \
+                     everything, then runs cargo test), or start it yourself with \
+                     `bash tests/env/setup.sh && tests/env/up` and \
+                     `. ${{KUBECTL_CANARY_ENV_DIR:-/tmp/kubectl-canary-env}}/env.sh` before \
+                     `cargo test`."
+                ),
+            };
+            let opt = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+            let kubeconfig = PathBuf::from(need("CANARY_TEST_KUBECONFIG"));
+            assert!(
+                kubeconfig.exists(),
+                "CANARY_TEST_KUBECONFIG={} does not exist (environment stopped? run tests/env/up)",
+                kubeconfig.display()
+            );
+            TestEnv {
+                kubeconfig,
+                prometheus: need("CANARY_TEST_PROMETHEUS").trim_end_matches('/').to_string(),
+                file_sd_dir: opt("CANARY_TEST_FILE_SD_DIR").map(PathBuf::from),
+                env_dir: opt("CANARY_TEST_ENV_DIR").map(PathBuf::from),
+                external: opt("CANARY_TEST_EXTERNAL_CLUSTER").as_deref() == Some("1"),
+            }
+        })
+    }
+
+    /// kube config for the test cluster (admin).
+    pub async fn config(&self) -> Config {
+        let kc = Kubeconfig::read_from(&self.kubeconfig).expect("read CANARY_TEST_KUBECONFIG");
+        Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .expect("kube config from CANARY_TEST_KUBECONFIG")
+    }
+
+    /// An admin client.
+    pub async fn client(&self) -> Client {
+        Client::try_from(self.config().await).expect("kube client")
+    }
+
+    /// A client impersonating `user` (and `groups`), like `kubectl --as`.
+    pub async fn client_as(&self, user: &str, groups: &[&str]) -> Client {
+        let mut cfg = self.config().await;
+        cfg.auth_info.impersonate = Some(user.to_string());
+        if !groups.is_empty() {
+            cfg.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+        }
+        Client::try_from(cfg).expect("kube client (impersonating)")
+    }
+}
+
+/// Random-enough lowercase suffix for names.
+pub fn random_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    format!("{:08x}", h.finish() as u32)
+}
+
+/// A namespace created for one test, deleted (best effort, without waiting) on drop.
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+    kubeconfig: PathBuf,
+}
+
+impl TestNamespace {
+    /// Create `<prefix>-<random>` and wait until its `default` ServiceAccount exists.
+    pub async fn create(prefix: &str) -> TestNamespace {
+        let env = TestEnv::get();
+        let client = env.client().await;
+        let name = format!("{prefix}-{}", random_suffix());
+        let ns: Namespace = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"kubectl-canary-test": "true"}}
+        }))
+        .unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        wait_for(Duration::from_secs(30), "default ServiceAccount in test namespace", || {
+            let sa = sa.clone();
+            async move { sa.get_opt("default").await.ok().flatten().is_some() }
+        })
+        .await;
+        TestNamespace {
+            name,
+            client,
+            kubeconfig: env.kubeconfig.clone(),
+        }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let _ = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Poll `cond` every 200 ms until it returns true; panic after `timeout` naming `what`.
+pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if cond().await {
+            return;
+        }
+        if start.elapsed() >= timeout {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Server-side apply every document of a YAML (or JSON) manifest into `ns`
+/// (cluster-scoped objects ignore it). Returns the applied objects.
+pub async fn apply(client: &Client, ns: &str, manifest: &str) -> Vec<DynamicObject> {
+    let mut out = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(manifest) {
+        let v: Value = serde::Deserialize::deserialize(doc).expect("manifest is valid YAML");
+        if v.is_null() {
+            continue;
+        }
+        out.push(apply_value(client, ns, v).await);
+    }
+    out
+}
+
+/// Server-side apply of one object given as JSON.
+pub async fn apply_value(client: &Client, ns: &str, v: Value) -> DynamicObject {
+    let obj: DynamicObject = serde_json::from_value(v).expect("object has apiVersion/kind/metadata");
+    let tm = obj.types.clone().expect("object has apiVersion and kind");
+    let gvk = GroupVersionKind::try_from(&tm).expect("valid apiVersion");
+    let (ar, caps) = discovery::pinned_kind(client, &gvk)
+        .await
+        .unwrap_or_else(|e| panic!("{}/{} not served: {e}", tm.api_version, tm.kind));
+    let name = obj.metadata.name.clone().expect("object has metadata.name");
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Namespaced => Api::namespaced_with(client.clone(), ns, &ar),
+        Scope::Cluster => Api::all_with(client.clone(), &ar),
+    };
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj))
+        .await
+        .unwrap_or_else(|e| panic!("applying {} {name}: {e}", tm.kind))
+}
+
+/// Create the stable Deployment `<svc>` (labels app=<svc>, track=stable) and
+/// Service `<svc>`; with `split_services` also `<svc>-stable` and `<svc>-canary`.
+pub async fn create_stable(
+    client: &Client,
+    ns: &str,
+    svc: &str,
+    replicas: i32,
+    split_services: bool,
+) -> Deployment {
+    let dep = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": svc, "labels": {"app": svc, "track": "stable"}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": svc, "track": "stable"}},
+            "template": {
+                "metadata": {"labels": {"app": svc, "track": "stable", "version": "v1"}},
+                "spec": {"containers": [{
+                    "name": "app", "image": TEST_IMAGE,
+                    "ports": [{"containerPort": 8080, "name": "http"}]
+                }]}
+            }
+        }
+    });
+    apply_value(client, ns, dep).await;
+    apply_value(client, ns, service_json(svc, svc, None)).await;
+    if split_services {
+        apply_value(client, ns, service_json(&format!("{svc}-stable"), svc, Some("stable"))).await;
+        apply_value(client, ns, service_json(&format!("{svc}-canary"), svc, Some("canary"))).await;
+    }
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(svc)
+        .await
+        .expect("get created Deployment")
+}
+
+fn service_json(name: &str, app: &str, track: Option<&str>) -> Value {
+    let mut selector = BTreeMap::new();
+    selector.insert("app".to_string(), app.to_string());
+    if let Some(t) = track {
+        selector.insert("track".to_string(), t.to_string());
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "labels": {"app": app}},
+        "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+    })
+}
+
+/// Read back a Service (helper for tests that check what was created).
+pub async fn get_service(client: &Client, ns: &str, name: &str) -> Option<Service> {
+    Api::<Service>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .expect("get Service")
+}
+
+/// Traffic-routing providers the demo driver understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// Istio VirtualService (subset split, subsets `stable`/`canary` by label `track`).
+    Istio,
+    /// SMI TrafficSplit over Services `<svc>-stable` / `<svc>-canary`.
+    Smi,
+    /// ingress-nginx: primary Ingress to `<svc>`, canary Ingress to `<svc>-canary`.
+    Nginx,
+    /// Gateway API HTTPRoute over Services `<svc>-stable` / `<svc>-canary`.
+    GatewayApi,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 4] = [
+        Provider::Istio,
+        Provider::Smi,
+        Provider::Nginx,
+        Provider::GatewayApi,
+    ];
+
+    /// `--kind` value for `canary-demo drive`.
+    pub fn drive_kind(self) -> &'static str {
+        match self {
+            Provider::Istio => "virtualservice",
+            Provider::Smi => "trafficsplit",
+            Provider::Nginx => "ingress",
+            Provider::GatewayApi => "httproute",
+        }
+    }
+
+    /// Backend keys (stable, canary) as they appear in the route object.
+    pub fn keys(self, svc: &str) -> (String, String) {
+        match self {
+            Provider::Istio => ("stable".into(), "canary".into()),
+            Provider::Nginx => (svc.into(), format!("{svc}-canary")),
+            Provider::Smi | Provider::GatewayApi => (format!("{svc}-stable"), format!("{svc}-canary")),
+        }
+    }
+
+    /// PromQL for the canary's share of requests over `window`, using the
+    /// metric names the provider's data plane exports.
+    pub fn canary_share_query(self, ns: &str, svc: &str, window: &str) -> String {
+        match self {
+            Provider::Istio => format!(
+                "sum(rate(istio_requests_total{{destination_workload_namespace=\"{ns}\",destination_service_name=\"{svc}\",destination_version=\"v2\"}}[{window}])) / sum(rate(istio_requests_total{{destination_workload_namespace=\"{ns}\",destination_service_name=\"{svc}\"}}[{window}]))"
+            ),
+            Provider::Smi => format!(
+                "sum(rate(response_total{{direction=\"inbound\",namespace=\"{ns}\",deployment=\"{svc}-canary\"}}[{window}])) / sum(rate(response_total{{direction=\"inbound\",namespace=\"{ns}\",deployment=~\"{svc}|{svc}-canary\"}}[{window}]))"
+            ),
+            Provider::Nginx => format!(
+                "sum(rate(nginx_ingress_controller_requests{{namespace=\"{ns}\",canary!=\"\"}}[{window}])) / sum(rate(nginx_ingress_controller_requests{{namespace=\"{ns}\"}}[{window}]))"
+            ),
+            Provider::GatewayApi => format!(
+                "sum(rate(http_requests_total{{namespace=\"{ns}\",service=\"{svc}\",track=\"canary\"}}[{window}])) / sum(rate(http_requests_total{{namespace=\"{ns}\",service=\"{svc}\"}}[{window}]))"
+            ),
+        }
+    }
+}
+
+/// Create or update the route object of `provider` named `route` for service
+/// `svc`, sending `canary_weight` percent to the canary (0..=100).
+/// Istio also gets the DestinationRule `<svc>` with subsets stable/canary; the
+/// nginx canary Ingress is `<route>-canary` (host `<svc>.test`).
+pub async fn set_route(client: &Client, ns: &str, provider: Provider, svc: &str, route: &str, canary_weight: u32) {
+    let cw = canary_weight.min(100);
+    let sw = 100 - cw;
+    let (sk, ck) = provider.keys(svc);
+    match provider {
+        Provider::Istio => {
+            apply_value(client, ns, json!({
+                "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                "metadata": {"name": svc},
+                "spec": {"host": svc, "subsets": [
+                    {"name": "stable", "labels": {"track": "stable"}},
+                    {"name": "canary", "labels": {"track": "canary"}}
+                ]}
+            }))
+            .await;
+            apply_value(client, ns, json!({
+                "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                "metadata": {"name": route},
+                "spec": {"hosts": [svc], "http": [{"name": "primary", "route": [
+                    {"destination": {"host": svc, "subset": sk}, "weight": sw},
+                    {"destination": {"host": svc, "subset": ck}, "weight": cw}
+                ]}]}
+            }))
+            .await;
+        }
+        Provider::Smi => {
+            apply_value(client, ns, json!({
+                "apiVersion": "split.smi-spec.io/v1alpha2", "kind": "TrafficSplit",
+                "metadata": {"name": route},
+                "spec": {"service": svc, "backends": [
+                    {"service": sk, "weight": sw},
+                    {"service": ck, "weight": cw}
+                ]}
+            }))
+            .await;
+        }
+        Provider::Nginx => {
+            create_ingress(client, ns, route, &format!("{svc}.test"), &sk, None).await;
+            create_ingress(client, ns, &format!("{route}-canary"), &format!("{svc}.test"), &ck, Some(cw)).await;
+        }
+        Provider::GatewayApi => {
+            apply_value(client, ns, json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                "metadata": {"name": route},
+                "spec": {
+                    "parentRefs": [{"name": "test-gateway"}],
+                    "hostnames": [format!("{svc}.test")],
+                    "rules": [{"backendRefs": [
+                        {"name": sk, "port": 80, "weight": sw},
+                        {"name": ck, "port": 80, "weight": cw}
+                    ]}]
+                }
+            }))
+            .await;
+        }
+    }
+}
+
+/// Create or update an Ingress (class nginx) for `host` → `service:80`.
+/// `canary_weight: Some(w)` makes it an ingress-nginx canary Ingress.
+pub async fn create_ingress(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    host: &str,
+    service: &str,
+    canary_weight: Option<u32>,
+) {
+    let mut annotations = serde_json::Map::new();
+    if let Some(w) = canary_weight {
+        annotations.insert("nginx.ingress.kubernetes.io/canary".into(), json!("true"));
+        annotations.insert("nginx.ingress.kubernetes.io/canary-weight".into(), json!(w.to_string()));
+    }
+    apply_value(client, ns, json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {
+            "ingressClassName": "nginx",
+            "rules": [{"host": host, "http": {"paths": [{
+                "path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": service, "port": {"number": 80}}}
+            }]}}]
+        }
+    }))
+    .await;
+}
+
+/// Path of the `canary-demo` binary; builds it with cargo if it is missing.
+/// `CANARY_DEMO_BIN` overrides the location.
+pub fn canary_demo_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("CANARY_DEMO_BIN") {
+            return PathBuf::from(p);
+        }
+        // Test executables live in <target>/<profile>/deps/.
+        let exe = std::env::current_exe().expect("current_exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary in <target>/<profile>/deps")
+            .to_path_buf();
+        let bin = profile_dir.join("canary-demo");
+        if !bin.exists() {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            cmd.current_dir(root).args(["build", "-p", "canary-demo"]);
+            if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
+                cmd.arg("--release");
+            }
+            let st = cmd.status().expect("run cargo build -p canary-demo");
+            assert!(st.success(), "cargo build -p canary-demo failed");
+        }
+        assert!(bin.exists(), "canary-demo not found at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A running `canary-demo serve` process.
+pub struct DemoProcess {
+    pub addr: String,
+    child: Child,
+    _stdin: Option<ChildStdin>,
+    pid_file: Option<PathBuf>,
+}
+
+impl DemoProcess {
+    fn spawn(args: &[String], wait_addr: bool) -> DemoProcess {
+        let mut child = Command::new(canary_demo_bin())
+            .arg("--exit-on-stdin-eof")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn canary-demo");
+        let stdin = child.stdin.take();
+        let pid_file = TestEnv::get().env_dir.as_ref().map(|d| {
+            let p = d.join("demo-pids").join(child.id().to_string());
+            let _ = std::fs::create_dir_all(d.join("demo-pids"));
+            let _ = std::fs::write(&p, "");
+            p
+        });
+        let mut addr = String::new();
+        if wait_addr {
+            let out = child.stdout.take().expect("stdout");
+            BufReader::new(out)
+                .read_line(&mut addr)
+                .expect("read canary-demo address");
+            addr = addr.trim().to_string();
+            assert!(!addr.is_empty(), "canary-demo serve printed no address");
+        }
+        DemoProcess {
+            addr,
+            child,
+            _stdin: stdin,
+            pid_file,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for DemoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(p) = &self.pid_file {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Options for [`DemoPair::start_with`].
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Total request rate of the driver.
+    pub rps: f64,
+    /// The driver stops by itself after this long.
+    pub duration: Duration,
+    pub stable_error_rate: f64,
+    pub canary_error_rate: f64,
+    pub latency_ms: f64,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            rps: 60.0,
+            duration: Duration::from_secs(300),
+            stable_error_rate: 0.0,
+            canary_error_rate: 0.0,
+            latency_ms: 2.0,
+        }
+    }
+}
+
+/// Stable + canary `canary-demo serve` processes registered with Prometheus,
+/// and a `canary-demo drive` splitting traffic by the route's weights.
+/// Everything is stopped and unregistered on drop.
+pub struct DemoPair {
+    pub namespace: String,
+    pub service: String,
+    pub provider: Provider,
+    pub route: String,
+    pub stable: DemoProcess,
+    pub canary: DemoProcess,
+    driver: Option<DemoProcess>,
+    sd_file: Option<PathBuf>,
+}
+
+impl DemoPair {
+    /// Start with default options (60 rps for at most 300 s).
+    pub fn start(ns: &str, svc: &str, provider: Provider, route: &str) -> DemoPair {
+        Self::start_with(ns, svc, provider, route, DemoOptions::default())
+    }
+
+    pub fn start_with(ns: &str, svc: &str, provider: Provider, route: &str, o: DemoOptions) -> DemoPair {
+        let env = TestEnv::get();
+        let (sk, ck) = provider.keys(svc);
+        let nginx_canary_svc = if provider == Provider::Nginx { ck.clone() } else { format!("{svc}-canary") };
+        let serve = |track: &str, workload: String, version: &str, err: f64| {
+            DemoProcess::spawn(
+                &[
+                    "serve".into(),
+                    "--listen".into(),
+                    "127.0.0.1:0".into(),
+                    "--service".into(),
+                    svc.into(),
+                    "--namespace".into(),
+                    ns.into(),
+                    "--workload".into(),
+                    workload,
+                    "--version".into(),
+                    version.into(),
+                    "--track".into(),
+                    track.into(),
+                    "--canary-service".into(),
+                    nginx_canary_svc.clone(),
+                    "--error-rate".into(),
+                    err.to_string(),
+                    "--latency-ms".into(),
+                    o.latency_ms.to_string(),
+                ],
+                true,
+            )
+        };
+        let stable = serve("stable", svc.to_string(), "v1", o.stable_error_rate);
+        let canary = serve("canary", format!("{svc}-canary"), "v2", o.canary_error_rate);
+
+        let sd_file = env.file_sd_dir.as_ref().map(|dir| {
+            let targets = json!([
+                {"targets": [stable.addr], "labels": {
+                    "canary_demo_namespace": ns, "canary_demo_service": svc, "canary_demo_track": "stable"}},
+                {"targets": [canary.addr], "labels": {
+                    "canary_demo_namespace": ns, "canary_demo_service": svc, "canary_demo_track": "canary"}}
+            ]);
+            let path = dir.join(format!("{ns}-{svc}.json"));
+            let tmp = dir.join(format!(".{ns}-{svc}.json.tmp"));
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&targets).unwrap()).expect("write file_sd");
+            std::fs::rename(&tmp, &path).expect("rename file_sd");
+            path
+        });
+
+        let driver = DemoProcess::spawn(
+            &[
+                "drive".into(),
+                "--kubeconfig".into(),
+                env.kubeconfig.display().to_string(),
+                "--namespace".into(),
+                ns.into(),
+                "--kind".into(),
+                provider.drive_kind().into(),
+                "--name".into(),
+                route.into(),
+                "--backend".into(),
+                format!("{sk}={}", stable.addr),
+                "--backend".into(),
+                format!("{ck}={}", canary.addr),
+                "--rps".into(),
+                o.rps.to_string(),
+                "--duration".into(),
+                o.duration.as_secs_f64().to_string(),
+            ],
+            false,
+        );
+        DemoPair {
+            namespace: ns.into(),
+            service: svc.into(),
+            provider,
+            route: route.into(),
+            stable,
+            canary,
+            driver: Some(driver),
+            sd_file,
+        }
+    }
+
+    /// The serve process of `track` ("stable" or "canary").
+    pub fn process(&self, track: &str) -> &DemoProcess {
+        match track {
+            "stable" => &self.stable,
+            "canary" => &self.canary,
+            other => panic!("unknown track {other}"),
+        }
+    }
+
+    /// POST a (partial) fault state, e.g. `json!({"error_rate": 0.5})`.
+    pub async fn inject_fault(&self, track: &str, fault: Value) {
+        let url = format!("http://{}/admin/fault", self.process(track).addr);
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .json(&fault)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        let status = resp.status();
+        assert!(status.is_success(), "POST {url} -> {status}: {}", resp.text().await.unwrap_or_default());
+    }
+
+    /// Wait until Prometheus has scraped both serve processes.
+    pub async fn wait_scraped(&self, timeout: Duration) {
+        let q = format!(
+            "count(up{{job=\"canary-demo\",canary_demo_namespace=\"{}\",canary_demo_service=\"{}\"}} == 1)",
+            self.namespace, self.service
+        );
+        wait_for(timeout, &format!("Prometheus scraping both demo processes ({q})"), || {
+            let q = q.clone();
+            async move { prom_query(&q).await == Some(2.0) }
+        })
+        .await;
+    }
+}
+
+impl Drop for DemoPair {
+    fn drop(&mut self) {
+        self.driver.take();
+        if let Some(p) = &self.sd_file {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Serialise access to the shared HTTP client.
+fn http() -> &'static reqwest::Client {
+    static C: OnceLock<reqwest::Client> = OnceLock::new();
+    C.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("reqwest client")
+    })
+}
+
+/// Instant query; returns all samples as (labels, value) with non-finite values dropped.
+pub async fn prom_query_vec(promql: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    let env = TestEnv::get();
+    let url = reqwest::Url::parse_with_params(&format!("{}/api/v1/query", env.prometheus), &[("query", promql)])
+        .expect("prometheus URL");
+    let resp = http()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("Prometheus query failed ({promql}): {e}"));
+    let v: Value = resp.json().await.expect("Prometheus JSON");
+    assert_eq!(v["status"], "success", "Prometheus error for {promql}: {v}");
+    let data = &v["data"];
+    let parse = |x: &Value| x.get(1).and_then(Value::as_str).and_then(|s| s.parse::<f64>().ok());
+    match data["resultType"].as_str() {
+        Some("vector") => data["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| {
+                let val = parse(&s["value"]).filter(|f| f.is_finite())?;
+                let labels = s["metric"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Some((labels, val))
+            })
+            .collect(),
+        Some("scalar") => parse(&data["result"])
+            .filter(|f| f.is_finite())
+            .map(|f| vec![(BTreeMap::new(), f)])
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Instant query returning the first sample's value; empty result, NaN or ±Inf → None.
+pub async fn prom_query(promql: &str) -> Option<f64> {
+    prom_query_vec(promql).await.into_iter().next().map(|(_, v)| v)
+}
+
+/// Process-wide lock for tests that must not overlap (rarely needed).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static M: Mutex<()> = Mutex::new(());
+    M.lock().unwrap_or_else(|e| e.into_inner())
+}
