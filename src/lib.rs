@@ -1,8 +1,19 @@
 //! kubectl-canary: canary rollouts on Kubernetes, steered by Rhai policy scripts.
 //!
-//! - [`core`]: pure decision core (state machine, gates, statistics).
+//! - [`core`]: pure decision core (state machine, gates, statistics). No I/O.
 //! - [`policy`]: sandboxed Rhai engine, policy contract and bindings.
-//! - [`sim`]: offline simulator driving the same core on a virtual clock.
+//! - [`controller`]: one evaluation (facts → policy → core), shared by simulate and cluster.
+//! - [`sim`]: offline simulator driving the same loop on a virtual clock.
+//! - [`cli`], [`commands`], [`output`], [`app`]: the command-line edge.
 
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod controller;
 pub mod core;
+pub mod error;
+pub mod metrics;
+pub mod output;
 pub mod policy;
+pub mod shipped;
+pub mod sim;

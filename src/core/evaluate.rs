@@ -63,9 +63,10 @@ pub fn decide(
     if let Some(max) = schedule.max_duration
         && rollout.elapsed(now) > max
     {
-        return plain(Decision::Rollback {
+        // No verdict in time is not evidence against the canary: a human decides.
+        return plain(Decision::Pause {
             reason: format!(
-                "deadline: rollout not finished after {}",
+                "deadline: no verdict after {}",
                 humantime::format_duration(max)
             ),
         });
@@ -224,12 +225,12 @@ mod tests {
     }
 
     #[test]
-    fn deadline_rolls_back() {
+    fn deadline_pauses_for_a_human() {
         let mut s = schedule();
         s.max_duration = Some(Duration::from_secs(600));
         let r = progressing(1, &s);
         let step = decide(&r, &s, advance(), &facts(Some(1e6)), t(601));
-        assert_eq!(step.event, Some(Event::BeginRollback));
+        assert_eq!(step.event, Some(Event::Pause));
         assert!(step.decision.reason().contains("deadline"));
     }
 

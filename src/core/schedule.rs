@@ -35,6 +35,11 @@ pub struct Schedule {
     /// Named metric queries the policy and its hooks read (name → PromQL template).
     #[serde(default)]
     pub queries: BTreeMap<String, String>,
+    /// Metric names to read per-track metrics from: "istio", "linkerd", "nginx", "generic".
+    /// `None`: follow the traffic provider (Istio → istio, SMI → linkerd, NGINX → nginx,
+    /// Gateway API → generic).
+    #[serde(default)]
+    pub metrics: Option<String>,
     /// Header that routes matching requests to the canary before any weight (seed 002).
     #[serde(default)]
     pub header_route: Option<HeaderRoute>,
@@ -45,6 +50,9 @@ pub struct HeaderRoute {
     pub name: String,
     pub value: String,
 }
+
+/// Metric name families the Prometheus backend knows.
+pub const METRICS_FLAVOURS: &[&str] = &["istio", "linkerd", "nginx", "generic"];
 
 impl Default for Schedule {
     fn default() -> Self {
@@ -57,6 +65,7 @@ impl Default for Schedule {
             canary_replicas: 1,
             max_duration: None,
             queries: BTreeMap::new(),
+            metrics: None,
             header_route: None,
         }
     }
@@ -85,6 +94,14 @@ impl Schedule {
         }
         if self.interval.is_zero() {
             return Err("schedule.interval must be greater than 0".into());
+        }
+        if let Some(m) = &self.metrics
+            && !METRICS_FLAVOURS.contains(&m.as_str())
+        {
+            return Err(format!(
+                "schedule.metrics must be one of {}, got {m:?}",
+                METRICS_FLAVOURS.join(", ")
+            ));
         }
         if self.canary_replicas == 0 {
             return Err("schedule.canary_replicas must be at least 1".into());

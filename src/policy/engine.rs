@@ -223,7 +223,7 @@ fn position(pos: &rhai::Position) -> String {
 }
 
 /// Position of a compile error; an unresolved import carries none, so find its line.
-fn error_position(e: &rhai::ParseError, text: &str) -> String {
+fn error_position(e: &EvalAltResult, text: &str) -> String {
     if !e.position().is_none() {
         return position(&e.position());
     }

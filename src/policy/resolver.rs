@@ -57,15 +57,29 @@ impl ModuleResolver for PluginResolver {
         if let Some(m) = self.cache.lock().expect("resolver cache").get(path) {
             return Ok(m.clone());
         }
-        let Some(file) = self.find(path) else {
-            let dirs: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
-            return Err(Self::error(
-                format!("{path} (looked in plugin dirs: {})", dirs.join(", ")),
-                pos,
-            ));
+        // Plugin dirs first (a team may override a shipped hook), then the shipped hooks.
+        let (file, text) = match self.find(path) {
+            Some(file) => {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| Self::error(format!("{}: {e}", file.display()), pos))?;
+                (file, text)
+            }
+            None => match crate::shipped::plugin(path) {
+                Some(text) => (PathBuf::from(format!("plugins/{path}.rhai")), text.to_string()),
+                None => {
+                    let dirs: Vec<String> =
+                        self.dirs.iter().map(|d| d.display().to_string()).collect();
+                    return Err(Self::error(
+                        format!(
+                            "{path} (looked in plugin dirs [{}] and the shipped hooks: {})",
+                            dirs.join(", "),
+                            crate::shipped::PLUGINS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                        ),
+                        pos,
+                    ));
+                }
+            },
         };
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| Self::error(format!("{}: {e}", file.display()), pos))?;
         let mut ast = engine.compile(&text).map_err(|e| {
             Box::new(EvalAltResult::ErrorInModule(
                 file.display().to_string(),

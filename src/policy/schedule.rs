@@ -15,6 +15,7 @@ const KEYS: &[&str] = &[
     "max_duration",
     "queries",
     "header_route",
+    "metrics",
 ];
 
 fn duration(key: &str, v: &Dynamic) -> Result<Duration, String> {
@@ -96,6 +97,13 @@ pub fn schedule_from_map(map: &Map) -> Result<Schedule, String> {
                 .map_err(|t| format!("schedule.queries.{name} must be a string, got {t}"))?;
             s.queries.insert(name.to_string(), text);
         }
+    }
+    if let Some(v) = map.get("metrics") {
+        s.metrics = Some(
+            v.clone()
+                .into_string()
+                .map_err(|t| format!("schedule.metrics must be a string, got {t}"))?,
+        );
     }
     if let Some(v) = map.get("header_route") {
         let m = v

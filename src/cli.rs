@@ -1,0 +1,271 @@
+//! Command-line surface (clap derive). One file per command under `commands/`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubectl-canary",
+    bin_name = "kubectl canary",
+    version,
+    about = "Canary rollouts on Kubernetes, steered by Rhai policy scripts",
+    long_about = "Canary rollouts on Kubernetes, steered by Rhai policy scripts.\n\n\
+        The plugin is the engine: no controller to install. The rollout's state lives in the \
+        cluster (a ConfigMap next to the service), so any operator can continue it.\n\n\
+        Start offline: `kubectl canary simulate` runs the default policy against a simulated service.",
+    after_help = "Exit codes: 0 ok/promoted, 1 error, 2 usage, 3 rolled back or aborted, 4 paused, 5 still running / inconclusive."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    #[default]
+    Table,
+    Json,
+    Yaml,
+}
+
+/// kubectl's own flags, parsed by the plugin (kubectl passes them through unchanged).
+#[derive(Debug, Clone, Args, Default)]
+pub struct GlobalArgs {
+    /// Path to the kubeconfig file to use.
+    #[arg(long, global = true, env = "KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// The kubeconfig cluster to use.
+    #[arg(long, global = true)]
+    pub cluster: Option<String>,
+    /// The kubeconfig user to use.
+    #[arg(long, global = true)]
+    pub user: Option<String>,
+    /// Namespace of the service (default: the context's namespace).
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+    /// List rollouts across all namespaces (status).
+    #[arg(short = 'A', long = "all-namespaces", global = true)]
+    pub all_namespaces: bool,
+    /// Username to impersonate.
+    #[arg(long = "as", global = true, value_name = "USER")]
+    pub impersonate: Option<String>,
+    /// Group to impersonate (repeatable).
+    #[arg(long = "as-group", global = true, value_name = "GROUP")]
+    pub impersonate_groups: Vec<String>,
+    /// Timeout of a single API request, e.g. 10s, 1m ("0" = no timeout).
+    #[arg(long = "request-timeout", global = true, value_name = "DURATION")]
+    pub request_timeout: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Extra directory to search for hook scripts (repeatable; the shipped hooks are always available).
+    #[arg(long = "plugin-dir", global = true, value_name = "DIR")]
+    pub plugin_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Provider {
+    /// Istio: DestinationRule subsets + VirtualService weights (or two hosts).
+    Istio,
+    /// SMI TrafficSplit (Linkerd, legacy).
+    Smi,
+    /// ingress-nginx canary Ingress (canary-weight annotation).
+    Nginx,
+    /// Gateway API HTTPRoute backendRefs weights.
+    GatewayApi,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// Policy file, or the name of a shipped policy (default, istio-runbook, progressive-review,
+    /// relative-to-stable, eighty-twenty, statistical).
+    #[arg(long, short = 'p', value_name = "FILE|NAME", default_value = "default")]
+    pub policy: String,
+    /// Policy parameter KEY=VALUE, read by the policy with ctx.param("KEY", default) (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceArg {
+    /// Name of the stable Deployment and its Service.
+    pub service: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the canary next to the stable Deployment and route the first weight to it.
+    #[command(after_help = "Example:\n  kubectl canary start checkout --image app=registry.example/checkout:1.4.0 --policy policies/default.rhai")]
+    Start(StartArgs),
+    /// Evaluate the policy once now and apply its decision.
+    #[command(after_help = "Example:\n  kubectl canary step checkout -n shop")]
+    Step(StepArgs),
+    /// Evaluate at the policy's interval until the rollout ends, with a live view.
+    #[command(after_help = "Example:\n  kubectl canary run checkout -n shop")]
+    Run(RunArgs),
+    /// Show one rollout in detail, or all rollouts of a namespace (-A: all namespaces).
+    #[command(visible_alias = "get", after_help = "Examples:\n  kubectl canary status checkout\n  kubectl canary get -A -o json")]
+    Status(StatusArgs),
+    /// Make the canary the new stable now (skips the remaining steps).
+    #[command(after_help = "Example:\n  kubectl canary promote checkout --reason 'verified by QA'")]
+    Promote(ReasonArgs),
+    /// Send all traffic back to stable (weight 0 first), then scale the canary down.
+    #[command(after_help = "Example:\n  kubectl canary rollback checkout --reason 'p99 regression'")]
+    Rollback(RollbackArgs),
+    /// Stop the rollout: traffic back to stable, canary scaled down, marked aborted.
+    #[command(after_help = "Example:\n  kubectl canary abort checkout --reason 'wrong image'")]
+    Abort(ReasonArgs),
+    /// Hold the rollout at its current weight until resumed.
+    #[command(after_help = "Example:\n  kubectl canary pause checkout --reason 'waiting for the batch job'")]
+    Pause(ReasonArgs),
+    /// Resume a paused rollout.
+    #[command(after_help = "Example:\n  kubectl canary resume checkout")]
+    Resume(ReasonArgs),
+    /// Every transition with time, decision, reason and the metric values behind it.
+    #[command(after_help = "Example:\n  kubectl canary history checkout -o yaml")]
+    History(HistoryArgs),
+    /// Run a policy against a simulated service on a virtual clock (no cluster needed).
+    #[command(after_help = "Examples:\n  kubectl canary simulate\n  kubectl canary simulate --policy statistical --scenario aa-low-traffic\n  kubectl canary simulate --policy my.rhai --scenario my-scenario.yaml -o json\n  kubectl canary simulate --list")]
+    Simulate(SimulateArgs),
+    /// Check and test policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Print the version, git commit and build target.
+    #[command(after_help = "Example:\n  kubectl canary version -o json")]
+    Version,
+    /// Print a shell completion script.
+    #[command(after_help = "Example:\n  source <(kubectl canary completion bash)")]
+    Completion(CompletionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub service: ServiceArg,
+    /// New image for a container, CONTAINER=IMAGE (repeatable).
+    #[arg(long, required = true, value_name = "CONTAINER=IMAGE")]
+    pub image: Vec<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Traffic provider (default: detected from the objects that exist).
+    #[arg(long, value_enum)]
+    pub provider: Option<Provider>,
+    /// Canary replicas (default: the policy's canary_replicas).
+    #[arg(long)]
+    pub replicas: Option<u32>,
+    /// How long to wait for the canary pods to become ready.
+    #[arg(long, default_value = "5m")]
+    pub timeout: humantime::Duration,
+    /// Show what would change without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StepArgs {
+    #[command(flatten)]
+    pub service: ServiceArg,
+    /// Show what would change without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub service: ServiceArg,
+    /// Show what would change without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Stop watching after this long (the rollout stays resumable).
+    #[arg(long)]
+    pub max_time: Option<humantime::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Service name; omit to list all rollouts in the namespace.
+    pub service: Option<String>,
+    /// Keep watching and redraw on change.
+    #[arg(long, short = 'w')]
+    pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReasonArgs {
+    #[command(flatten)]
+    pub service: ServiceArg,
+    /// Why (recorded in history and in the Event).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub inner: ReasonArgs,
+    /// Delete the canary Deployment instead of scaling it to 0.
+    #[arg(long)]
+    pub delete: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub service: ServiceArg,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Built-in scenario name or a scenario YAML file.
+    #[arg(long, short = 's', default_value = "healthy", value_name = "NAME|FILE")]
+    pub scenario: String,
+    /// Random seed; the same seed gives the same timeline.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// List the built-in scenarios and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Show every evaluation, not only transitions and changes of reason.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate syntax and the policy contract (schedule() and decide(ctx)).
+    #[command(after_help = "Example:\n  kubectl canary policy check policies/*.rhai")]
+    Check {
+        /// Policy files (or shipped policy names).
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+    /// Run a policy against scenario files that state the expected outcome.
+    #[command(after_help = "Example:\n  kubectl canary policy test policies/default.rhai --scenario tests/scenarios/*.yaml")]
+    Test {
+        /// Policy file (or shipped policy name).
+        policy: String,
+        /// Scenario files or built-in names with an `expect:` block (repeatable).
+        #[arg(long, short = 's', required = true, num_args = 1..)]
+        scenario: Vec<String>,
+        /// Policy parameter KEY=VALUE (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}

@@ -1,0 +1,42 @@
+//! Library errors. The binary turns them into a friendly report and an exit code.
+
+use crate::policy::PolicyError;
+use crate::sim::scenario::ScenarioError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(
+        "`kubectl canary {0}` needs a cluster and is not built yet in this version.\n\
+         Try it offline: `kubectl canary simulate --policy FILE --scenario NAME`."
+    )]
+    NotBuilt(&'static str),
+    #[error("cannot write output: {0}")]
+    Output(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Process exit codes, documented in `--help` and the README so CI can branch on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    Ok = 0,
+    Error = 1,
+    RolledBack = 3,
+    Paused = 4,
+    Running = 5,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e as u8)
+    }
+}

@@ -1,0 +1,373 @@
+//! Offline simulation: the real decision loop (state machine, policy engine, gates) against a
+//! simulated service on a virtual clock. Deterministic for a given seed.
+
+pub mod scenario;
+
+use crate::controller::{self, Evaluator};
+use crate::core::decision::Observations;
+use crate::core::facts::{finite, Facts, PodFacts, TrackMetrics};
+use crate::core::rollout::{Cause, Event, Phase, Rollout};
+use crate::core::stats::quantile;
+use chrono::{DateTime, Utc};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Binomial, Distribution, LogNormal, Poisson};
+pub use scenario::{Outcome, Scenario};
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+/// How long `start` waits for canary pods before giving up (like a progress deadline).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(300);
+/// Window of the "recent" rates and quantiles, as a `[1m]` range in PromQL.
+const RECENT_WINDOW: Duration = Duration::from_secs(60);
+/// Latency observations kept per tick and per step, to bound memory and test cost.
+const SAMPLES_PER_TICK: u64 = 200;
+const SAMPLES_PER_STEP: usize = 2000;
+
+/// One line of the timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Virtual seconds since the rollout started.
+    pub at_secs: u64,
+    pub phase: Phase,
+    pub weight: u32,
+    pub action: String,
+    pub reason: String,
+    pub observations: Observations,
+    /// Set when a transition happened at this row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transition: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub policy: String,
+    pub seed: u64,
+    pub outcome: Outcome,
+    /// Virtual seconds at which the outcome was reached.
+    pub outcome_at_secs: u64,
+    pub reason: String,
+    pub rows: Vec<Row>,
+    pub rollout: Rollout,
+}
+
+struct Tick {
+    at: Duration,
+    requests: f64,
+    errors: f64,
+}
+
+/// Simulated traffic of one version.
+#[derive(Default)]
+struct TrackSim {
+    ticks: VecDeque<Tick>,
+    latencies: VecDeque<(Duration, f64)>,
+    step_requests: f64,
+    step_errors: f64,
+    step_samples: VecDeque<f64>,
+}
+
+impl TrackSim {
+    fn reset_step(&mut self) {
+        self.step_requests = 0.0;
+        self.step_errors = 0.0;
+        self.step_samples.clear();
+    }
+
+    fn record(&mut self, at: Duration, requests: u64, errors: u64, samples: Vec<f64>) {
+        self.ticks.push_back(Tick {
+            at,
+            requests: requests as f64,
+            errors: errors as f64,
+        });
+        self.step_requests += requests as f64;
+        self.step_errors += errors as f64;
+        for s in samples {
+            self.latencies.push_back((at, s));
+            self.step_samples.push_back(s);
+        }
+        while self.step_samples.len() > SAMPLES_PER_STEP {
+            self.step_samples.pop_front();
+        }
+        let keep_from = at.saturating_sub(RECENT_WINDOW);
+        while self.ticks.front().is_some_and(|t| t.at <= keep_from) {
+            self.ticks.pop_front();
+        }
+        while self.latencies.front().is_some_and(|(t, _)| *t <= keep_from) {
+            self.latencies.pop_front();
+        }
+    }
+
+    fn metrics(&self, window: Duration) -> TrackMetrics {
+        let requests: f64 = self.ticks.iter().map(|t| t.requests).sum();
+        let errors: f64 = self.ticks.iter().map(|t| t.errors).sum();
+        let secs = window.as_secs_f64();
+        let recent: Vec<f64> = self.latencies.iter().map(|(_, l)| *l).collect();
+        TrackMetrics {
+            requests: Some(self.step_requests),
+            errors: Some(self.step_errors),
+            request_rate: finite(requests / secs),
+            // 0/0 is NaN: no requests means no error rate, exactly as in PromQL.
+            error_rate: finite(errors / requests),
+            latency_p50: quantile(&recent, 0.50),
+            latency_p95: quantile(&recent, 0.95),
+            latency_p99: quantile(&recent, 0.99),
+            latency_samples: self.step_samples.iter().copied().collect(),
+        }
+    }
+}
+
+/// The simulated world: scenario state with faults applied as time passes.
+struct World {
+    scenario: Scenario,
+    rng: ChaCha8Rng,
+    stable: TrackSim,
+    canary: TrackSim,
+    crash_loop: bool,
+    metrics_down: bool,
+    restarts: u32,
+    next_fault: usize,
+}
+
+impl World {
+    fn new(mut scenario: Scenario, seed: u64) -> Self {
+        scenario.faults.sort_by_key(|f| f.at);
+        let crash_loop = scenario.pods.crash_loop;
+        World {
+            scenario,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            stable: TrackSim::default(),
+            canary: TrackSim::default(),
+            crash_loop,
+            metrics_down: false,
+            restarts: 0,
+            next_fault: 0,
+        }
+    }
+
+    fn apply_faults(&mut self, now: Duration) {
+        while let Some(f) = self.scenario.faults.get(self.next_fault).filter(|f| f.at <= now).cloned() {
+            for (change, version) in [
+                (&f.canary, &mut self.scenario.canary),
+                (&f.stable, &mut self.scenario.stable),
+            ] {
+                if let Some(c) = change {
+                    if let Some(e) = c.error_rate {
+                        version.error_rate = e;
+                    }
+                    if let Some(l) = c.latency_ms {
+                        version.latency_ms = l;
+                    }
+                    if let Some(s) = c.latency_spread {
+                        version.latency_spread = s;
+                    }
+                }
+            }
+            if let Some(r) = f.rps {
+                self.scenario.traffic.rps = r;
+            }
+            if let Some(c) = f.crash_loop {
+                self.crash_loop = c;
+            }
+            if let Some(d) = f.metrics_down {
+                self.metrics_down = d;
+            }
+            self.scenario.signals.extend(f.signals.clone());
+            self.next_fault += 1;
+        }
+    }
+
+    /// Serves `dt` of traffic with `weight`% on the canary.
+    fn serve(&mut self, at: Duration, dt: Duration, weight: u32) {
+        let total = self.scenario.traffic.rps * dt.as_secs_f64();
+        let canary_share = f64::from(weight) / 100.0;
+        // A canary without ready pods fails every request routed to it (no endpoints → 503).
+        let canary_error_rate = if self.crash_loop {
+            1.0
+        } else {
+            self.scenario.canary.error_rate
+        };
+        let stable = self.scenario.stable.clone();
+        let canary = self.scenario.canary.clone();
+        let s = self.traffic(total * (1.0 - canary_share), stable.error_rate, &stable);
+        let c = self.traffic(total * canary_share, canary_error_rate, &canary);
+        self.stable.record(at, s.0, s.1, s.2);
+        self.canary.record(at, c.0, c.1, c.2);
+        if self.crash_loop {
+            self.restarts += 1;
+        }
+    }
+
+    fn traffic(&mut self, mean: f64, error_rate: f64, v: &scenario::Version) -> (u64, u64, Vec<f64>) {
+        let n = if mean > 0.0 {
+            Poisson::new(mean).map(|p| p.sample(&mut self.rng) as u64).unwrap_or(0)
+        } else {
+            0
+        };
+        let errors = Binomial::new(n, error_rate.clamp(0.0, 1.0))
+            .map(|b| b.sample(&mut self.rng))
+            .unwrap_or(0);
+        let dist = LogNormal::new(v.latency_ms.ln(), v.latency_spread.max(1e-6)).ok();
+        let samples = match dist {
+            Some(d) => (0..n.min(SAMPLES_PER_TICK)).map(|_| d.sample(&mut self.rng)).collect(),
+            None => Vec::new(),
+        };
+        (n, errors, samples)
+    }
+
+    fn facts(&mut self, queries: &BTreeMap<String, String>) -> Facts {
+        let pods = self.scenario.pods.clone();
+        let mut facts = Facts {
+            stable_pods: PodFacts {
+                desired: pods.stable,
+                ready: pods.stable,
+                restarts: 0,
+                crash_looping: false,
+            },
+            canary_pods: PodFacts {
+                desired: pods.canary,
+                ready: if self.crash_loop { 0 } else { pods.canary },
+                restarts: self.restarts,
+                crash_looping: self.crash_loop && self.restarts >= 3,
+            },
+            ..Facts::default()
+        };
+        if self.metrics_down {
+            for name in queries.keys() {
+                facts.queries.insert(name.clone(), None);
+            }
+            return facts;
+        }
+        facts.stable = self.stable.metrics(RECENT_WINDOW);
+        facts.canary = self.canary.metrics(RECENT_WINDOW);
+        for name in queries.keys() {
+            // Signals get ±5% noise so policies don't depend on exact values.
+            let value = self.scenario.signals.get(name).map(|v| v * (0.95 + 0.1 * self.rng.random::<f64>()));
+            facts.queries.insert(name.clone(), value.and_then(finite));
+            facts.resolved.insert(format!("sim:{name}"), value);
+        }
+        facts
+    }
+}
+
+fn at_time(start: DateTime<Utc>, offset: Duration) -> DateTime<Utc> {
+    start + chrono::Duration::from_std(offset).unwrap_or_default()
+}
+
+/// Runs `scenario` through the policy of `evaluator` and reports the timeline and outcome.
+pub fn run(evaluator: &Evaluator<'_>, scenario: &Scenario, seed: u64) -> Report {
+    let schedule = evaluator.policy.schedule.clone();
+    let start = DateTime::from_timestamp(1_767_225_600, 0).expect("valid epoch"); // 2026-01-01
+    let mut world = World::new(scenario.clone(), seed);
+    let mut rollout = Rollout::new(start);
+    let mut rows = Vec::new();
+    let tick = schedule.interval;
+    let mut now = Duration::ZERO;
+    let mut finished: Option<(Outcome, String)> = None;
+
+    while now <= scenario.duration {
+        world.apply_faults(now);
+        let clock = at_time(start, now);
+        if rollout.phase == Phase::Initializing {
+            // The canary is created at t=0 and gets traffic once its pods are ready.
+            let ready_at = scenario.pods.canary_ready_after;
+            if !world.crash_loop && now >= ready_at {
+                let weight = schedule.weight_at(0);
+                rollout
+                    .apply(Event::CanaryReady { weight }, clock, Cause::new("kubectl-canary", "canary pods ready"))
+                    .expect("legal");
+                rows.push(row(&rollout, now, "start", &format!("canary ready, {weight}% traffic"), Observations::new(), Some("canary_ready")));
+            } else if now >= READY_TIMEOUT {
+                let reason = format!("canary pods not ready after {}", humantime::format_duration(READY_TIMEOUT));
+                rollback(&mut rollout, clock, &reason, "kubectl-canary");
+                rows.push(row(&rollout, now, "rollback", &reason, Observations::new(), Some("rollback")));
+                finished = Some((Outcome::RolledBack, reason));
+                break;
+            }
+            now += tick.min(Duration::from_secs(10));
+            continue;
+        }
+        // Traffic of the past interval at the current weight, then evaluate.
+        world.serve(now, tick, rollout.weight);
+        let facts = world.facts(&schedule.queries);
+        let evaluated = evaluator.evaluate(&rollout, &facts, clock);
+        let decision = evaluated.step.decision.clone();
+        let observations = evaluated.evaluation.observations.clone();
+        let transition = controller::apply(&mut rollout, evaluated, clock)
+            .expect("the core only emits legal events")
+            .map(|t| t.event);
+        rows.push(row(&rollout, now, decision.action(), decision.reason(), observations, transition.as_deref()));
+        match rollout.phase {
+            Phase::Progressing if transition.as_deref() == Some("advance") => {
+                world.stable.reset_step();
+                world.canary.reset_step();
+            }
+            Phase::Paused => {
+                finished = Some((Outcome::Paused, decision.reason().to_string()));
+                break;
+            }
+            Phase::RollingBack => {
+                rollout
+                    .apply(Event::RollbackDone, clock, Cause::new("kubectl-canary", "traffic on stable, canary scaled down"))
+                    .expect("legal");
+                finished = Some((Outcome::RolledBack, decision.reason().to_string()));
+                break;
+            }
+            Phase::Promoting => {
+                rollout
+                    .apply(Event::PromoteDone, clock, Cause::new("kubectl-canary", "stable runs the canary's template"))
+                    .expect("legal");
+                finished = Some((Outcome::Promoted, decision.reason().to_string()));
+                break;
+            }
+            _ => {}
+        }
+        now += tick;
+    }
+    let (outcome, reason) = finished.unwrap_or_else(|| {
+        let last = rows.last().map(|r| r.reason.clone()).unwrap_or_default();
+        (Outcome::Inconclusive, format!("still running after {}: {last}", humantime::format_duration(scenario.duration)))
+    });
+    Report {
+        scenario: scenario.name.clone(),
+        policy: evaluator.policy.path.clone(),
+        seed,
+        outcome,
+        outcome_at_secs: now.min(scenario.duration).as_secs(),
+        reason,
+        rows,
+        rollout,
+    }
+}
+
+fn rollback(rollout: &mut Rollout, clock: DateTime<Utc>, reason: &str, actor: &str) {
+    rollout.apply(Event::BeginRollback, clock, Cause::new(actor, reason)).expect("legal");
+    rollout.apply(Event::RollbackDone, clock, Cause::new(actor, reason)).expect("legal");
+}
+
+fn row(rollout: &Rollout, at: Duration, action: &str, reason: &str, observations: Observations, transition: Option<&str>) -> Row {
+    Row {
+        at_secs: at.as_secs(),
+        phase: rollout.phase,
+        weight: rollout.weight,
+        action: action.to_string(),
+        reason: reason.to_string(),
+        observations,
+        transition: transition.map(str::to_string),
+    }
+}
+
+/// True when the report meets the scenario's expectation.
+pub fn meets(report: &Report, expect: &scenario::Expectation) -> bool {
+    report.outcome == expect.outcome && expect.within.is_none_or(|w| report.outcome_at_secs <= w.as_secs())
+}
+
+impl Report {
+    /// Decisions that advanced or promoted while some metric was missing: must be empty.
+    pub fn advances(&self) -> impl Iterator<Item = &Row> {
+        self.rows.iter().filter(|r| r.action == "advance" || r.action == "promote")
+    }
+}
+
