@@ -15,5 +15,6 @@ pub mod error;
 pub mod metrics;
 pub mod output;
 pub mod policy;
+pub mod providers;
 pub mod shipped;
 pub mod sim;

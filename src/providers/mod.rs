@@ -1,0 +1,92 @@
+//! Traffic providers: one file each. A provider owns only its part of the user's route
+//! objects (our route entries, subsets, the canary Ingress) and never clobbers the rest.
+//! Writes use resourceVersion (read-modify-write, retry on 409) or JSON patch with `test`.
+
+use kube::Client;
+
+/// Names of the objects a rollout works with (conventions shared by all providers).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub namespace: String,
+    /// The Service users call; also the stable Deployment's name.
+    pub service: String,
+    /// `<service>-canary`: the canary Deployment and, for host split, its Service.
+    pub canary_service: String,
+    /// `<service>-stable`: the stable-only Service for host split (SMI, NGINX, Gateway API).
+    pub stable_service: String,
+    /// Route object name (VirtualService, TrafficSplit, primary Ingress, HTTPRoute);
+    /// by default the service name.
+    pub route: String,
+}
+
+impl Target {
+    pub fn new(namespace: &str, service: &str) -> Self {
+        Target {
+            namespace: namespace.to_string(),
+            service: service.to_string(),
+            canary_service: format!("{service}-canary"),
+            stable_service: format!("{service}-stable"),
+            route: service.to_string(),
+        }
+    }
+}
+
+/// Header match that sends requests to the canary regardless of weight (seed 002).
+pub use crate::core::schedule::HeaderRoute;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("{kind} {namespace}/{name} not found: {hint}")]
+    NotFound {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        hint: String,
+    },
+    #[error("{kind} {namespace}/{name}: {message}")]
+    Invalid {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+}
+
+/// What every traffic provider does.
+pub trait TrafficRouter: Send + Sync {
+    /// Provider name as shown in status ("istio", "smi", "nginx", "gateway-api").
+    fn name(&self) -> &'static str;
+
+    /// Creates what the provider needs for a split (subsets, canary Ingress, backendRef…)
+    /// with the canary at weight 0; idempotent.
+    fn prepare(
+        &self,
+        client: &Client,
+        target: &Target,
+        header: Option<&HeaderRoute>,
+    ) -> impl std::future::Future<Output = Result<(), ProviderError>> + Send;
+
+    /// Sets the canary's share to `weight` percent (stable gets the rest), in one write.
+    fn set_weight(
+        &self,
+        client: &Client,
+        target: &Target,
+        weight: u32,
+    ) -> impl std::future::Future<Output = Result<(), ProviderError>> + Send;
+
+    /// Reads the canary weight back from the route object (None if not set up).
+    fn read_weight(
+        &self,
+        client: &Client,
+        target: &Target,
+    ) -> impl std::future::Future<Output = Result<Option<u32>, ProviderError>> + Send;
+
+    /// Removes what `prepare` added; all traffic on stable. Idempotent.
+    fn cleanup(
+        &self,
+        client: &Client,
+        target: &Target,
+    ) -> impl std::future::Future<Output = Result<(), ProviderError>> + Send;
+}
