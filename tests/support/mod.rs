@@ -73,7 +73,9 @@ impl TestEnv {
             );
             TestEnv {
                 kubeconfig,
-                prometheus: need("CANARY_TEST_PROMETHEUS").trim_end_matches('/').to_string(),
+                prometheus: need("CANARY_TEST_PROMETHEUS")
+                    .trim_end_matches('/')
+                    .to_string(),
                 file_sd_dir: opt("CANARY_TEST_FILE_SD_DIR").map(PathBuf::from),
                 env_dir: opt("CANARY_TEST_ENV_DIR").map(PathBuf::from),
                 external: opt("CANARY_TEST_EXTERNAL_CLUSTER").as_deref() == Some("1"),
@@ -142,10 +144,14 @@ impl TestNamespace {
             .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
         let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
             Api::namespaced(client.clone(), &name);
-        wait_for(Duration::from_secs(30), "default ServiceAccount in test namespace", || {
-            let sa = sa.clone();
-            async move { sa.get_opt("default").await.ok().flatten().is_some() }
-        })
+        wait_for(
+            Duration::from_secs(30),
+            "default ServiceAccount in test namespace",
+            || {
+                let sa = sa.clone();
+                async move { sa.get_opt("default").await.ok().flatten().is_some() }
+            },
+        )
         .await;
         TestNamespace {
             name,
@@ -160,7 +166,13 @@ impl Drop for TestNamespace {
         let _ = Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
-            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -201,7 +213,8 @@ pub async fn apply(client: &Client, ns: &str, manifest: &str) -> Vec<DynamicObje
 
 /// Server-side apply of one object given as JSON.
 pub async fn apply_value(client: &Client, ns: &str, v: Value) -> DynamicObject {
-    let obj: DynamicObject = serde_json::from_value(v).expect("object has apiVersion/kind/metadata");
+    let obj: DynamicObject =
+        serde_json::from_value(v).expect("object has apiVersion/kind/metadata");
     let tm = obj.types.clone().expect("object has apiVersion and kind");
     let gvk = GroupVersionKind::try_from(&tm).expect("valid apiVersion");
     let (ar, caps) = discovery::pinned_kind(client, &gvk)
@@ -212,9 +225,13 @@ pub async fn apply_value(client: &Client, ns: &str, v: Value) -> DynamicObject {
         Scope::Namespaced => Api::namespaced_with(client.clone(), ns, &ar),
         Scope::Cluster => Api::all_with(client.clone(), &ar),
     };
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj))
-        .await
-        .unwrap_or_else(|e| panic!("applying {} {name}: {e}", tm.kind))
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("applying {} {name}: {e}", tm.kind))
 }
 
 /// Create the stable Deployment `<svc>` (labels app=<svc>, track=stable) and
@@ -244,8 +261,18 @@ pub async fn create_stable(
     apply_value(client, ns, dep).await;
     apply_value(client, ns, service_json(svc, svc, None)).await;
     if split_services {
-        apply_value(client, ns, service_json(&format!("{svc}-stable"), svc, Some("stable"))).await;
-        apply_value(client, ns, service_json(&format!("{svc}-canary"), svc, Some("canary"))).await;
+        apply_value(
+            client,
+            ns,
+            service_json(&format!("{svc}-stable"), svc, Some("stable")),
+        )
+        .await;
+        apply_value(
+            client,
+            ns,
+            service_json(&format!("{svc}-canary"), svc, Some("canary")),
+        )
+        .await;
     }
     Api::<Deployment>::namespaced(client.clone(), ns)
         .get(svc)
@@ -310,7 +337,9 @@ impl Provider {
         match self {
             Provider::Istio => ("stable".into(), "canary".into()),
             Provider::Nginx => (svc.into(), format!("{svc}-canary")),
-            Provider::Smi | Provider::GatewayApi => (format!("{svc}-stable"), format!("{svc}-canary")),
+            Provider::Smi | Provider::GatewayApi => {
+                (format!("{svc}-stable"), format!("{svc}-canary"))
+            }
         }
     }
 
@@ -338,59 +367,90 @@ impl Provider {
 /// `svc`, sending `canary_weight` percent to the canary (0..=100).
 /// Istio also gets the DestinationRule `<svc>` with subsets stable/canary; the
 /// nginx canary Ingress is `<route>-canary` (host `<svc>.test`).
-pub async fn set_route(client: &Client, ns: &str, provider: Provider, svc: &str, route: &str, canary_weight: u32) {
+pub async fn set_route(
+    client: &Client,
+    ns: &str,
+    provider: Provider,
+    svc: &str,
+    route: &str,
+    canary_weight: u32,
+) {
     let cw = canary_weight.min(100);
     let sw = 100 - cw;
     let (sk, ck) = provider.keys(svc);
     match provider {
         Provider::Istio => {
-            apply_value(client, ns, json!({
-                "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-                "metadata": {"name": svc},
-                "spec": {"host": svc, "subsets": [
-                    {"name": "stable", "labels": {"track": "stable"}},
-                    {"name": "canary", "labels": {"track": "canary"}}
-                ]}
-            }))
+            apply_value(
+                client,
+                ns,
+                json!({
+                    "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                    "metadata": {"name": svc},
+                    "spec": {"host": svc, "subsets": [
+                        {"name": "stable", "labels": {"track": "stable"}},
+                        {"name": "canary", "labels": {"track": "canary"}}
+                    ]}
+                }),
+            )
             .await;
-            apply_value(client, ns, json!({
-                "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-                "metadata": {"name": route},
-                "spec": {"hosts": [svc], "http": [{"name": "primary", "route": [
-                    {"destination": {"host": svc, "subset": sk}, "weight": sw},
-                    {"destination": {"host": svc, "subset": ck}, "weight": cw}
-                ]}]}
-            }))
+            apply_value(
+                client,
+                ns,
+                json!({
+                    "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                    "metadata": {"name": route},
+                    "spec": {"hosts": [svc], "http": [{"name": "primary", "route": [
+                        {"destination": {"host": svc, "subset": sk}, "weight": sw},
+                        {"destination": {"host": svc, "subset": ck}, "weight": cw}
+                    ]}]}
+                }),
+            )
             .await;
         }
         Provider::Smi => {
-            apply_value(client, ns, json!({
-                "apiVersion": "split.smi-spec.io/v1alpha2", "kind": "TrafficSplit",
-                "metadata": {"name": route},
-                "spec": {"service": svc, "backends": [
-                    {"service": sk, "weight": sw},
-                    {"service": ck, "weight": cw}
-                ]}
-            }))
+            apply_value(
+                client,
+                ns,
+                json!({
+                    "apiVersion": "split.smi-spec.io/v1alpha2", "kind": "TrafficSplit",
+                    "metadata": {"name": route},
+                    "spec": {"service": svc, "backends": [
+                        {"service": sk, "weight": sw},
+                        {"service": ck, "weight": cw}
+                    ]}
+                }),
+            )
             .await;
         }
         Provider::Nginx => {
             create_ingress(client, ns, route, &format!("{svc}.test"), &sk, None).await;
-            create_ingress(client, ns, &format!("{route}-canary"), &format!("{svc}.test"), &ck, Some(cw)).await;
+            create_ingress(
+                client,
+                ns,
+                &format!("{route}-canary"),
+                &format!("{svc}.test"),
+                &ck,
+                Some(cw),
+            )
+            .await;
         }
         Provider::GatewayApi => {
-            apply_value(client, ns, json!({
-                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-                "metadata": {"name": route},
-                "spec": {
-                    "parentRefs": [{"name": "test-gateway"}],
-                    "hostnames": [format!("{svc}.test")],
-                    "rules": [{"backendRefs": [
-                        {"name": sk, "port": 80, "weight": sw},
-                        {"name": ck, "port": 80, "weight": cw}
-                    ]}]
-                }
-            }))
+            apply_value(
+                client,
+                ns,
+                json!({
+                    "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                    "metadata": {"name": route},
+                    "spec": {
+                        "parentRefs": [{"name": "test-gateway"}],
+                        "hostnames": [format!("{svc}.test")],
+                        "rules": [{"backendRefs": [
+                            {"name": sk, "port": 80, "weight": sw},
+                            {"name": ck, "port": 80, "weight": cw}
+                        ]}]
+                    }
+                }),
+            )
             .await;
         }
     }
@@ -409,19 +469,26 @@ pub async fn create_ingress(
     let mut annotations = serde_json::Map::new();
     if let Some(w) = canary_weight {
         annotations.insert("nginx.ingress.kubernetes.io/canary".into(), json!("true"));
-        annotations.insert("nginx.ingress.kubernetes.io/canary-weight".into(), json!(w.to_string()));
+        annotations.insert(
+            "nginx.ingress.kubernetes.io/canary-weight".into(),
+            json!(w.to_string()),
+        );
     }
-    apply_value(client, ns, json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-        "metadata": {"name": name, "annotations": annotations},
-        "spec": {
-            "ingressClassName": "nginx",
-            "rules": [{"host": host, "http": {"paths": [{
-                "path": "/", "pathType": "Prefix",
-                "backend": {"service": {"name": service, "port": {"number": 80}}}
-            }]}}]
-        }
-    }))
+    apply_value(
+        client,
+        ns,
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {
+                "ingressClassName": "nginx",
+                "rules": [{"host": host, "http": {"paths": [{
+                    "path": "/", "pathType": "Prefix",
+                    "backend": {"service": {"name": service, "port": {"number": 80}}}
+                }]}}]
+            }
+        }),
+    )
     .await;
 }
 
@@ -460,7 +527,8 @@ pub fn canary_demo_bin() -> PathBuf {
 /// A running `canary-demo serve` process.
 pub struct DemoProcess {
     pub addr: String,
-    child: Child,
+    child: Mutex<Child>,
+    what: String,
     _stdin: Option<ChildStdin>,
     pid_file: Option<PathBuf>,
 }
@@ -493,21 +561,35 @@ impl DemoProcess {
         }
         DemoProcess {
             addr,
-            child,
+            child: Mutex::new(child),
+            what: args.first().cloned().unwrap_or_default(),
             _stdin: stdin,
             pid_file,
         }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.lock().unwrap().id()
+    }
+
+    /// Panic if the process has exited (it should run until dropped).
+    pub fn assert_running(&self) {
+        let mut c = self.child.lock().unwrap();
+        if let Ok(Some(st)) = c.try_wait() {
+            panic!(
+                "canary-demo {} (pid {}) exited unexpectedly: {st} (its stderr is in the test output)",
+                self.what,
+                c.id()
+            );
+        }
     }
 }
 
 impl Drop for DemoProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let c = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = c.kill();
+        let _ = c.wait();
         if let Some(p) = &self.pid_file {
             let _ = std::fs::remove_file(p);
         }
@@ -558,10 +640,20 @@ impl DemoPair {
         Self::start_with(ns, svc, provider, route, DemoOptions::default())
     }
 
-    pub fn start_with(ns: &str, svc: &str, provider: Provider, route: &str, o: DemoOptions) -> DemoPair {
+    pub fn start_with(
+        ns: &str,
+        svc: &str,
+        provider: Provider,
+        route: &str,
+        o: DemoOptions,
+    ) -> DemoPair {
         let env = TestEnv::get();
         let (sk, ck) = provider.keys(svc);
-        let nginx_canary_svc = if provider == Provider::Nginx { ck.clone() } else { format!("{svc}-canary") };
+        let nginx_canary_svc = if provider == Provider::Nginx {
+            ck.clone()
+        } else {
+            format!("{svc}-canary")
+        };
         let serve = |track: &str, workload: String, version: &str, err: f64| {
             DemoProcess::spawn(
                 &[
@@ -658,19 +750,37 @@ impl DemoPair {
             .await
             .unwrap_or_else(|e| panic!("POST {url}: {e}"));
         let status = resp.status();
-        assert!(status.is_success(), "POST {url} -> {status}: {}", resp.text().await.unwrap_or_default());
+        assert!(
+            status.is_success(),
+            "POST {url} -> {status}: {}",
+            resp.text().await.unwrap_or_default()
+        );
+    }
+
+    /// Panic if a serve process or the driver has died.
+    pub fn assert_running(&self) {
+        self.stable.assert_running();
+        self.canary.assert_running();
+        if let Some(d) = &self.driver {
+            d.assert_running();
+        }
     }
 
     /// Wait until Prometheus has scraped both serve processes.
     pub async fn wait_scraped(&self, timeout: Duration) {
+        self.assert_running();
         let q = format!(
             "count(up{{job=\"canary-demo\",canary_demo_namespace=\"{}\",canary_demo_service=\"{}\"}} == 1)",
             self.namespace, self.service
         );
-        wait_for(timeout, &format!("Prometheus scraping both demo processes ({q})"), || {
-            let q = q.clone();
-            async move { prom_query(&q).await == Some(2.0) }
-        })
+        wait_for(
+            timeout,
+            &format!("Prometheus scraping both demo processes ({q})"),
+            || {
+                let q = q.clone();
+                async move { prom_query(&q).await == Some(2.0) }
+            },
+        )
         .await;
     }
 }
@@ -698,8 +808,11 @@ fn http() -> &'static reqwest::Client {
 /// Instant query; returns all samples as (labels, value) with non-finite values dropped.
 pub async fn prom_query_vec(promql: &str) -> Vec<(BTreeMap<String, String>, f64)> {
     let env = TestEnv::get();
-    let url = reqwest::Url::parse_with_params(&format!("{}/api/v1/query", env.prometheus), &[("query", promql)])
-        .expect("prometheus URL");
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/api/v1/query", env.prometheus),
+        &[("query", promql)],
+    )
+    .expect("prometheus URL");
     let resp = http()
         .get(url)
         .send()
@@ -708,7 +821,11 @@ pub async fn prom_query_vec(promql: &str) -> Vec<(BTreeMap<String, String>, f64)
     let v: Value = resp.json().await.expect("Prometheus JSON");
     assert_eq!(v["status"], "success", "Prometheus error for {promql}: {v}");
     let data = &v["data"];
-    let parse = |x: &Value| x.get(1).and_then(Value::as_str).and_then(|s| s.parse::<f64>().ok());
+    let parse = |x: &Value| {
+        x.get(1)
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<f64>().ok())
+    };
     match data["resultType"].as_str() {
         Some("vector") => data["result"]
             .as_array()
@@ -737,7 +854,11 @@ pub async fn prom_query_vec(promql: &str) -> Vec<(BTreeMap<String, String>, f64)
 
 /// Instant query returning the first sample's value; empty result, NaN or ±Inf → None.
 pub async fn prom_query(promql: &str) -> Option<f64> {
-    prom_query_vec(promql).await.into_iter().next().map(|(_, v)| v)
+    prom_query_vec(promql)
+        .await
+        .into_iter()
+        .next()
+        .map(|(_, v)| v)
 }
 
 /// Process-wide lock for tests that must not overlap (rarely needed).

@@ -337,6 +337,7 @@ pub async fn run(a: DriveArgs) -> anyhow::Result<()> {
             let mut store: BTreeMap<String, DynamicObject> = BTreeMap::new();
             let mut init: BTreeMap<String, DynamicObject> = BTreeMap::new();
             let mut last: Option<Option<Weights>> = None;
+            let mut in_init = false;
             let mut stream = watcher(api, wcfg).boxed();
             while let Some(ev) = stream.next().await {
                 let ev = match ev {
@@ -349,17 +350,26 @@ pub async fn run(a: DriveArgs) -> anyhow::Result<()> {
                 };
                 let key = |o: &DynamicObject| o.metadata.name.clone().unwrap_or_default();
                 match ev {
-                    watcher::Event::Init => init.clear(),
+                    watcher::Event::Init => {
+                        in_init = true;
+                        init.clear();
+                    }
                     watcher::Event::InitApply(o) => {
                         init.insert(key(&o), o);
                     }
-                    watcher::Event::InitDone => store = std::mem::take(&mut init),
+                    watcher::Event::InitDone => {
+                        in_init = false;
+                        store = std::mem::take(&mut init);
+                    }
                     watcher::Event::Apply(o) => {
                         store.insert(key(&o), o);
                     }
                     watcher::Event::Delete(o) => {
                         store.remove(&key(&o));
                     }
+                }
+                if in_init {
+                    continue;
                 }
                 let w = compute(kind, &name, &store);
                 if last.as_ref() != Some(&w) {

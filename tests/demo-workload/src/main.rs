@@ -42,6 +42,9 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // kube's rustls needs a process-level crypto provider; pick one explicitly
+    // so the result does not depend on which features the workspace unifies.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     if cli.exit_on_stdin_eof {
         std::thread::spawn(|| {
             let mut sink = [0u8; 256];
