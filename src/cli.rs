@@ -141,6 +141,14 @@ pub enum Command {
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  source <(kubectl canary completion bash)")]
     Completion(CompletionArgs),
+    /// Completion backend of kubectl_complete-canary (Cobra's `__complete` protocol):
+    /// prints the candidates for the last word, then `:<directive>`.
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        /// The words after `kubectl canary`; the last one is the word being completed.
+        #[arg(num_args = 0.., allow_hyphen_values = true, trailing_var_arg = true)]
+        words: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]

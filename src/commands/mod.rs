@@ -16,6 +16,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Policy(cmd) => policy::run(g, cmd),
         Command::Version => version::run(g),
         Command::Completion(args) => completion::run(args.shell),
+        Command::Complete { words } => completion::complete(&words),
         Command::Start(_) => Err(Error::NotBuilt("start")),
         Command::Step(_) => Err(Error::NotBuilt("step")),
         Command::Run(_) => Err(Error::NotBuilt("run")),
