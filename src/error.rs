@@ -20,6 +20,25 @@ pub enum Error {
     Output(String),
     #[error("{0}")]
     Other(String),
+    /// Talking to the cluster failed (connection, permissions, missing objects).
+    #[error("{0}")]
+    Cluster(String),
+    /// Optimistic concurrency: somebody else wrote the rollout state between our read and write.
+    #[error(
+        "another operator changed rollout {namespace}/{service} at the same time; nothing was \
+         lost — re-run the command to continue from the new state (`kubectl canary status {service} -n {namespace}`)"
+    )]
+    Conflict { namespace: String, service: String },
+    #[error(transparent)]
+    Provider(#[from] crate::providers::ProviderError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+}
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        Error::Cluster(crate::cluster::describe_kube_error(&e))
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

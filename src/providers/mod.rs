@@ -90,3 +90,80 @@ pub trait TrafficRouter: Send + Sync {
         target: &Target,
     ) -> impl std::future::Future<Output = Result<(), ProviderError>> + Send;
 }
+
+pub mod istio;
+
+/// The provider of one rollout, chosen at runtime (auto-detected or `--provider`).
+#[derive(Debug, Clone)]
+pub enum Router {
+    Istio(istio::IstioRouter),
+}
+
+impl Router {
+    /// By the name stored in the rollout state.
+    pub async fn by_name(client: &Client, name: &str) -> Result<Router, ProviderError> {
+        match name {
+            "istio" => Ok(Router::Istio(
+                istio::IstioRouter::discover(client).await?.unwrap_or_default(),
+            )),
+            other => Err(ProviderError::Invalid {
+                kind: "provider",
+                namespace: String::new(),
+                name: other.to_string(),
+                message: "not supported by this build of kubectl-canary".into(),
+            }),
+        }
+    }
+
+    /// Detects the provider from the route objects that exist for `target`.
+    pub async fn detect(client: &Client, target: &Target) -> Result<Router, ProviderError> {
+        if let Some(istio) = istio::IstioRouter::discover(client).await?
+            && istio.virtual_service(client, target).await?.is_some()
+        {
+            return Ok(Router::Istio(istio));
+        }
+        Err(ProviderError::NotFound {
+            kind: "route object",
+            namespace: target.namespace.clone(),
+            name: target.route.clone(),
+            hint: "no VirtualService of that name; create the route object or pass --provider".into(),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Router::Istio(r) => r.name(),
+        }
+    }
+
+    /// Metric family that matches the provider's data plane.
+    pub fn metrics_flavour(&self) -> &'static str {
+        match self {
+            Router::Istio(_) => "istio",
+        }
+    }
+
+    pub async fn prepare(&self, client: &Client, target: &Target, header: Option<&HeaderRoute>) -> Result<(), ProviderError> {
+        match self {
+            Router::Istio(r) => r.prepare(client, target, header).await,
+        }
+    }
+
+    pub async fn set_weight(&self, client: &Client, target: &Target, weight: u32) -> Result<(), ProviderError> {
+        match self {
+            Router::Istio(r) => r.set_weight(client, target, weight).await,
+        }
+    }
+
+    pub async fn read_weight(&self, client: &Client, target: &Target) -> Result<Option<u32>, ProviderError> {
+        match self {
+            Router::Istio(r) => r.read_weight(client, target).await,
+        }
+    }
+
+    pub async fn cleanup(&self, client: &Client, target: &Target) -> Result<(), ProviderError> {
+        match self {
+            Router::Istio(r) => r.cleanup(client, target).await,
+        }
+    }
+}

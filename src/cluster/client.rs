@@ -1,0 +1,118 @@
+//! A kube client built from kubectl's own flags (kubectl passes them through unchanged).
+
+use crate::cli::GlobalArgs;
+use crate::error::{Error, Result};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use std::time::Duration;
+
+/// A connected client plus what the commands need to know about the session.
+#[derive(Clone)]
+pub struct Session {
+    pub client: Client,
+    /// `-n`, or the context's namespace.
+    pub namespace: String,
+    /// Who runs the command, recorded in history ("alice", "system:serviceaccount:ci:deployer").
+    pub actor: String,
+}
+
+/// Parses kubectl's `--request-timeout` ("0" = none, plain numbers are seconds).
+pub fn parse_request_timeout(s: &str) -> Result<Option<Duration>> {
+    let s = s.trim();
+    if s == "0" || s.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Some(Duration::from_secs(secs)));
+    }
+    humantime::parse_duration(s)
+        .map(Some)
+        .map_err(|e| Error::Usage(format!("--request-timeout {s:?}: {e}")))
+}
+
+pub async fn config(g: &GlobalArgs) -> Result<Config> {
+    let opts = KubeConfigOptions {
+        context: g.context.clone(),
+        cluster: g.cluster.clone(),
+        user: g.user.clone(),
+    };
+    let explicit = g
+        .kubeconfig
+        .as_ref()
+        .filter(|p| !p.as_os_str().is_empty() && !p.to_string_lossy().contains(':'));
+    let mut cfg = match explicit {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path).map_err(|e| {
+                Error::Cluster(format!("cannot read kubeconfig {}: {e}", path.display()))
+            })?;
+            Config::from_custom_kubeconfig(kc, &opts)
+                .await
+                .map_err(|e| Error::Cluster(format!("kubeconfig {}: {e}", path.display())))?
+        }
+        // KUBECONFIG lists (a:b) and ~/.kube/config are merged by kube like kubectl does;
+        // inside a pod (CI job) the service account is used.
+        None => match Config::from_kubeconfig(&opts).await {
+            Ok(c) => c,
+            Err(kc_err) => Config::incluster().map_err(|_| {
+                Error::Cluster(format!(
+                    "no usable kubeconfig ({kc_err}); pass --kubeconfig or set KUBECONFIG"
+                ))
+            })?,
+        },
+    };
+    if let Some(user) = &g.impersonate {
+        cfg.auth_info.impersonate = Some(user.clone());
+    }
+    if !g.impersonate_groups.is_empty() {
+        cfg.auth_info.impersonate_groups = Some(g.impersonate_groups.clone());
+    }
+    if let Some(t) = &g.request_timeout {
+        let t = parse_request_timeout(t)?;
+        cfg.read_timeout = t;
+        cfg.write_timeout = t;
+        if t.is_some() {
+            cfg.connect_timeout = t;
+        }
+    }
+    if let Some(ns) = &g.namespace {
+        cfg.default_namespace = ns.clone();
+    }
+    Ok(cfg)
+}
+
+pub async fn connect(g: &GlobalArgs) -> Result<Session> {
+    let cfg = config(g).await?;
+    let namespace = cfg.default_namespace.clone();
+    let actor = g
+        .impersonate
+        .clone()
+        .or_else(|| g.user.clone())
+        .or_else(|| std::env::var("KUBECTL_CANARY_ACTOR").ok())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into());
+    let client = Client::try_from(cfg).map_err(|e| Error::Cluster(format!("kube client: {e}")))?;
+    Ok(Session {
+        client,
+        namespace,
+        actor,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_timeout_forms() {
+        assert_eq!(parse_request_timeout("0").unwrap(), None);
+        assert_eq!(
+            parse_request_timeout("5").unwrap(),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse_request_timeout("1m").unwrap(),
+            Some(Duration::from_secs(60))
+        );
+        assert!(parse_request_timeout("soon").is_err());
+    }
+}

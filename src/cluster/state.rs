@@ -1,0 +1,202 @@
+//! Rollout state in the cluster: one ConfigMap `<svc>-canary-rollout` per service, holding the
+//! core [`Rollout`] unchanged plus everything another operator needs to continue it (policy
+//! source text and hash, parameters, schedule overrides). Writes are compare-and-swap on
+//! resourceVersion; a 409 becomes [`Error::Conflict`].
+
+use crate::core::rollout::Rollout;
+use crate::error::{Error, Result};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Client;
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kubectl-canary");
+pub const SERVICE_LABEL: &str = "kubectl-canary/service";
+const DATA_KEY: &str = "state.json";
+/// Finished rollouts kept per service.
+pub const MAX_PREVIOUS: usize = 10;
+
+pub fn configmap_name(service: &str) -> String {
+    format!("{service}-canary-rollout")
+}
+
+/// The policy a rollout runs, with its source so it can be recompiled without the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyRef {
+    /// What the user passed (`default`, `./my.rhai`).
+    pub name: String,
+    /// The file name the policy was compiled as.
+    pub path: String,
+    pub sha256: String,
+    pub source: String,
+}
+
+/// One rollout as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    pub namespace: String,
+    pub service: String,
+    /// container → new image.
+    pub images: BTreeMap<String, String>,
+    /// container → image of stable when the rollout started.
+    #[serde(default)]
+    pub previous_images: BTreeMap<String, String>,
+    pub provider: String,
+    pub route: String,
+    pub policy: PolicyRef,
+    /// `--set` pairs as given.
+    #[serde(default)]
+    pub params: Vec<String>,
+    /// `--schedule-override` pairs as given.
+    #[serde(default)]
+    pub schedule_overrides: Vec<String>,
+    pub canary_replicas: u32,
+    pub started_by: String,
+    /// Delete (instead of scale to 0) the canary when rolling back.
+    #[serde(default)]
+    pub delete_on_rollback: bool,
+    pub rollout: Rollout,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateDoc {
+    pub current: Option<RolloutRecord>,
+    /// Finished rollouts, newest last (bounded by [`MAX_PREVIOUS`]).
+    #[serde(default)]
+    pub previous: Vec<RolloutRecord>,
+}
+
+/// A state document with the resourceVersion it was read at (None: not stored yet).
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub doc: StateDoc,
+    pub resource_version: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    api: Api<ConfigMap>,
+    namespace: String,
+    service: String,
+}
+
+impl Store {
+    pub fn new(client: &Client, namespace: &str, service: &str) -> Self {
+        Store {
+            api: Api::namespaced(client.clone(), namespace),
+            namespace: namespace.into(),
+            service: service.into(),
+        }
+    }
+
+    pub async fn load(&self) -> Result<Stored> {
+        let cm = self.api.get_opt(&configmap_name(&self.service)).await?;
+        match cm {
+            None => Ok(Stored {
+                doc: StateDoc::default(),
+                resource_version: None,
+            }),
+            Some(cm) => {
+                let text = cm
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(DATA_KEY))
+                    .cloned()
+                    .unwrap_or_default();
+                let doc = if text.is_empty() {
+                    StateDoc::default()
+                } else {
+                    serde_json::from_str(&text).map_err(|e| {
+                        Error::Cluster(format!(
+                            "ConfigMap {}/{} holds unreadable rollout state: {e}",
+                            self.namespace,
+                            configmap_name(&self.service)
+                        ))
+                    })?
+                };
+                Ok(Stored {
+                    doc,
+                    resource_version: cm.metadata.resource_version,
+                })
+            }
+        }
+    }
+
+    fn object(&self, doc: &StateDoc, rv: Option<String>) -> Result<ConfigMap> {
+        let text = serde_json::to_string(doc).map_err(|e| Error::Other(e.to_string()))?;
+        let mut labels = BTreeMap::new();
+        labels.insert(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string());
+        labels.insert(SERVICE_LABEL.to_string(), self.service.clone());
+        Ok(ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(configmap_name(&self.service)),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(labels),
+                resource_version: rv,
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(DATA_KEY.to_string(), text)])),
+            ..Default::default()
+        })
+    }
+
+    /// Writes `stored.doc` if nobody wrote since it was read; updates its resourceVersion.
+    pub async fn save(&self, stored: &mut Stored) -> Result<()> {
+        let cm = self.object(&stored.doc, stored.resource_version.clone())?;
+        let pp = PostParams {
+            field_manager: Some("kubectl-canary".into()),
+            ..Default::default()
+        };
+        let res = match &stored.resource_version {
+            None => self.api.create(&pp, &cm).await,
+            Some(_) => {
+                self.api
+                    .replace(&configmap_name(&self.service), &pp, &cm)
+                    .await
+            }
+        };
+        match res {
+            Ok(cm) => {
+                stored.resource_version = cm.metadata.resource_version;
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Conflict {
+                namespace: self.namespace.clone(),
+                service: self.service.clone(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// All stored rollouts of a namespace (or all namespaces with `None`).
+pub async fn list(client: &Client, namespace: Option<&str>) -> Result<Vec<StateDoc>> {
+    let api: Api<ConfigMap> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let lp = ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+    let mut out = Vec::new();
+    for cm in api.list(&lp).await? {
+        if let Some(text) = cm.data.as_ref().and_then(|d| d.get(DATA_KEY))
+            && let Ok(doc) = serde_json::from_str::<StateDoc>(text)
+        {
+            out.push(doc);
+        }
+    }
+    Ok(out)
+}
+
+impl StateDoc {
+    /// Moves a finished current rollout into `previous` (bounded).
+    pub fn archive_current(&mut self) {
+        if let Some(cur) = self.current.take() {
+            self.previous.push(cur);
+            if self.previous.len() > MAX_PREVIOUS {
+                let excess = self.previous.len() - MAX_PREVIOUS;
+                self.previous.drain(..excess);
+            }
+        }
+    }
+}

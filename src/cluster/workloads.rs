@@ -1,0 +1,385 @@
+//! The Deployments a rollout works with: build/create the canary from stable's pod template,
+//! wait for readiness, scale/delete, promote (stable takes the canary's pod template), and the
+//! pod facts the policy sees.
+
+use crate::core::facts::PodFacts;
+use crate::error::{Error, Result};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+pub const TRACK_LABEL: &str = "track";
+pub const VERSION_LABEL: &str = "kubectl-canary/version";
+pub const ROLLOUT_ANNOTATION: &str = "kubectl-canary/rollout";
+const MANAGER: &str = "kubectl-canary";
+
+pub fn deployments(client: &Client, ns: &str) -> Api<Deployment> {
+    Api::namespaced(client.clone(), ns)
+}
+
+pub async fn get_stable(client: &Client, ns: &str, service: &str) -> Result<Deployment> {
+    deployments(client, ns).get_opt(service).await?.ok_or_else(|| {
+        Error::Cluster(format!(
+            "Deployment {ns}/{service} not found: the stable Deployment must be named like the service"
+        ))
+    })
+}
+
+/// Parses `--image CONTAINER=IMAGE` pairs and checks the containers exist in stable.
+pub fn parse_images(pairs: &[String], stable: &Deployment) -> Result<BTreeMap<String, String>> {
+    let containers = container_images(stable);
+    let mut out = BTreeMap::new();
+    for pair in pairs {
+        let (c, i) = match pair.split_once('=') {
+            Some((c, i)) => (c.trim().to_string(), i.trim().to_string()),
+            // A bare image is fine when there is only one container.
+            None if containers.len() == 1 => (
+                containers.keys().next().cloned().unwrap_or_default(),
+                pair.clone(),
+            ),
+            None => {
+                return Err(Error::Usage(format!(
+                    "--image {pair:?}: expected CONTAINER=IMAGE (containers: {})",
+                    containers.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        };
+        if !containers.contains_key(&c) {
+            return Err(Error::Usage(format!(
+                "--image {pair:?}: the stable Deployment has no container {c:?} (containers: {})",
+                containers.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        out.insert(c, i);
+    }
+    Ok(out)
+}
+
+pub fn container_images(d: &Deployment) -> BTreeMap<String, String> {
+    d.spec
+        .template
+        .spec
+        .as_ref()
+        .map(|ps| {
+            ps.containers
+                .iter()
+                .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A label-safe version string from the images (tag of the first image, else a hash).
+pub fn version_label(images: &BTreeMap<String, String>) -> String {
+    let first = images.values().next().cloned().unwrap_or_default();
+    let tag = first
+        .rsplit_once(':')
+        .map(|(_, t)| t)
+        .filter(|t| !t.contains('/'))
+        .unwrap_or("");
+    let clean: String = tag
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    let clean = clean
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string();
+    if clean.is_empty() {
+        "canary".into()
+    } else {
+        clean
+    }
+}
+
+/// The canary Deployment: stable's pod template with the new images, `track: canary`,
+/// selector = stable's selector with `track: canary`.
+pub fn canary_deployment(
+    stable: &Deployment,
+    canary_name: &str,
+    service: &str,
+    images: &BTreeMap<String, String>,
+    replicas: u32,
+    extra_labels: &BTreeMap<String, String>,
+) -> Result<Deployment> {
+    let spec = &stable.spec;
+    let mut selector = spec.selector.match_labels.clone().unwrap_or_default();
+    if spec
+        .selector
+        .match_expressions
+        .as_ref()
+        .is_some_and(|e| !e.is_empty())
+    {
+        return Err(Error::Cluster(format!(
+            "Deployment {service} uses matchExpressions in its selector; only matchLabels are supported"
+        )));
+    }
+    selector.insert(TRACK_LABEL.into(), "canary".into());
+    let mut template = spec.template.clone();
+    let meta = template.metadata.get_or_insert_with(Default::default);
+    let labels = meta.labels.get_or_insert_with(Default::default);
+    labels.insert(TRACK_LABEL.into(), "canary".into());
+    labels.insert(VERSION_LABEL.into(), version_label(images));
+    for (k, v) in extra_labels {
+        labels.insert(k.clone(), v.clone());
+    }
+    let pod = template
+        .spec
+        .as_mut()
+        .ok_or_else(|| Error::Cluster(format!("Deployment {service} has no pod spec")))?;
+    for c in pod.containers.iter_mut() {
+        if let Some(img) = images.get(&c.name) {
+            c.image = Some(img.clone());
+        }
+    }
+    let mut dep_labels = stable.metadata.labels.clone().unwrap_or_default();
+    dep_labels.insert(TRACK_LABEL.into(), "canary".into());
+    dep_labels.insert(
+        crate::cluster::state::MANAGED_BY.0.into(),
+        crate::cluster::state::MANAGED_BY.1.into(),
+    );
+    let d: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": canary_name,
+            "labels": dep_labels,
+            "annotations": {ROLLOUT_ANNOTATION: service},
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            "template": template,
+        }
+    }))
+    .map_err(|e| Error::Other(format!("building canary Deployment: {e}")))?;
+    Ok(d)
+}
+
+/// Creates or updates the canary (server-side apply; re-running converges).
+pub async fn apply_canary(client: &Client, ns: &str, d: &Deployment) -> Result<Deployment> {
+    let name = d.metadata.name.clone().unwrap_or_default();
+    let api = deployments(client, ns);
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(d),
+        )
+        .await?)
+}
+
+/// Ready replicas of the latest generation, and the desired count.
+pub fn readiness(d: &Deployment) -> (u32, u32, bool) {
+    let desired = d.spec.replicas.unwrap_or(1).max(0) as u32;
+    let st = d.status.clone().unwrap_or_default();
+    let observed = st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+    let ready = st.ready_replicas.unwrap_or(0).max(0) as u32;
+    let updated = st.updated_replicas.unwrap_or(0).max(0) as u32;
+    let total = st.replicas.unwrap_or(0).max(0) as u32;
+    let done = observed
+        && updated >= desired
+        && ready >= desired
+        && total <= desired
+        && st.unavailable_replicas.unwrap_or(0) == 0;
+    (ready.min(updated), desired, done)
+}
+
+/// Waits until `name` is fully rolled out, with a progress bar on stderr. Gives up early when
+/// its pods crash-loop. Returns Err(reason) when not ready in time.
+pub async fn wait_rolled_out(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    selector: &BTreeMap<String, String>,
+    timeout: Duration,
+    what: &str,
+    show: bool,
+) -> Result<std::result::Result<(), String>> {
+    let api = deployments(client, ns);
+    let bar = if show {
+        let b = indicatif::ProgressBar::new(1);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg} [{bar:20}] {pos}/{len} ready ({elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        b.set_message(what.to_string());
+        b.enable_steady_tick(Duration::from_millis(120));
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let start = Instant::now();
+    let outcome = loop {
+        let d = api.get_opt(name).await?;
+        let Some(d) = d else {
+            break Err(format!("Deployment {ns}/{name} disappeared"));
+        };
+        let (ready, desired, done) = readiness(&d);
+        bar.set_length(desired as u64);
+        bar.set_position(ready as u64);
+        if done {
+            break Ok(());
+        }
+        let pods = pod_facts(client, ns, selector, desired).await?;
+        if pods.crash_looping {
+            break Err(format!(
+                "{what}: pods are crash-looping ({} restarts, {}/{} ready)",
+                pods.restarts, pods.ready, pods.desired
+            ));
+        }
+        if start.elapsed() >= timeout {
+            break Err(format!(
+                "{what}: only {ready}/{desired} pods ready after {}",
+                humantime::format_duration(timeout)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    bar.finish_and_clear();
+    Ok(outcome)
+}
+
+/// Pod health of the pods matching `selector`.
+pub async fn pod_facts(
+    client: &Client,
+    ns: &str,
+    selector: &BTreeMap<String, String>,
+    desired: u32,
+) -> Result<PodFacts> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let sel = selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods = api.list(&ListParams::default().labels(&sel)).await?;
+    let mut f = PodFacts {
+        desired,
+        ..Default::default()
+    };
+    for p in pods
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
+        let st = p.status.clone().unwrap_or_default();
+        let ready = st
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        if ready {
+            f.ready += 1;
+        }
+        for cs in st.container_statuses.iter().flatten() {
+            f.restarts += cs.restart_count.max(0) as u32;
+            let waiting = cs
+                .state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.as_deref());
+            if waiting == Some("CrashLoopBackOff") || (!cs.ready && cs.restart_count >= 3) {
+                f.crash_looping = true;
+            }
+        }
+    }
+    Ok(f)
+}
+
+/// The canary's pod selector (from the live object, else stable's selector + track: canary).
+pub fn selector_of(d: &Deployment) -> BTreeMap<String, String> {
+    d.spec.selector.match_labels.clone().unwrap_or_default()
+}
+
+pub async fn scale(client: &Client, ns: &str, name: &str, replicas: u32) -> Result<()> {
+    let api = deployments(client, ns);
+    match api
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn delete(client: &Client, ns: &str, name: &str) -> Result<()> {
+    match deployments(client, ns)
+        .delete(name, &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Stable takes the canary's pod template, keeping its own selector and pod labels
+/// (read-modify-write with resourceVersion, retried on conflict). Idempotent.
+pub async fn promote_stable(
+    client: &Client,
+    ns: &str,
+    service: &str,
+    canary: &Deployment,
+) -> Result<()> {
+    let api = deployments(client, ns);
+    let canary_template = canary.spec.template.clone();
+    for _ in 0..5 {
+        let mut stable = get_stable(client, ns, service).await?;
+        let spec = &mut stable.spec;
+        let mut template = canary_template.clone();
+        let stable_meta = spec.template.metadata.clone().unwrap_or_default();
+        let mut labels = stable_meta.labels.clone().unwrap_or_default();
+        if let Some(v) = canary_template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref())
+            .and_then(|l| l.get(VERSION_LABEL))
+        {
+            labels.insert(VERSION_LABEL.into(), v.clone());
+        }
+        let meta = template.metadata.get_or_insert_with(Default::default);
+        meta.labels = Some(labels);
+        meta.annotations = stable_meta.annotations.clone();
+        spec.template = template;
+        match api.replace(service, &PostParams::default(), &stable).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Cluster(format!(
+        "Deployment {ns}/{service} kept changing while promoting; re-run `kubectl canary promote {service}`"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_from_tag() {
+        let m = |s: &str| BTreeMap::from([("app".to_string(), s.to_string())]);
+        assert_eq!(version_label(&m("reg:5000/app:1.4.0")), "1.4.0");
+        assert_eq!(version_label(&m("reg:5000/app")), "canary");
+        assert_eq!(version_label(&m("app:v2+build")), "v2-build");
+    }
+}
