@@ -167,3 +167,7 @@ impl Router {
         }
     }
 }
+
+pub mod gateway_api;
+pub mod nginx;
+pub mod smi;

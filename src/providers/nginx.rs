@@ -1,0 +1,396 @@
+//! ingress-nginx provider: a second Ingress `<route>-canary`, cloned from the primary
+//! Ingress `<route>` (same hosts, paths, ingressClassName, TLS), whose backends point to
+//! `<svc>-canary`. The primary Ingress is never modified.
+//!
+//! ```yaml
+//! apiVersion: networking.k8s.io/v1
+//! kind: Ingress
+//! metadata:
+//!   name: <route>-canary
+//!   labels: {app.kubernetes.io/managed-by: kubectl-canary}
+//!   ownerReferences: [{kind: Ingress, name: <route>, ...}]   # deleted with the primary
+//!   annotations:
+//!     nginx.ingress.kubernetes.io/canary: "true"
+//!     nginx.ingress.kubernetes.io/canary-weight: "<w>"
+//!     nginx.ingress.kubernetes.io/canary-by-header: "<name>"         # with a header route
+//!     nginx.ingress.kubernetes.io/canary-by-header-value: "<value>"
+//! spec:  # primary's spec; only paths whose backend is <svc> or <svc>-stable, now <svc>-canary
+//! ```
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressRule, IngressSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::core::ObjectMeta;
+use kube::{Client, Resource};
+
+use super::smi::{
+    api_error, check_weight, delete_managed_service, ensure_track_service, is_managed, is_status,
+    managed_labels, modify, user_service,
+};
+use super::{HeaderRoute, ProviderError, Target, TrafficRouter};
+
+const KIND: &str = "Ingress";
+pub const CANARY: &str = "nginx.ingress.kubernetes.io/canary";
+pub const CANARY_WEIGHT: &str = "nginx.ingress.kubernetes.io/canary-weight";
+pub const CANARY_WEIGHT_TOTAL: &str = "nginx.ingress.kubernetes.io/canary-weight-total";
+pub const CANARY_BY_HEADER: &str = "nginx.ingress.kubernetes.io/canary-by-header";
+pub const CANARY_BY_HEADER_VALUE: &str = "nginx.ingress.kubernetes.io/canary-by-header-value";
+/// Legacy class annotation, copied from the primary when it uses it instead of ingressClassName.
+const LEGACY_CLASS: &str = "kubernetes.io/ingress.class";
+
+/// ingress-nginx canary-Ingress router.
+#[derive(Debug, Default, Clone)]
+pub struct Nginx;
+
+impl Nginx {
+    pub fn new() -> Self {
+        Nginx
+    }
+}
+
+/// Name of the canary Ingress for a target.
+pub fn canary_ingress_name(t: &Target) -> String {
+    format!("{}-canary", t.route)
+}
+
+fn is_canary(meta: &ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(CANARY))
+        .is_some_and(|v| v.trim() == "true")
+}
+
+/// The backend pointed at `<svc>-canary` when it points to `<svc>` or `<svc>-stable`.
+fn retarget(b: &IngressBackend, t: &Target) -> Option<IngressBackend> {
+    let s = b.service.as_ref()?;
+    if s.name != t.service && s.name != t.stable_service {
+        return None;
+    }
+    let mut b = b.clone();
+    if let Some(s) = b.service.as_mut() {
+        s.name = t.canary_service.clone();
+    }
+    Some(b)
+}
+
+/// The canary Ingress spec: the primary's, keeping only paths (and the default backend)
+/// that go to the target Service, retargeted to `<svc>-canary`.
+fn canary_spec(primary: &IngressSpec, t: &Target) -> Option<IngressSpec> {
+    let rules: Vec<IngressRule> = primary
+        .rules
+        .iter()
+        .flatten()
+        .filter_map(|r| {
+            let http = r.http.as_ref()?;
+            let paths: Vec<_> = http
+                .paths
+                .iter()
+                .filter_map(|p| {
+                    let backend = retarget(&p.backend, t)?;
+                    let mut p = p.clone();
+                    p.backend = backend;
+                    Some(p)
+                })
+                .collect();
+            if paths.is_empty() {
+                return None;
+            }
+            let mut r = r.clone();
+            r.http.as_mut().expect("checked").paths = paths;
+            Some(r)
+        })
+        .collect();
+    let default_backend = primary
+        .default_backend
+        .as_ref()
+        .and_then(|b| retarget(b, t));
+    if rules.is_empty() && default_backend.is_none() {
+        return None;
+    }
+    Some(IngressSpec {
+        ingress_class_name: primary.ingress_class_name.clone(),
+        tls: primary.tls.clone(),
+        rules: (!rules.is_empty()).then_some(rules),
+        default_backend,
+    })
+}
+
+fn set_ann(ann: &mut BTreeMap<String, String>, k: &str, v: Option<String>) -> bool {
+    match v {
+        Some(v) => ann.insert(k.to_string(), v.clone()).as_ref() != Some(&v),
+        None => ann.remove(k).is_some(),
+    }
+}
+
+/// Canary percent from the annotations (None when no weight annotation).
+fn weight_of(meta: &ObjectMeta) -> Option<u32> {
+    let ann = meta.annotations.as_ref()?;
+    let w: f64 = ann.get(CANARY_WEIGHT)?.trim().parse().ok()?;
+    let total = ann
+        .get(CANARY_WEIGHT_TOTAL)
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0);
+    Some(((w.clamp(0.0, total) / total) * 100.0).round() as u32)
+}
+
+fn not_prepared(t: &Target) -> ProviderError {
+    ProviderError::NotFound {
+        kind: KIND,
+        namespace: t.namespace.clone(),
+        name: canary_ingress_name(t),
+        hint: "run prepare first (it creates the canary Ingress), or pass --provider".into(),
+    }
+}
+
+impl TrafficRouter for Nginx {
+    fn name(&self) -> &'static str {
+        "nginx"
+    }
+
+    async fn prepare(
+        &self,
+        client: &Client,
+        target: &Target,
+        header: Option<&HeaderRoute>,
+    ) -> Result<(), ProviderError> {
+        let ns = &target.namespace;
+        let api: Api<Ingress> = Api::namespaced(client.clone(), ns);
+        let primary = api
+            .get_opt(&target.route)
+            .await
+            .map_err(|e| api_error(KIND, ns, &target.route, e))?
+            .ok_or_else(|| ProviderError::NotFound {
+                kind: KIND,
+                namespace: ns.clone(),
+                name: target.route.clone(),
+                hint: format!(
+                    "no Ingress named {}: create the primary Ingress first or pass --provider",
+                    target.route
+                ),
+            })?;
+        let invalid = |message: String| ProviderError::Invalid {
+            kind: KIND,
+            namespace: ns.clone(),
+            name: target.route.clone(),
+            message,
+        };
+        if is_canary(&primary.metadata) {
+            return Err(invalid(format!(
+                "is itself a canary Ingress ({CANARY}: \"true\"); pass the primary Ingress"
+            )));
+        }
+        let spec = primary
+            .spec
+            .as_ref()
+            .and_then(|s| canary_spec(s, target))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "has no backend pointing to Service {} or {}",
+                    target.service, target.stable_service
+                ))
+            })?;
+        let user = user_service(client, target).await?;
+        ensure_track_service(client, target, &user, &target.canary_service, "canary").await?;
+
+        let name = canary_ingress_name(target);
+        let owner = OwnerReference {
+            api_version: "networking.k8s.io/v1".into(),
+            kind: KIND.into(),
+            name: target.route.clone(),
+            uid: primary.metadata.uid.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        let legacy_class = primary
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(LEGACY_CLASS).cloned());
+        // Our annotations; canary-weight only when missing (keep a running split).
+        let sync = |meta: &mut ObjectMeta| -> bool {
+            let ann = meta.annotations.get_or_insert_with(BTreeMap::new);
+            let mut ch = set_ann(ann, CANARY, Some("true".into()));
+            if !ann.contains_key(CANARY_WEIGHT) {
+                ch |= set_ann(ann, CANARY_WEIGHT, Some("0".into()));
+            }
+            ch |= set_ann(ann, CANARY_BY_HEADER, header.map(|h| h.name.clone()));
+            ch |= set_ann(ann, CANARY_BY_HEADER_VALUE, header.map(|h| h.value.clone()));
+            if let Some(c) = &legacy_class {
+                ch |= set_ann(ann, LEGACY_CLASS, Some(c.clone()));
+            }
+            let labels = meta.labels.get_or_insert_with(BTreeMap::new);
+            for (k, v) in managed_labels() {
+                ch |= labels.insert(k, v.clone()).as_ref() != Some(&v);
+            }
+            if !owner.uid.is_empty() && meta.owner_references.as_deref() != Some(&[owner.clone()]) {
+                meta.owner_references = Some(vec![owner.clone()]);
+                ch = true;
+            }
+            ch
+        };
+        for _ in 0..3 {
+            let updated = modify(&api, KIND, ns, &name, |ing| {
+                if !is_managed(&ing.metadata) && !is_canary(&ing.metadata) {
+                    return Err(ProviderError::Invalid {
+                        kind: KIND,
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        message: "exists and is not a canary Ingress: rename or delete it".into(),
+                    });
+                }
+                let mut ch = sync(&mut ing.metadata);
+                if ing.spec.as_ref() != Some(&spec) {
+                    ing.spec = Some(spec.clone());
+                    ch = true;
+                }
+                Ok(ch)
+            })
+            .await?;
+            if updated.is_some() {
+                return Ok(());
+            }
+            let mut ing = Ingress {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(ns.clone()),
+                    ..Default::default()
+                },
+                spec: Some(spec.clone()),
+                ..Default::default()
+            };
+            sync(&mut ing.metadata);
+            match api.create(&PostParams::default(), &ing).await {
+                Ok(_) => return Ok(()),
+                Err(e) if is_status(&e, 409) => continue,
+                Err(e) => return Err(api_error(KIND, ns, &name, e)),
+            }
+        }
+        Err(ProviderError::Invalid {
+            kind: KIND,
+            namespace: ns.clone(),
+            name,
+            message: "created and deleted concurrently by someone else; retry".into(),
+        })
+    }
+
+    async fn set_weight(
+        &self,
+        client: &Client,
+        target: &Target,
+        weight: u32,
+    ) -> Result<(), ProviderError> {
+        check_weight(KIND, target, weight)?;
+        let api: Api<Ingress> = Api::namespaced(client.clone(), &target.namespace);
+        let name = canary_ingress_name(target);
+        modify(&api, KIND, &target.namespace, &name, |ing| {
+            if !is_canary(&ing.metadata) {
+                return Err(not_prepared(target));
+            }
+            let ann = ing.metadata.annotations.get_or_insert_with(BTreeMap::new);
+            // Weight is a percentage: a foreign canary-weight-total would rescale it.
+            let a = set_ann(ann, CANARY_WEIGHT_TOTAL, None);
+            let b = set_ann(ann, CANARY_WEIGHT, Some(weight.to_string()));
+            Ok(a | b)
+        })
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| not_prepared(target))
+    }
+
+    async fn read_weight(
+        &self,
+        client: &Client,
+        target: &Target,
+    ) -> Result<Option<u32>, ProviderError> {
+        let api: Api<Ingress> = Api::namespaced(client.clone(), &target.namespace);
+        let name = canary_ingress_name(target);
+        let ing = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| api_error(KIND, &target.namespace, &name, e))?;
+        Ok(ing
+            .filter(|i| is_canary(&i.metadata))
+            .and_then(|i| weight_of(&i.metadata)))
+    }
+
+    async fn cleanup(&self, client: &Client, target: &Target) -> Result<(), ProviderError> {
+        let ns = &target.namespace;
+        let api: Api<Ingress> = Api::namespaced(client.clone(), ns);
+        let name = canary_ingress_name(target);
+        if let Some(ing) = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| api_error(KIND, ns, &name, e))?
+            && is_managed(&ing.metadata)
+        {
+            let dp = DeleteParams {
+                preconditions: ing.meta().uid.clone().map(|uid| kube::api::Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match api.delete(&name, &dp).await {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+                Err(e) => return Err(api_error(KIND, ns, &name, e)),
+            }
+        }
+        delete_managed_service(client, ns, &target.canary_service).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canary_spec_keeps_only_target_paths() {
+        let t = Target::new("ns", "web");
+        let primary: IngressSpec = serde_json::from_value(json!({
+            "ingressClassName": "nginx",
+            "tls": [{"hosts": ["web.test"], "secretName": "tls"}],
+            "rules": [
+                {"host": "web.test", "http": {"paths": [
+                    {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}},
+                    {"path": "/other", "pathType": "Prefix", "backend": {"service": {"name": "other", "port": {"number": 80}}}}
+                ]}},
+                {"host": "x.test", "http": {"paths": [
+                    {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "other", "port": {"number": 80}}}}
+                ]}}
+            ]
+        }))
+        .unwrap();
+        let c = serde_json::to_value(canary_spec(&primary, &t).unwrap()).unwrap();
+        assert_eq!(
+            c,
+            json!({
+                "ingressClassName": "nginx",
+                "tls": [{"hosts": ["web.test"], "secretName": "tls"}],
+                "rules": [{"host": "web.test", "http": {"paths": [
+                    {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web-canary", "port": {"number": 80}}}}
+                ]}}]
+            })
+        );
+        let none: IngressSpec = serde_json::from_value(json!({"rules": [{"host": "x", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "other", "port": {"number": 80}}}}]}}]}))
+        .unwrap();
+        assert!(canary_spec(&none, &t).is_none());
+    }
+
+    #[test]
+    fn weight_annotations() {
+        let mut meta = ObjectMeta::default();
+        assert_eq!(weight_of(&meta), None);
+        let ann = meta.annotations.get_or_insert_with(BTreeMap::new);
+        assert!(set_ann(ann, CANARY_WEIGHT, Some("25".into())));
+        assert!(!set_ann(ann, CANARY_WEIGHT, Some("25".into())));
+        assert_eq!(weight_of(&meta), Some(25));
+        let ann = meta.annotations.as_mut().unwrap();
+        ann.insert(CANARY_WEIGHT_TOTAL.into(), "1000".into());
+        assert_eq!(weight_of(&meta), Some(3));
+    }
+}
