@@ -2,6 +2,9 @@
 //! fills [`crate::core::facts::Facts`] itself; against a cluster, a [`MetricsSource`]
 //! (Prometheus) does, before the policy runs.
 
+pub mod prometheus;
+pub mod templates;
+
 use crate::core::facts::TrackMetrics;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
