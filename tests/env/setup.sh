@@ -54,7 +54,7 @@ build() {
     ( while sleep 30; do printf '[env]   … still building %s (%ds elapsed)\n' "$name" $(($(date +%s) - t)) >&2; done ) &
     hb=$!
     trap 'kill $hb 2>/dev/null || true' EXIT
-    GOFLAGS="${GOFLAGS:-} -mod=readonly -trimpath" go build -ldflags "-s -w $ldflags" -o "$tmp" "$pkg"
+    GOFLAGS="${GOFLAGS:-} -mod=readonly -trimpath -buildvcs=false" go build -ldflags "-s -w $ldflags" -o "$tmp" "$pkg"
   )
   mv -f "$tmp" "$ENV_BIN/$name"
   log "built $name in $(($(date +%s) - t))s"
@@ -78,7 +78,7 @@ fi
 if [ "${CANARY_ENV_SKIP_DEMO:-0}" != 1 ]; then
   log "building canary-demo (cargo build -p canary-demo)…"
   t=$SECONDS
-  (cd "$ROOT" && cargo build -q -p canary-demo)
+  (cd "$ROOT" && cargo build -p canary-demo)
   log "canary-demo ready in $((SECONDS - t))s"
 fi
 

@@ -249,10 +249,10 @@ fn table(w: &Option<Weights>, backends: &[(String, SocketAddr)]) -> Vec<(usize, 
     };
     let mut merged: Vec<(usize, f64)> = Vec::new();
     for (k, wt) in w {
-        if let Some(i) = backends.iter().position(|(bk, _)| bk == k) {
-            if *wt > 0.0 {
-                merged.push((i, *wt));
-            }
+        if let Some(i) = backends.iter().position(|(bk, _)| bk == k)
+            && *wt > 0.0
+        {
+            merged.push((i, *wt));
         }
     }
     let total: f64 = merged.iter().map(|x| x.1).sum();
