@@ -4,7 +4,8 @@
 # always stops the environment again (also on failure or Ctrl-C).
 #
 #   bash tests/run.sh                 # everything
-#   bash tests/run.sh --test env_cluster   # extra args go to `cargo test`
+#   bash tests/run.sh --test env_cluster   # extra args go to `cargo test`;
+#                                          # selecting targets drops --all-targets
 #
 # With CANARY_TEST_KUBECONFIG already set, that cluster is used instead of the
 # local control plane (Prometheus and the demo workload still run locally).
@@ -13,7 +14,27 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 T0=$(date +%s)
 
-bash tests/env/setup.sh
+# canary-demo is built below together with the tests (same feature set, so
+# dependencies are compiled once).
+CANARY_ENV_SKIP_DEMO=1 bash tests/env/setup.sh
+
+# --all-targets unless the caller selects targets (e.g. --test env_cluster).
+SELECT=(--all-targets)
+for a in "$@"; do
+  case "$a" in
+    --) break ;;
+    --lib|--bin|--bin=*|--bins|--test|--test=*|--tests|--bench|--bench=*|--benches|--example|--example=*|--examples|--doc|--all-targets)
+      SELECT=() ;;
+  esac
+done
+# Compile everything before starting the environment (canary-demo's binary is
+# needed by the tests; with --all-targets it is part of this build).
+echo "[env] compiling: cargo build --workspace ${SELECT[*]:---bins}" >&2
+if [ ${#SELECT[@]} -gt 0 ]; then
+  cargo build --workspace "${SELECT[@]}"
+else
+  cargo build --workspace --bins
+fi
 
 cleanup() {
   local rc=$?
@@ -30,6 +51,6 @@ ENV_DIR="${KUBECTL_CANARY_ENV_DIR:-/tmp/kubectl-canary-env}"
 # shellcheck disable=SC1091
 . "$ENV_DIR/env.sh"
 
-echo "[env] running: cargo test --workspace --all-targets $*" >&2
-cargo test --workspace --all-targets "$@"
+echo "[env] running: cargo test --workspace ${SELECT[*]} $*" >&2
+cargo test --workspace "${SELECT[@]}" "$@"
 echo "[env] tests finished in $(( $(date +%s) - T0 ))s (including setup)" >&2
