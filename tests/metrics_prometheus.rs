@@ -1,0 +1,366 @@
+//! PrometheusClient against the real test environment: a demo stable/canary pair exports
+//! the Istio, Linkerd, ingress-nginx and generic metric families at once, the driver splits
+//! traffic by an Istio VirtualService weight, Prometheus scrapes every second.
+//!
+//! Needs the environment (`bash tests/run.sh`, or `tests/env/up` + `. env.sh`).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use kubectl_canary::metrics::prometheus::{
+    Auth, PrometheusClient, PrometheusConfig, recorded_errors,
+};
+use kubectl_canary::metrics::{MetricsData, MetricsRequest, MetricsSource};
+use serde_json::json;
+use support::{DemoOptions, DemoPair, Provider, TestEnv, TestNamespace};
+
+const FLAVOURS: [&str; 4] = ["istio", "linkerd", "nginx", "generic"];
+const CANARY_WEIGHT: u32 = 20;
+
+fn client(base_url: &str) -> PrometheusClient {
+    PrometheusClient::new(PrometheusConfig {
+        base_url: base_url.to_string(),
+        timeout: Duration::from_secs(5),
+        auth: Auth::None,
+        window: Duration::from_secs(10),
+        scrape_interval: Duration::from_secs(1),
+        sample_interval: Duration::from_secs(2),
+        retries: 1,
+        ..PrometheusConfig::default()
+    })
+    .expect("PrometheusClient")
+}
+
+fn request(
+    ns: &str,
+    svc: &str,
+    flavour: &str,
+    step_started: chrono::DateTime<Utc>,
+) -> MetricsRequest {
+    MetricsRequest {
+        namespace: ns.into(),
+        service: svc.into(),
+        stable_workload: svc.into(),
+        canary_workload: format!("{svc}-canary"),
+        flavour: flavour.into(),
+        step_started,
+        now: Utc::now(),
+        queries: BTreeMap::from([
+            (
+                "kafka_lag".to_string(),
+                r#"sum(kafka_consumergroup_lag{consumergroup="{{canary_workload}}",topic="{{service}}-events"})"#
+                    .to_string(),
+            ),
+            (
+                "missing".to_string(),
+                r#"sum(rate(no_such_metric_total{namespace="{{namespace}}"}[{{window}}]))"#
+                    .to_string(),
+            ),
+        ]),
+    }
+}
+
+/// Fetch every flavour; panics on Err (the environment is up: no error is expected).
+async fn fetch_all(
+    c: &PrometheusClient,
+    ns: &str,
+    svc: &str,
+    step_started: chrono::DateTime<Utc>,
+) -> BTreeMap<&'static str, MetricsData> {
+    let mut out = BTreeMap::new();
+    for f in FLAVOURS {
+        let d = c
+            .fetch(&request(ns, svc, f, step_started))
+            .await
+            .unwrap_or_else(|e| panic!("{f}: fetch failed: {e}"));
+        let errs = recorded_errors(&d.resolved);
+        assert!(errs.is_empty(), "{f}: query errors: {errs:?}");
+        out.insert(f, d);
+    }
+    out
+}
+
+/// Poll `check` (Ok = done, Err = what is still wrong) until it succeeds or `timeout`.
+async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(()) => {
+                eprintln!("ok after {:.1?}: {what}", start.elapsed());
+                return;
+            }
+            Err(last) if start.elapsed() >= timeout => {
+                panic!("timed out after {timeout:?} waiting for: {what}\nlast observation: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(1000)).await,
+        }
+    }
+}
+
+fn share(d: &MetricsData) -> Option<f64> {
+    let (s, c) = (d.stable.request_rate?, d.canary.request_rate?);
+    (s + c > 0.0).then(|| c / (s + c))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_source_reads_every_flavour() {
+    let t0 = Instant::now();
+    let env = TestEnv::get();
+    let ns = TestNamespace::create("metrics").await;
+    let n = ns.name.clone();
+    let svc = "web";
+    support::set_route(
+        &ns.client,
+        &n,
+        Provider::Istio,
+        svc,
+        "web-route",
+        CANARY_WEIGHT,
+    )
+    .await;
+    let pair = DemoPair::start_with(
+        &n,
+        svc,
+        Provider::Istio,
+        "web-route",
+        DemoOptions {
+            rps: 100.0,
+            duration: Duration::from_secs(150),
+            latency_ms: 2.0,
+            ..DemoOptions::default()
+        },
+    );
+    pair.wait_scraped(Duration::from_secs(30)).await;
+    let step_started = Utc::now();
+    let c = client(&env.prometheus);
+
+    // 1. Traffic split: canary share of requests ≈ route weight, healthy error rates 0.
+    // Let the recent window (10 s) fill with traffic first: rates over a window that
+    // started before the first request are extrapolated from a few samples.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let target = f64::from(CANARY_WEIGHT) / 100.0;
+    eventually(
+        Duration::from_secs(40),
+        "every flavour: canary request share ≈ weight, error rates 0, counts > 0",
+        || {
+            let c = c.clone();
+            let n = n.clone();
+            async move {
+                let all = fetch_all(&c, &n, svc, step_started).await;
+                let mut bad = Vec::new();
+                for (f, d) in &all {
+                    let ok = share(d).is_some_and(|s| (s - target).abs() <= 0.08)
+                        && d.stable.error_rate == Some(0.0)
+                        && d.canary.error_rate == Some(0.0)
+                        && d.canary.requests.is_some_and(|r| r > 0.0)
+                        && d.stable.errors == Some(0.0);
+                    if !ok {
+                        bad.push(format!(
+                            "{f}: share {:?} err s/c {:?}/{:?} canary requests {:?} stable errors {:?}",
+                            share(d),
+                            d.stable.error_rate,
+                            d.canary.error_rate,
+                            d.canary.requests,
+                            d.stable.errors
+                        ));
+                    }
+                }
+                if bad.is_empty() { Ok(()) } else { Err(bad.join("; ")) }
+            }
+        },
+    )
+    .await;
+    let first = fetch_all(&c, &n, svc, step_started).await;
+    for (f, d) in &first {
+        eprintln!(
+            "{f}: canary share {:.3} (weight {target}), rates s/c {:?}/{:?} req/s, requests s/c {:?}/{:?}, p95 s/c {:?}/{:?} ms",
+            share(d).unwrap(),
+            d.stable.request_rate,
+            d.canary.request_rate,
+            d.stable.requests,
+            d.canary.requests,
+            d.stable.latency_p95,
+            d.canary.latency_p95,
+        );
+        // Named queries: the lag gauge exists (0 before the fault); a missing series is
+        // no data, not 0.
+        assert_eq!(d.queries.get("kafka_lag"), Some(&Some(0.0)), "{f}");
+        assert_eq!(d.queries.get("missing"), Some(&None), "{f}: missing series");
+        let missing_text = format!(r#"sum(rate(no_such_metric_total{{namespace="{n}"}}[10s]))"#);
+        assert_eq!(
+            d.resolved.get(&missing_text),
+            Some(&None),
+            "{f}: resolved text recorded: {:?}",
+            d.resolved.keys().collect::<Vec<_>>()
+        );
+        for m in [&d.stable, &d.canary] {
+            for v in [m.requests, m.errors] {
+                assert!(
+                    v.is_some_and(|x| x >= 0.0 && x.fract() == 0.0),
+                    "{f}: {m:?}"
+                );
+            }
+            assert!(m.latency_p50 <= m.latency_p95 && m.latency_p95 <= m.latency_p99);
+        }
+        // Every built-in query and the two named ones are recorded.
+        assert!(d.resolved.len() >= 16, "{f}: {} resolved", d.resolved.len());
+    }
+
+    // 2. Fault on the canary only: 50 % errors, ~200 ms latency, Kafka lag.
+    pair.inject_fault(
+        "canary",
+        json!({"error_rate": 0.5, "latency_ms": 200.0, "kafka_lag": 5000}),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(40),
+        "every flavour: canary error rate ≈ 0.5 and p95 ≫ stable's, stable healthy, lag 5000",
+        || {
+            let c = c.clone();
+            let n = n.clone();
+            async move {
+                let all = fetch_all(&c, &n, svc, step_started).await;
+                let mut bad = Vec::new();
+                for (f, d) in &all {
+                    let ok = d
+                        .canary
+                        .error_rate
+                        .is_some_and(|e| (0.3..=0.7).contains(&e))
+                        && d.stable.error_rate.is_some_and(|e| e < 0.02)
+                        && d.canary.latency_p95.is_some_and(|p| p > 200.0)
+                        && d.stable.latency_p95.is_some_and(|p| p < 50.0)
+                        && d.queries.get("kafka_lag") == Some(&Some(5000.0));
+                    if !ok {
+                        bad.push(format!(
+                            "{f}: err s/c {:?}/{:?} p95 s/c {:?}/{:?} lag {:?}",
+                            d.stable.error_rate,
+                            d.canary.error_rate,
+                            d.stable.latency_p95,
+                            d.canary.latency_p95,
+                            d.queries.get("kafka_lag")
+                        ));
+                    }
+                }
+                if bad.is_empty() {
+                    Ok(())
+                } else {
+                    Err(bad.join("; "))
+                }
+            }
+        },
+    )
+    .await;
+    let second = fetch_all(&c, &n, svc, step_started).await;
+    for (f, d) in &second {
+        let before = &first[f];
+        eprintln!(
+            "{f}: after fault error_rate s/c {:?}/{:?}, p95 s/c {:?}/{:?} ms, errors s/c {:?}/{:?}, canary samples {:?}",
+            d.stable.error_rate,
+            d.canary.error_rate,
+            d.stable.latency_p95,
+            d.canary.latency_p95,
+            d.stable.errors,
+            d.canary.errors,
+            d.canary.latency_samples,
+        );
+        // Counts since the step start grow.
+        assert!(
+            d.canary.requests > before.canary.requests
+                && d.stable.requests > before.stable.requests,
+            "{f}: requests must grow: {:?} -> {:?}",
+            (before.stable.requests, before.canary.requests),
+            (d.stable.requests, d.canary.requests)
+        );
+        assert!(
+            d.canary.errors.is_some_and(|e| e > 0.0) && d.canary.errors <= d.canary.requests,
+            "{f}: canary errors {:?} of {:?}",
+            d.canary.errors,
+            d.canary.requests
+        );
+        assert_eq!(d.stable.errors, Some(0.0), "{f}: stable errors");
+        // Per-interval p95 samples over the step (2 s intervals, step ≥ 15 s): several,
+        // the latest ones slow on the canary.
+        let step_secs = (Utc::now() - step_started).num_seconds();
+        for m in [&d.stable, &d.canary] {
+            assert!(
+                m.latency_samples.len() >= 5,
+                "{f}: {} samples over a {step_secs}s step: {:?}",
+                m.latency_samples.len(),
+                m.latency_samples
+            );
+            assert!(m.latency_samples.iter().all(|v| v.is_finite() && *v >= 0.0));
+        }
+        let last = *d.canary.latency_samples.last().unwrap();
+        assert!(last > 100.0, "{f}: last canary p95 sample {last} ms");
+        assert!(
+            d.stable.latency_samples.iter().all(|v| *v < 50.0),
+            "{f}: stable samples {:?}",
+            d.stable.latency_samples
+        );
+    }
+    drop(pair);
+    eprintln!(
+        "prometheus_source_reads_every_flavour took {:.1?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_prometheus_is_no_data_with_a_visible_error() {
+    // A loopback port nobody listens on: bind, read the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let c = client(&url);
+    let now = Utc::now();
+    let req = request("ns", "web", "istio", now - chrono::Duration::seconds(60));
+    let started = Instant::now();
+    let d = c.fetch(&req).await.expect("an outage is no data, not Err");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "fetch took {took:?}");
+    for m in [&d.stable, &d.canary] {
+        assert_eq!(
+            (m.requests, m.errors, m.request_rate, m.error_rate),
+            (None, None, None, None)
+        );
+        assert_eq!(
+            (m.latency_p50, m.latency_p95, m.latency_p99),
+            (None, None, None)
+        );
+        assert!(m.latency_samples.is_empty());
+    }
+    assert_eq!(d.queries.get("kafka_lag"), Some(&None));
+    assert_eq!(d.queries.get("missing"), Some(&None));
+    let errs = recorded_errors(&d.resolved);
+    assert!(
+        !errs.is_empty(),
+        "the outage must be visible: {:?}",
+        d.resolved
+    );
+    assert!(
+        errs.iter().all(|e| e.contains(&url)),
+        "errors name the backend: {errs:?}"
+    );
+    eprintln!("dead backend after {took:?}: {errs:?}");
+    // Every attempted query is recorded as no data.
+    assert!(d.resolved.values().all(Option::is_none));
+    assert!(d.resolved.len() > errs.len());
+
+    // The detailed form lists each failed query.
+    let detailed = c.fetch_detailed(&req).await.unwrap();
+    assert_eq!(
+        detailed.failures.len(),
+        detailed.data.resolved.len(),
+        "every query failed"
+    );
+}
