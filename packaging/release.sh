@@ -30,10 +30,9 @@ sha256() {
   else shasum -a 256 "$1" | cut -d' ' -f1; fi
 }
 
-version() {
-  local id
-  id="$(cargo pkgid --quiet -p kubectl-canary)" # path+file:///…#kubectl-canary@0.1.0
-  echo "${id##*[#@]}"
+version() { # [package] version in Cargo.toml
+  awk '/^\[package\]/ { p = 1; next } /^\[/ { p = 0 }
+       p && /^version *=/ { gsub(/^version *= *"|".*$/, ""); print; exit }' Cargo.toml
 }
 
 # Target triple -> krew os_arch.
@@ -76,6 +75,7 @@ pack() {
 
   local v archive
   v="$(version)"
+  [ -n "$v" ] || die "no [package] version in Cargo.toml"
   mkdir -p "$dist"
   stage="$(mktemp -d)"
   cp "$bin" "$stage/kubectl-canary$exe"

@@ -1,10 +1,13 @@
 // Wrapper module that pins krew (the kubectl plugin manager) for tests/krew_install.rs.
-// Build: go build -mod=readonly -trimpath -o kubectl-krew sigs.k8s.io/krew/cmd/krew
+// Build (cached): bash tests/krew/build.sh
 module kubectl-canary.local/testenv/krew
 
 go 1.26.0
 
-tool sigs.k8s.io/krew/cmd/krew
+tool (
+	sigs.k8s.io/krew/cmd/krew
+	sigs.k8s.io/krew/cmd/validate-krew-manifest
+)
 
 require (
 	github.com/fatih/color v1.15.0 // indirect
