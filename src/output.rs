@@ -8,8 +8,12 @@ use serde::Serialize;
 pub fn structured<T: Serialize>(format: OutputFormat, value: &T) -> Result<bool> {
     let text = match format {
         OutputFormat::Table => return Ok(false),
-        OutputFormat::Json => serde_json::to_string_pretty(value).map_err(|e| Error::Output(e.to_string()))?,
-        OutputFormat::Yaml => serde_yaml_ng::to_string(value).map_err(|e| Error::Output(e.to_string()))?,
+        OutputFormat::Json => {
+            serde_json::to_string_pretty(value).map_err(|e| Error::Output(e.to_string()))?
+        }
+        OutputFormat::Yaml => {
+            serde_yaml_ng::to_string(value).map_err(|e| Error::Output(e.to_string()))?
+        }
     };
     println!("{}", text.trim_end());
     Ok(true)

@@ -1,7 +1,7 @@
 //! `kubectl canary policy check|test`.
 
 use crate::cli::{GlobalArgs, PolicyCommand};
-use crate::controller::{parse_params, Evaluator};
+use crate::controller::{Evaluator, parse_params};
 use crate::error::{Error, Exit, Result};
 use crate::output;
 use crate::policy::{self, Limits};
@@ -72,7 +72,10 @@ fn check(g: &GlobalArgs, files: &[String]) -> Result<Exit> {
         }
     }
     if failed > 0 {
-        return Err(Error::Other(format!("{failed} of {} policies failed the check", results.len())));
+        return Err(Error::Other(format!(
+            "{failed} of {} policies failed the check",
+            results.len()
+        )));
     }
     Ok(Exit::Ok)
 }
@@ -88,7 +91,13 @@ struct TestResult {
     pass: bool,
 }
 
-fn test(g: &GlobalArgs, policy_file: &str, scenarios: &[String], params: &[String], seed: u64) -> Result<Exit> {
+fn test(
+    g: &GlobalArgs,
+    policy_file: &str,
+    scenarios: &[String],
+    params: &[String],
+    seed: u64,
+) -> Result<Exit> {
     let engine = super::engine(g);
     let limits = Limits::default();
     let policy = policy::load(&engine, policy_file, &limits)?;
@@ -140,7 +149,9 @@ fn test(g: &GlobalArgs, policy_file: &str, scenarios: &[String], params: &[Strin
         println!("{} passed, {failed} failed", results.len() - failed);
     }
     if failed > 0 {
-        return Err(Error::Other(format!("policy {policy_file}: {failed} scenario(s) did not meet their expectation")));
+        return Err(Error::Other(format!(
+            "policy {policy_file}: {failed} scenario(s) did not meet their expectation"
+        )));
     }
     Ok(Exit::Ok)
 }

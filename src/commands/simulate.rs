@@ -1,7 +1,7 @@
 //! `kubectl canary simulate`: the real decision loop against a simulated service.
 
 use crate::cli::{GlobalArgs, SimulateArgs};
-use crate::controller::{parse_params, Evaluator};
+use crate::controller::{Evaluator, parse_params};
 use crate::error::{Error, Exit, Result};
 use crate::output;
 use crate::policy::{self, Limits};
@@ -56,7 +56,12 @@ fn print_timeline(report: &sim::Report, verbose: bool) {
     let mut hidden = 0;
     for row in &report.rows {
         // Consecutive evaluations that say the same thing are folded unless --verbose.
-        let kind = row.reason.split([':', ' ']).next().unwrap_or_default().to_string();
+        let kind = row
+            .reason
+            .split([':', ' '])
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let key = (row.action.clone(), kind);
         let show = verbose || row.transition.is_some() || last.as_ref() != Some(&key);
         last = Some(key);

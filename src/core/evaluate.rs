@@ -19,7 +19,12 @@ pub struct Step {
     pub event: Option<Event>,
 }
 
-fn gate_advance(rollout: &Rollout, schedule: &Schedule, facts: &Facts, now: DateTime<Utc>) -> Option<String> {
+fn gate_advance(
+    rollout: &Rollout,
+    schedule: &Schedule,
+    facts: &Facts,
+    now: DateTime<Utc>,
+) -> Option<String> {
     let in_step = rollout.time_in_step(now);
     if in_step < schedule.min_step_time {
         return Some(format!(
@@ -58,7 +63,10 @@ pub fn decide(
         requested: None,
     };
     if rollout.phase != Phase::Progressing {
-        return plain(Decision::hold(format!("rollout is {}, not evaluating", rollout.phase)));
+        return plain(Decision::hold(format!(
+            "rollout is {}, not evaluating",
+            rollout.phase
+        )));
     }
     if let Some(max) = schedule.max_duration
         && rollout.elapsed(now) > max
@@ -86,7 +94,9 @@ pub fn decide(
         }
     };
     let asked = match asked {
-        Decision::Advance { to_weight: Some(w), .. } if w <= rollout.weight => {
+        Decision::Advance {
+            to_weight: Some(w), ..
+        } if w <= rollout.weight => {
             let reason = format!(
                 "policy error: advance_to({w}) is not above the current weight {}%",
                 rollout.weight
@@ -94,7 +104,9 @@ pub fn decide(
             return plain(Decision::Hold { reason });
         }
         // Advancing past the last step is promotion.
-        Decision::Advance { reason, .. } if schedule.is_last(rollout.step) => Decision::Promote { reason },
+        Decision::Advance { reason, .. } if schedule.is_last(rollout.step) => {
+            Decision::Promote { reason }
+        }
         d => d,
     };
     if matches!(asked, Decision::Advance { .. } | Decision::Promote { .. })
@@ -151,11 +163,24 @@ mod tests {
 
     fn progressing(step: usize, schedule: &Schedule) -> Rollout {
         let mut r = Rollout::new(t(0));
-        r.apply(Event::CanaryReady { weight: schedule.steps[0] }, t(0), Cause::default())
-            .unwrap();
+        r.apply(
+            Event::CanaryReady {
+                weight: schedule.steps[0],
+            },
+            t(0),
+            Cause::default(),
+        )
+        .unwrap();
         for s in 1..=step {
-            r.apply(Event::Advance { step: s, weight: schedule.steps[s] }, t(0), Cause::default())
-                .unwrap();
+            r.apply(
+                Event::Advance {
+                    step: s,
+                    weight: schedule.steps[s],
+                },
+                t(0),
+                Cause::default(),
+            )
+            .unwrap();
         }
         r
     }
@@ -167,7 +192,10 @@ mod tests {
     }
 
     fn advance() -> Result<Decision, PolicyFailure> {
-        Ok(Decision::Advance { to_weight: None, reason: "ok".into() })
+        Ok(Decision::Advance {
+            to_weight: None,
+            reason: "ok".into(),
+        })
     }
 
     fn schedule() -> Schedule {
@@ -192,29 +220,201 @@ mod tests {
     #[test]
     fn table() {
         let cases = [
-            Case { name: "advance when gates met", step: 0, now: 301, policy: advance(), requests: Some(1000.0), on_error: OnError::Hold, action: "advance", event: Some(Event::Advance { step: 1, weight: 25 }) },
-            Case { name: "too early", step: 0, now: 100, policy: advance(), requests: Some(5000.0), on_error: OnError::Hold, action: "hold", event: None },
-            Case { name: "too few requests", step: 0, now: 400, policy: advance(), requests: Some(999.0), on_error: OnError::Hold, action: "hold", event: None },
-            Case { name: "no request data never advances", step: 0, now: 400, policy: advance(), requests: None, on_error: OnError::Hold, action: "hold", event: None },
-            Case { name: "NaN request count never advances", step: 0, now: 400, policy: advance(), requests: Some(f64::NAN), on_error: OnError::Hold, action: "hold", event: None },
-            Case { name: "advance at last step promotes", step: 3, now: 400, policy: advance(), requests: Some(2000.0), on_error: OnError::Hold, action: "promote", event: Some(Event::BeginPromote) },
-            Case { name: "promote is gated too", step: 1, now: 10, policy: Ok(Decision::Promote { reason: "x".into() }), requests: Some(2000.0), on_error: OnError::Hold, action: "hold", event: None },
-            Case { name: "rollback is never gated", step: 0, now: 1, policy: Ok(Decision::Rollback { reason: "bad".into() }), requests: None, on_error: OnError::Hold, action: "rollback", event: Some(Event::BeginRollback) },
-            Case { name: "pause", step: 1, now: 1, policy: Ok(Decision::Pause { reason: "review".into() }), requests: None, on_error: OnError::Hold, action: "pause", event: Some(Event::Pause) },
-            Case { name: "no data holds even with on_error rollback", step: 1, now: 400, policy: Err(PolicyFailure::NoData("canary.error_rate".into())), requests: Some(5000.0), on_error: OnError::Rollback, action: "hold", event: None },
-            Case { name: "error holds", step: 1, now: 400, policy: Err(PolicyFailure::Error("p.rhai:3:4: boom".into())), requests: Some(5000.0), on_error: OnError::Hold, action: "hold", event: None },
-            Case { name: "error pauses", step: 1, now: 400, policy: Err(PolicyFailure::Error("boom".into())), requests: Some(5000.0), on_error: OnError::Pause, action: "pause", event: Some(Event::Pause) },
-            Case { name: "error rolls back", step: 1, now: 400, policy: Err(PolicyFailure::Error("boom".into())), requests: Some(5000.0), on_error: OnError::Rollback, action: "rollback", event: Some(Event::BeginRollback) },
-            Case { name: "advance_to jumps", step: 0, now: 400, policy: Ok(Decision::Advance { to_weight: Some(50), reason: "fast".into() }), requests: Some(5000.0), on_error: OnError::Hold, action: "advance", event: Some(Event::Advance { step: 2, weight: 50 }) },
-            Case { name: "advance_to between steps", step: 0, now: 400, policy: Ok(Decision::Advance { to_weight: Some(10), reason: "x".into() }), requests: Some(5000.0), on_error: OnError::Hold, action: "advance", event: Some(Event::Advance { step: 1, weight: 10 }) },
-            Case { name: "advance_to backwards is refused", step: 2, now: 400, policy: Ok(Decision::Advance { to_weight: Some(25), reason: "x".into() }), requests: Some(5000.0), on_error: OnError::Hold, action: "hold", event: None },
+            Case {
+                name: "advance when gates met",
+                step: 0,
+                now: 301,
+                policy: advance(),
+                requests: Some(1000.0),
+                on_error: OnError::Hold,
+                action: "advance",
+                event: Some(Event::Advance {
+                    step: 1,
+                    weight: 25,
+                }),
+            },
+            Case {
+                name: "too early",
+                step: 0,
+                now: 100,
+                policy: advance(),
+                requests: Some(5000.0),
+                on_error: OnError::Hold,
+                action: "hold",
+                event: None,
+            },
+            Case {
+                name: "too few requests",
+                step: 0,
+                now: 400,
+                policy: advance(),
+                requests: Some(999.0),
+                on_error: OnError::Hold,
+                action: "hold",
+                event: None,
+            },
+            Case {
+                name: "no request data never advances",
+                step: 0,
+                now: 400,
+                policy: advance(),
+                requests: None,
+                on_error: OnError::Hold,
+                action: "hold",
+                event: None,
+            },
+            Case {
+                name: "NaN request count never advances",
+                step: 0,
+                now: 400,
+                policy: advance(),
+                requests: Some(f64::NAN),
+                on_error: OnError::Hold,
+                action: "hold",
+                event: None,
+            },
+            Case {
+                name: "advance at last step promotes",
+                step: 3,
+                now: 400,
+                policy: advance(),
+                requests: Some(2000.0),
+                on_error: OnError::Hold,
+                action: "promote",
+                event: Some(Event::BeginPromote),
+            },
+            Case {
+                name: "promote is gated too",
+                step: 1,
+                now: 10,
+                policy: Ok(Decision::Promote { reason: "x".into() }),
+                requests: Some(2000.0),
+                on_error: OnError::Hold,
+                action: "hold",
+                event: None,
+            },
+            Case {
+                name: "rollback is never gated",
+                step: 0,
+                now: 1,
+                policy: Ok(Decision::Rollback {
+                    reason: "bad".into(),
+                }),
+                requests: None,
+                on_error: OnError::Hold,
+                action: "rollback",
+                event: Some(Event::BeginRollback),
+            },
+            Case {
+                name: "pause",
+                step: 1,
+                now: 1,
+                policy: Ok(Decision::Pause {
+                    reason: "review".into(),
+                }),
+                requests: None,
+                on_error: OnError::Hold,
+                action: "pause",
+                event: Some(Event::Pause),
+            },
+            Case {
+                name: "no data holds even with on_error rollback",
+                step: 1,
+                now: 400,
+                policy: Err(PolicyFailure::NoData("canary.error_rate".into())),
+                requests: Some(5000.0),
+                on_error: OnError::Rollback,
+                action: "hold",
+                event: None,
+            },
+            Case {
+                name: "error holds",
+                step: 1,
+                now: 400,
+                policy: Err(PolicyFailure::Error("p.rhai:3:4: boom".into())),
+                requests: Some(5000.0),
+                on_error: OnError::Hold,
+                action: "hold",
+                event: None,
+            },
+            Case {
+                name: "error pauses",
+                step: 1,
+                now: 400,
+                policy: Err(PolicyFailure::Error("boom".into())),
+                requests: Some(5000.0),
+                on_error: OnError::Pause,
+                action: "pause",
+                event: Some(Event::Pause),
+            },
+            Case {
+                name: "error rolls back",
+                step: 1,
+                now: 400,
+                policy: Err(PolicyFailure::Error("boom".into())),
+                requests: Some(5000.0),
+                on_error: OnError::Rollback,
+                action: "rollback",
+                event: Some(Event::BeginRollback),
+            },
+            Case {
+                name: "advance_to jumps",
+                step: 0,
+                now: 400,
+                policy: Ok(Decision::Advance {
+                    to_weight: Some(50),
+                    reason: "fast".into(),
+                }),
+                requests: Some(5000.0),
+                on_error: OnError::Hold,
+                action: "advance",
+                event: Some(Event::Advance {
+                    step: 2,
+                    weight: 50,
+                }),
+            },
+            Case {
+                name: "advance_to between steps",
+                step: 0,
+                now: 400,
+                policy: Ok(Decision::Advance {
+                    to_weight: Some(10),
+                    reason: "x".into(),
+                }),
+                requests: Some(5000.0),
+                on_error: OnError::Hold,
+                action: "advance",
+                event: Some(Event::Advance {
+                    step: 1,
+                    weight: 10,
+                }),
+            },
+            Case {
+                name: "advance_to backwards is refused",
+                step: 2,
+                now: 400,
+                policy: Ok(Decision::Advance {
+                    to_weight: Some(25),
+                    reason: "x".into(),
+                }),
+                requests: Some(5000.0),
+                on_error: OnError::Hold,
+                action: "hold",
+                event: None,
+            },
         ];
         for c in cases {
             let mut s = schedule();
             s.on_error = c.on_error;
             let r = progressing(c.step, &s);
             let step = decide(&r, &s, c.policy, &facts(c.requests), t(c.now));
-            assert_eq!(step.decision.action(), c.action, "{}: {:?}", c.name, step.decision);
+            assert_eq!(
+                step.decision.action(),
+                c.action,
+                "{}: {:?}",
+                c.name,
+                step.decision
+            );
             assert_eq!(step.event, c.event, "{}", c.name);
             if let Some(ev) = step.event {
                 let mut r = r.clone();

@@ -63,9 +63,14 @@ impl fmt::Display for Phase {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// Canary pods are ready: route the first step's weight.
-    CanaryReady { weight: u32 },
+    CanaryReady {
+        weight: u32,
+    },
     /// Move to step `step` with weight `weight`.
-    Advance { step: usize, weight: u32 },
+    Advance {
+        step: usize,
+        weight: u32,
+    },
     Pause,
     Resume,
     BeginPromote,
@@ -292,7 +297,10 @@ mod tests {
     fn events() -> Vec<Event> {
         vec![
             Event::CanaryReady { weight: 5 },
-            Event::Advance { step: 2, weight: 50 },
+            Event::Advance {
+                step: 2,
+                weight: 50,
+            },
             Event::Pause,
             Event::Resume,
             Event::BeginPromote,
@@ -356,12 +364,26 @@ mod tests {
     fn advance_must_move_forward() {
         let mut r = in_phase(Progressing, 2);
         assert!(
-            r.apply(Event::Advance { step: 2, weight: 50 }, t0(), Cause::default())
-                .is_err()
+            r.apply(
+                Event::Advance {
+                    step: 2,
+                    weight: 50
+                },
+                t0(),
+                Cause::default()
+            )
+            .is_err()
         );
         assert!(
-            r.apply(Event::Advance { step: 1, weight: 25 }, t0(), Cause::default())
-                .is_err()
+            r.apply(
+                Event::Advance {
+                    step: 1,
+                    weight: 25
+                },
+                t0(),
+                Cause::default()
+            )
+            .is_err()
         );
     }
 
@@ -369,21 +391,43 @@ mod tests {
     fn full_happy_path_records_history_and_weights() {
         let mut r = Rollout::new(t0());
         let later = |s| t0() + chrono::Duration::seconds(s);
-        r.apply(Event::CanaryReady { weight: 5 }, later(10), Cause::new("policy", "ready"))
-            .unwrap();
+        r.apply(
+            Event::CanaryReady { weight: 5 },
+            later(10),
+            Cause::new("policy", "ready"),
+        )
+        .unwrap();
         assert_eq!((r.step, r.weight), (0, 5));
-        r.apply(Event::Advance { step: 1, weight: 25 }, later(400), Cause::new("policy", "ok"))
-            .unwrap();
+        r.apply(
+            Event::Advance {
+                step: 1,
+                weight: 25,
+            },
+            later(400),
+            Cause::new("policy", "ok"),
+        )
+        .unwrap();
         assert_eq!(r.step_started_at, later(400));
         assert_eq!(r.time_in_step(later(460)).as_secs(), 60);
-        r.apply(Event::BeginPromote, later(900), Cause::new("alice", "manual"))
-            .unwrap();
-        r.apply(Event::PromoteDone, later(960), Cause::new("policy", "rolled out"))
-            .unwrap();
+        r.apply(
+            Event::BeginPromote,
+            later(900),
+            Cause::new("alice", "manual"),
+        )
+        .unwrap();
+        r.apply(
+            Event::PromoteDone,
+            later(960),
+            Cause::new("policy", "rolled out"),
+        )
+        .unwrap();
         assert_eq!(r.phase, Promoted);
         assert_eq!(r.weight, 100);
         let events: Vec<_> = r.history.iter().map(|t| t.event.as_str()).collect();
-        assert_eq!(events, ["canary_ready", "advance", "begin_promote", "promote_done"]);
+        assert_eq!(
+            events,
+            ["canary_ready", "advance", "begin_promote", "promote_done"]
+        );
         assert_eq!(r.history[2].actor, "alice");
     }
 
@@ -395,15 +439,20 @@ mod tests {
             .unwrap();
         assert_eq!(r.weight, 0);
         assert_eq!(r.history[0].weight, 0);
-        r.apply(Event::RollbackDone, t0(), Cause::default()).unwrap();
+        r.apply(Event::RollbackDone, t0(), Cause::default())
+            .unwrap();
         assert_eq!(r.phase, RolledBack);
     }
 
     #[test]
     fn serde_round_trip() {
         let mut r = Rollout::new(t0());
-        r.apply(Event::CanaryReady { weight: 5 }, t0(), Cause::new("policy", "ready"))
-            .unwrap();
+        r.apply(
+            Event::CanaryReady { weight: 5 },
+            t0(),
+            Cause::new("policy", "ready"),
+        )
+        .unwrap();
         let json = serde_json::to_string(&r).unwrap();
         let back: Rollout = serde_json::from_str(&json).unwrap();
         assert_eq!(back, r);

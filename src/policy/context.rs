@@ -106,8 +106,14 @@ impl TrackView {
 fn map_to_outcome(o: TestOutcome) -> Map {
     let mut m = Map::new();
     m.insert("verdict".into(), o.verdict.as_str().into());
-    m.insert("pass".into(), (o.verdict == crate::core::stats::Verdict::Pass).into());
-    m.insert("fail".into(), (o.verdict == crate::core::stats::Verdict::Fail).into());
+    m.insert(
+        "pass".into(),
+        (o.verdict == crate::core::stats::Verdict::Pass).into(),
+    );
+    m.insert(
+        "fail".into(),
+        (o.verdict == crate::core::stats::Verdict::Fail).into(),
+    );
     m.insert("statistic".into(), o.statistic.into());
     m.insert(
         "p_value".into(),
@@ -139,7 +145,13 @@ impl PolicyContext {
             Some(_) => Err(no_data(format!("query {name}"))),
             None => Err(format!(
                 "query {name:?} is not declared: add it to schedule().queries (declared: {})",
-                self.0.facts.queries.keys().cloned().collect::<Vec<_>>().join(", ")
+                self.0
+                    .facts
+                    .queries
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
             .into()),
         }
@@ -184,7 +196,12 @@ impl PolicyContext {
             .map(|obs| {
                 let m: Map = obs
                     .iter()
-                    .map(|(k, v)| (k.as_str().into(), v.map(Dynamic::from_float).unwrap_or(Dynamic::UNIT)))
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().into(),
+                            v.map(Dynamic::from_float).unwrap_or(Dynamic::UNIT),
+                        )
+                    })
                     .collect();
                 Dynamic::from_map(m)
             })
@@ -311,7 +328,9 @@ pub fn register(engine: &mut Engine) {
         .register_fn("delta", |a: f64, b: f64| a - b)
         .register_fn("relative_increase", |a: f64, b: f64| -> RhaiResult<f64> {
             if b.abs() < f64::EPSILON || !a.is_finite() || !b.is_finite() {
-                Err(no_data(format!("relative_increase({a}, {b}) has no finite value")))
+                Err(no_data(format!(
+                    "relative_increase({a}, {b}) has no finite value"
+                )))
             } else {
                 Ok((a - b) / b)
             }

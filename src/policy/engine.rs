@@ -1,12 +1,12 @@
 //! One sandboxed Rhai engine; policies are compiled once and their `decide` function is
 //! called on the AST at each evaluation.
 
-use super::context::{self, ContextData, PolicyContext, NO_DATA};
+use super::context::{self, ContextData, NO_DATA, PolicyContext};
 use super::resolver::PluginResolver;
 use super::schedule::schedule_from_map;
 use crate::core::decision::{Decision, Observations, PolicyFailure};
 use crate::core::schedule::Schedule;
-use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Map, Scope, AST};
+use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Map, Scope};
 use sha2::{Digest, Sha256};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -74,7 +74,6 @@ pub struct PolicyOutcome {
     pub observations: Observations,
     pub log: Vec<String>,
 }
-
 
 pub struct PolicyEngine {
     engine: Engine,
@@ -151,23 +150,31 @@ impl PolicyEngine {
             path: name.to_string(),
             message,
         };
-        let has = |f: &str, n: usize| ast.iter_functions().any(|m| m.name == f && m.params.len() == n);
+        let has = |f: &str, n: usize| {
+            ast.iter_functions()
+                .any(|m| m.name == f && m.params.len() == n)
+        };
         if !has("decide", 1) {
-            return Err(contract("missing `fn decide(ctx)` (called at each evaluation)".into()));
+            return Err(contract(
+                "missing `fn decide(ctx)` (called at each evaluation)".into(),
+            ));
         }
         if !has("schedule", 0) {
             return Err(contract(
-                "missing `fn schedule()` (returns #{ steps: [...], min_step_time: \"5m\", ... })".into(),
+                "missing `fn schedule()` (returns #{ steps: [...], min_step_time: \"5m\", ... })"
+                    .into(),
             ));
         }
         let raw = self
             .call(&ast, "schedule", (), limits.wall_time)
             .map_err(|e| match e {
-                PolicyFailure::NoData(m) | PolicyFailure::Error(m) => contract(format!("schedule() failed: {m}")),
+                PolicyFailure::NoData(m) | PolicyFailure::Error(m) => {
+                    contract(format!("schedule() failed: {m}"))
+                }
             })?;
-        let map = raw
-            .try_cast::<Map>()
-            .ok_or_else(|| contract("schedule() must return a map like #{ steps: [5, 25, 50, 100] }".into()))?;
+        let map = raw.try_cast::<Map>().ok_or_else(|| {
+            contract("schedule() must return a map like #{ steps: [5, 25, 50, 100] }".into())
+        })?;
         let schedule = schedule_from_map(&map).map_err(contract)?;
         schedule.validate().map_err(contract)?;
         let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
@@ -189,9 +196,13 @@ impl PolicyEngine {
         DEADLINE.set(Some(Instant::now() + wall));
         // eval_ast(true): top-level `import`s must run so functions can see the hooks.
         let options = CallFnOptions::new().eval_ast(true).rewind_scope(true);
-        let result = self
-            .engine
-            .call_fn_with_options::<Dynamic>(options, &mut Scope::new(), ast, name, args);
+        let result = self.engine.call_fn_with_options::<Dynamic>(
+            options,
+            &mut Scope::new(),
+            ast,
+            name,
+            args,
+        );
         DEADLINE.set(None);
         result.map_err(|e| describe(&e, ast.source().unwrap_or("policy")))
     }
@@ -204,7 +215,8 @@ impl PolicyEngine {
         let result = self.call(&policy.ast, "decide", (ctx,), limits.wall_time);
         let (observations, log) = context::take_sinks();
         let decision = result.and_then(|d| {
-            parse_decision(d).map_err(|m| PolicyFailure::Error(format!("{}: decide(ctx) {m}", policy.path)))
+            parse_decision(d)
+                .map_err(|m| PolicyFailure::Error(format!("{}: decide(ctx) {m}", policy.path)))
         });
         PolicyOutcome {
             decision,
@@ -235,7 +247,8 @@ fn error_position(e: &EvalAltResult, text: &str) -> String {
     module
         .and_then(|m| {
             let needle = format!("\"{m}\"");
-            text.lines().position(|l| l.contains("import") && l.contains(&needle))
+            text.lines()
+                .position(|l| l.contains("import") && l.contains(&needle))
         })
         .map(|i| format!("{}", i + 1))
         .unwrap_or_else(|| "?".into())
@@ -264,7 +277,12 @@ fn describe(err: &EvalAltResult, source: &str) -> PolicyFailure {
     }
     let message = match err {
         EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
-        other => other.to_string().split(" (line").next().unwrap_or_default().to_string(),
+        other => other
+            .to_string()
+            .split(" (line")
+            .next()
+            .unwrap_or_default()
+            .to_string(),
     };
     let via = if calls.is_empty() {
         String::new()
@@ -273,16 +291,18 @@ fn describe(err: &EvalAltResult, source: &str) -> PolicyFailure {
     };
     let text = format!("{source}:{}: {message}{via}", position(&err.position()));
     match message.strip_prefix(NO_DATA) {
-        Some(what) => PolicyFailure::NoData(format!("{what} at {source}:{}", position(&err.position()))),
+        Some(what) => {
+            PolicyFailure::NoData(format!("{what} at {source}:{}", position(&err.position())))
+        }
         None => PolicyFailure::Error(text),
     }
 }
 
 fn parse_decision(d: Dynamic) -> Result<Decision, String> {
     let type_name = d.type_name();
-    let map = d
-        .try_cast::<Map>()
-        .ok_or_else(|| format!("returned {type_name}, expected a decision such as advance(), hold(\"why\")"))?;
+    let map = d.try_cast::<Map>().ok_or_else(|| {
+        format!("returned {type_name}, expected a decision such as advance(), hold(\"why\")")
+    })?;
     let action = map
         .get("action")
         .and_then(|a| a.clone().into_string().ok())
@@ -296,7 +316,9 @@ fn parse_decision(d: Dynamic) -> Result<Decision, String> {
             let to_weight = match map.get("to_weight") {
                 None => None,
                 Some(w) => {
-                    let w = w.as_int().map_err(|_| "advance_to(weight) needs an integer weight")?;
+                    let w = w
+                        .as_int()
+                        .map_err(|_| "advance_to(weight) needs an integer weight")?;
                     if !(1..=100).contains(&w) {
                         return Err(format!("advance_to({w}): weight must be within 1..=100"));
                     }

@@ -5,12 +5,16 @@ pub mod engine;
 pub mod resolver;
 pub mod schedule;
 
-pub use context::ContextData;
 pub use crate::core::decision::PolicyFailure;
+pub use context::ContextData;
 pub use engine::{Limits, Policy, PolicyEngine, PolicyError, PolicyOutcome};
 
 /// Loads a policy by path, or by the name of a shipped policy (`default`, `statistical`, …).
-pub fn load(engine: &PolicyEngine, name_or_path: &str, limits: &Limits) -> Result<Policy, PolicyError> {
+pub fn load(
+    engine: &PolicyEngine,
+    name_or_path: &str,
+    limits: &Limits,
+) -> Result<Policy, PolicyError> {
     let path = std::path::Path::new(name_or_path);
     if path.exists() {
         return engine.compile_file(path, limits);

@@ -50,7 +50,9 @@ impl ModuleResolver for PluginResolver {
     ) -> Result<Shared<Module>, Box<EvalAltResult>> {
         if !Self::is_valid_name(path) {
             return Err(Self::error(
-                format!("{path:?} (hooks are imported by name, e.g. import \"kafka-lag\"; paths are not allowed)"),
+                format!(
+                    "{path:?} (hooks are imported by name, e.g. import \"kafka-lag\"; paths are not allowed)"
+                ),
                 pos,
             ));
         }
@@ -65,7 +67,10 @@ impl ModuleResolver for PluginResolver {
                 (file, text)
             }
             None => match crate::shipped::plugin(path) {
-                Some(text) => (PathBuf::from(format!("plugins/{path}.rhai")), text.to_string()),
+                Some(text) => (
+                    PathBuf::from(format!("plugins/{path}.rhai")),
+                    text.to_string(),
+                ),
                 None => {
                     let dirs: Vec<String> =
                         self.dirs.iter().map(|d| d.display().to_string()).collect();
@@ -73,7 +78,11 @@ impl ModuleResolver for PluginResolver {
                         format!(
                             "{path} (looked in plugin dirs [{}] and the shipped hooks: {})",
                             dirs.join(", "),
-                            crate::shipped::PLUGINS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                            crate::shipped::PLUGINS
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                         pos,
                     ));
@@ -88,8 +97,13 @@ impl ModuleResolver for PluginResolver {
             ))
         })?;
         ast.set_source(file.display().to_string());
-        let module = Module::eval_ast_as_new(rhai::Scope::new(), &ast, engine)
-            .map_err(|e| Box::new(EvalAltResult::ErrorInModule(file.display().to_string(), e, pos)))?;
+        let module = Module::eval_ast_as_new(rhai::Scope::new(), &ast, engine).map_err(|e| {
+            Box::new(EvalAltResult::ErrorInModule(
+                file.display().to_string(),
+                e,
+                pos,
+            ))
+        })?;
         let module: Shared<Module> = module.into();
         self.cache
             .lock()

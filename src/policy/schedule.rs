@@ -28,12 +28,13 @@ fn duration(key: &str, v: &Dynamic) -> Result<Duration, String> {
         if f.is_finite() && f >= 0.0 {
             return Ok(Duration::from_secs_f64(f));
         }
-        return Err(format!("schedule.{key} must be a finite, non-negative number of seconds"));
+        return Err(format!(
+            "schedule.{key} must be a finite, non-negative number of seconds"
+        ));
     }
-    let text = v
-        .clone()
-        .into_string()
-        .map_err(|t| format!("schedule.{key} must be a duration like \"5m\" or seconds, got {t}"))?;
+    let text = v.clone().into_string().map_err(|t| {
+        format!("schedule.{key} must be a duration like \"5m\" or seconds, got {t}")
+    })?;
     humantime::parse_duration(&text).map_err(|e| format!("schedule.{key} = {text:?}: {e}"))
 }
 
@@ -41,7 +42,12 @@ fn uint(key: &str, v: &Dynamic) -> Result<u64, String> {
     v.as_int()
         .ok()
         .and_then(|i| u64::try_from(i).ok())
-        .ok_or_else(|| format!("schedule.{key} must be a non-negative integer, got {}", v.type_name()))
+        .ok_or_else(|| {
+            format!(
+                "schedule.{key} must be a non-negative integer, got {}",
+                v.type_name()
+            )
+        })
 }
 
 pub fn schedule_from_map(map: &Map) -> Result<Schedule, String> {
@@ -75,7 +81,8 @@ pub fn schedule_from_map(map: &Map) -> Result<Schedule, String> {
         s.min_requests = uint("min_requests", v)?;
     }
     if let Some(v) = map.get("canary_replicas") {
-        s.canary_replicas = u32::try_from(uint("canary_replicas", v)?).map_err(|e| e.to_string())?;
+        s.canary_replicas =
+            u32::try_from(uint("canary_replicas", v)?).map_err(|e| e.to_string())?;
     }
     if let Some(v) = map.get("on_error") {
         let text = v.clone().into_string().unwrap_or_default();
@@ -83,7 +90,11 @@ pub fn schedule_from_map(map: &Map) -> Result<Schedule, String> {
             "hold" => OnError::Hold,
             "pause" => OnError::Pause,
             "rollback" => OnError::Rollback,
-            _ => return Err(format!("schedule.on_error must be \"hold\", \"pause\" or \"rollback\", got {v}")),
+            _ => {
+                return Err(format!(
+                    "schedule.on_error must be \"hold\", \"pause\" or \"rollback\", got {v}"
+                ));
+            }
         };
     }
     if let Some(v) = map.get("queries") {
@@ -106,10 +117,9 @@ pub fn schedule_from_map(map: &Map) -> Result<Schedule, String> {
         );
     }
     if let Some(v) = map.get("header_route") {
-        let m = v
-            .clone()
-            .try_cast::<Map>()
-            .ok_or("schedule.header_route must be a map like #{ name: \"x-canary\", value: \"true\" }")?;
+        let m = v.clone().try_cast::<Map>().ok_or(
+            "schedule.header_route must be a map like #{ name: \"x-canary\", value: \"true\" }",
+        )?;
         let get = |k: &str| {
             m.get(k)
                 .and_then(|v| v.clone().into_string().ok())

@@ -5,7 +5,7 @@ pub mod scenario;
 
 use crate::controller::{self, Evaluator};
 use crate::core::decision::Observations;
-use crate::core::facts::{finite, Facts, PodFacts, TrackMetrics};
+use crate::core::facts::{Facts, PodFacts, TrackMetrics, finite};
 use crate::core::rollout::{Cause, Event, Phase, Rollout};
 use crate::core::stats::quantile;
 use chrono::{DateTime, Utc};
@@ -148,7 +148,13 @@ impl World {
     }
 
     fn apply_faults(&mut self, now: Duration) {
-        while let Some(f) = self.scenario.faults.get(self.next_fault).filter(|f| f.at <= now).cloned() {
+        while let Some(f) = self
+            .scenario
+            .faults
+            .get(self.next_fault)
+            .filter(|f| f.at <= now)
+            .cloned()
+        {
             for (change, version) in [
                 (&f.canary, &mut self.scenario.canary),
                 (&f.stable, &mut self.scenario.stable),
@@ -200,9 +206,16 @@ impl World {
         }
     }
 
-    fn traffic(&mut self, mean: f64, error_rate: f64, v: &scenario::Version) -> (u64, u64, Vec<f64>) {
+    fn traffic(
+        &mut self,
+        mean: f64,
+        error_rate: f64,
+        v: &scenario::Version,
+    ) -> (u64, u64, Vec<f64>) {
         let n = if mean > 0.0 {
-            Poisson::new(mean).map(|p| p.sample(&mut self.rng) as u64).unwrap_or(0)
+            Poisson::new(mean)
+                .map(|p| p.sample(&mut self.rng) as u64)
+                .unwrap_or(0)
         } else {
             0
         };
@@ -211,7 +224,9 @@ impl World {
             .unwrap_or(0);
         let dist = LogNormal::new(v.latency_ms.ln(), v.latency_spread.max(1e-6)).ok();
         let samples = match dist {
-            Some(d) => (0..n.min(SAMPLES_PER_TICK)).map(|_| d.sample(&mut self.rng)).collect(),
+            Some(d) => (0..n.min(SAMPLES_PER_TICK))
+                .map(|_| d.sample(&mut self.rng))
+                .collect(),
             None => Vec::new(),
         };
         (n, errors, samples)
@@ -244,7 +259,11 @@ impl World {
         facts.canary = self.canary.metrics(RECENT_WINDOW);
         for name in queries.keys() {
             // Signals get ±5% noise so policies don't depend on exact values.
-            let value = self.scenario.signals.get(name).map(|v| v * (0.95 + 0.1 * self.rng.random::<f64>()));
+            let value = self
+                .scenario
+                .signals
+                .get(name)
+                .map(|v| v * (0.95 + 0.1 * self.rng.random::<f64>()));
             facts.queries.insert(name.clone(), value.and_then(finite));
             facts.resolved.insert(format!("sim:{name}"), value);
         }
@@ -276,13 +295,34 @@ pub fn run(evaluator: &Evaluator<'_>, scenario: &Scenario, seed: u64) -> Report 
             if !world.crash_loop && now >= ready_at {
                 let weight = schedule.weight_at(0);
                 rollout
-                    .apply(Event::CanaryReady { weight }, clock, Cause::new("kubectl-canary", "canary pods ready"))
+                    .apply(
+                        Event::CanaryReady { weight },
+                        clock,
+                        Cause::new("kubectl-canary", "canary pods ready"),
+                    )
                     .expect("legal");
-                rows.push(row(&rollout, now, "start", &format!("canary ready, {weight}% traffic"), Observations::new(), Some("canary_ready")));
+                rows.push(row(
+                    &rollout,
+                    now,
+                    "start",
+                    &format!("canary ready, {weight}% traffic"),
+                    Observations::new(),
+                    Some("canary_ready"),
+                ));
             } else if now >= READY_TIMEOUT {
-                let reason = format!("canary pods not ready after {}", humantime::format_duration(READY_TIMEOUT));
+                let reason = format!(
+                    "canary pods not ready after {}",
+                    humantime::format_duration(READY_TIMEOUT)
+                );
                 rollback(&mut rollout, clock, &reason, "kubectl-canary");
-                rows.push(row(&rollout, now, "rollback", &reason, Observations::new(), Some("rollback")));
+                rows.push(row(
+                    &rollout,
+                    now,
+                    "rollback",
+                    &reason,
+                    Observations::new(),
+                    Some("rollback"),
+                ));
                 finished = Some((Outcome::RolledBack, reason));
                 break;
             }
@@ -298,7 +338,14 @@ pub fn run(evaluator: &Evaluator<'_>, scenario: &Scenario, seed: u64) -> Report 
         let transition = controller::apply(&mut rollout, evaluated, clock)
             .expect("the core only emits legal events")
             .map(|t| t.event);
-        rows.push(row(&rollout, now, decision.action(), decision.reason(), observations, transition.as_deref()));
+        rows.push(row(
+            &rollout,
+            now,
+            decision.action(),
+            decision.reason(),
+            observations,
+            transition.as_deref(),
+        ));
         match rollout.phase {
             Phase::Progressing if transition.as_deref() == Some("advance") => {
                 world.stable.reset_step();
@@ -310,14 +357,22 @@ pub fn run(evaluator: &Evaluator<'_>, scenario: &Scenario, seed: u64) -> Report 
             }
             Phase::RollingBack => {
                 rollout
-                    .apply(Event::RollbackDone, clock, Cause::new("kubectl-canary", "traffic on stable, canary scaled down"))
+                    .apply(
+                        Event::RollbackDone,
+                        clock,
+                        Cause::new("kubectl-canary", "traffic on stable, canary scaled down"),
+                    )
                     .expect("legal");
                 finished = Some((Outcome::RolledBack, decision.reason().to_string()));
                 break;
             }
             Phase::Promoting => {
                 rollout
-                    .apply(Event::PromoteDone, clock, Cause::new("kubectl-canary", "stable runs the canary's template"))
+                    .apply(
+                        Event::PromoteDone,
+                        clock,
+                        Cause::new("kubectl-canary", "stable runs the canary's template"),
+                    )
                     .expect("legal");
                 finished = Some((Outcome::Promoted, decision.reason().to_string()));
                 break;
@@ -328,7 +383,13 @@ pub fn run(evaluator: &Evaluator<'_>, scenario: &Scenario, seed: u64) -> Report 
     }
     let (outcome, reason) = finished.unwrap_or_else(|| {
         let last = rows.last().map(|r| r.reason.clone()).unwrap_or_default();
-        (Outcome::Inconclusive, format!("still running after {}: {last}", humantime::format_duration(scenario.duration)))
+        (
+            Outcome::Inconclusive,
+            format!(
+                "still running after {}: {last}",
+                humantime::format_duration(scenario.duration)
+            ),
+        )
     });
     Report {
         scenario: scenario.name.clone(),
@@ -343,11 +404,22 @@ pub fn run(evaluator: &Evaluator<'_>, scenario: &Scenario, seed: u64) -> Report 
 }
 
 fn rollback(rollout: &mut Rollout, clock: DateTime<Utc>, reason: &str, actor: &str) {
-    rollout.apply(Event::BeginRollback, clock, Cause::new(actor, reason)).expect("legal");
-    rollout.apply(Event::RollbackDone, clock, Cause::new(actor, reason)).expect("legal");
+    rollout
+        .apply(Event::BeginRollback, clock, Cause::new(actor, reason))
+        .expect("legal");
+    rollout
+        .apply(Event::RollbackDone, clock, Cause::new(actor, reason))
+        .expect("legal");
 }
 
-fn row(rollout: &Rollout, at: Duration, action: &str, reason: &str, observations: Observations, transition: Option<&str>) -> Row {
+fn row(
+    rollout: &Rollout,
+    at: Duration,
+    action: &str,
+    reason: &str,
+    observations: Observations,
+    transition: Option<&str>,
+) -> Row {
     Row {
         at_secs: at.as_secs(),
         phase: rollout.phase,
@@ -361,13 +433,17 @@ fn row(rollout: &Rollout, at: Duration, action: &str, reason: &str, observations
 
 /// True when the report meets the scenario's expectation.
 pub fn meets(report: &Report, expect: &scenario::Expectation) -> bool {
-    report.outcome == expect.outcome && expect.within.is_none_or(|w| report.outcome_at_secs <= w.as_secs())
+    report.outcome == expect.outcome
+        && expect
+            .within
+            .is_none_or(|w| report.outcome_at_secs <= w.as_secs())
 }
 
 impl Report {
     /// Decisions that advanced or promoted while some metric was missing: must be empty.
     pub fn advances(&self) -> impl Iterator<Item = &Row> {
-        self.rows.iter().filter(|r| r.action == "advance" || r.action == "promote")
+        self.rows
+            .iter()
+            .filter(|r| r.action == "advance" || r.action == "promote")
     }
 }
-

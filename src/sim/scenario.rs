@@ -146,13 +146,22 @@ pub struct Expectation {
 pub const BUILTIN: &[(&str, &str)] = &[
     ("healthy", include_str!("scenarios/healthy.yaml")),
     ("error-spike", include_str!("scenarios/error-spike.yaml")),
-    ("latency-regression", include_str!("scenarios/latency-regression.yaml")),
+    (
+        "latency-regression",
+        include_str!("scenarios/latency-regression.yaml"),
+    ),
     ("no-traffic", include_str!("scenarios/no-traffic.yaml")),
     ("crash-loop", include_str!("scenarios/crash-loop.yaml")),
     ("kafka-lag", include_str!("scenarios/kafka-lag.yaml")),
     ("aa-pair", include_str!("scenarios/aa-pair.yaml")),
-    ("aa-low-traffic", include_str!("scenarios/aa-low-traffic.yaml")),
-    ("metrics-outage", include_str!("scenarios/metrics-outage.yaml")),
+    (
+        "aa-low-traffic",
+        include_str!("scenarios/aa-low-traffic.yaml"),
+    ),
+    (
+        "metrics-outage",
+        include_str!("scenarios/metrics-outage.yaml"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -211,7 +220,11 @@ impl Scenario {
     }
 
     pub fn builtin_names() -> String {
-        BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        BUILTIN
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// A built-in name or a path to a YAML file.
