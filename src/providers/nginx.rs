@@ -224,7 +224,9 @@ impl TrafficRouter for Nginx {
             for (k, v) in managed_labels() {
                 ch |= labels.insert(k, v.clone()).as_ref() != Some(&v);
             }
-            if !owner.uid.is_empty() && meta.owner_references.as_deref() != Some(&[owner.clone()]) {
+            if !owner.uid.is_empty()
+                && meta.owner_references.as_deref() != Some(std::slice::from_ref(&owner))
+            {
                 meta.owner_references = Some(vec![owner.clone()]);
                 ch = true;
             }
