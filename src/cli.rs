@@ -100,7 +100,9 @@ pub struct ServiceArg {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the canary next to the stable Deployment and route the first weight to it.
-    #[command(after_help = "Example:\n  kubectl canary start checkout --image app=registry.example/checkout:1.4.0 --policy policies/default.rhai")]
+    #[command(
+        after_help = "Example:\n  kubectl canary start checkout --image app=registry.example/checkout:1.4.0 --policy policies/default.rhai"
+    )]
     Start(StartArgs),
     /// Evaluate the policy once now and apply its decision.
     #[command(after_help = "Example:\n  kubectl canary step checkout -n shop")]
@@ -109,19 +111,26 @@ pub enum Command {
     #[command(after_help = "Example:\n  kubectl canary run checkout -n shop")]
     Run(RunArgs),
     /// Show one rollout in detail, or all rollouts of a namespace (-A: all namespaces).
-    #[command(visible_alias = "get", after_help = "Examples:\n  kubectl canary status checkout\n  kubectl canary get -A -o json")]
+    #[command(
+        visible_alias = "get",
+        after_help = "Examples:\n  kubectl canary status checkout\n  kubectl canary get -A -o json"
+    )]
     Status(StatusArgs),
     /// Make the canary the new stable now (skips the remaining steps).
     #[command(after_help = "Example:\n  kubectl canary promote checkout --reason 'verified by QA'")]
     Promote(ReasonArgs),
     /// Send all traffic back to stable (weight 0 first), then scale the canary down.
-    #[command(after_help = "Example:\n  kubectl canary rollback checkout --reason 'p99 regression'")]
+    #[command(
+        after_help = "Example:\n  kubectl canary rollback checkout --reason 'p99 regression'"
+    )]
     Rollback(RollbackArgs),
     /// Stop the rollout: traffic back to stable, canary scaled down, marked aborted.
     #[command(after_help = "Example:\n  kubectl canary abort checkout --reason 'wrong image'")]
     Abort(ReasonArgs),
     /// Hold the rollout at its current weight until resumed.
-    #[command(after_help = "Example:\n  kubectl canary pause checkout --reason 'waiting for the batch job'")]
+    #[command(
+        after_help = "Example:\n  kubectl canary pause checkout --reason 'waiting for the batch job'"
+    )]
     Pause(ReasonArgs),
     /// Resume a paused rollout.
     #[command(after_help = "Example:\n  kubectl canary resume checkout")]
@@ -130,7 +139,9 @@ pub enum Command {
     #[command(after_help = "Example:\n  kubectl canary history checkout -o yaml")]
     History(HistoryArgs),
     /// Run a policy against a simulated service on a virtual clock (no cluster needed).
-    #[command(after_help = "Examples:\n  kubectl canary simulate\n  kubectl canary simulate --policy statistical --scenario aa-low-traffic\n  kubectl canary simulate --policy my.rhai --scenario my-scenario.yaml -o json\n  kubectl canary simulate --list")]
+    #[command(
+        after_help = "Examples:\n  kubectl canary simulate\n  kubectl canary simulate --policy statistical --scenario aa-low-traffic\n  kubectl canary simulate --policy my.rhai --scenario my-scenario.yaml -o json\n  kubectl canary simulate --list"
+    )]
     Simulate(SimulateArgs),
     /// Check and test policies.
     #[command(subcommand)]
@@ -172,12 +183,96 @@ pub struct StartArgs {
     /// Show what would change without changing anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Override a value of the policy's schedule, KEY=VALUE (repeatable or comma-separated):
+    /// min_step_time, interval, min_requests, max_duration (or "none"), canary_replicas,
+    /// steps (e.g. 5/25/50/100), on_error. Recorded in the rollout state.
+    #[arg(
+        long = "schedule-override",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
+    pub schedule_overrides: Vec<String>,
+    /// Extra label on the canary pods, KEY=VALUE (repeatable).
+    #[arg(long = "canary-label", value_name = "KEY=VALUE")]
+    pub canary_labels: Vec<String>,
+    /// Route object name (VirtualService, TrafficSplit, Ingress, HTTPRoute); default: the service name.
+    #[arg(long, value_name = "NAME")]
+    pub route: Option<String>,
+}
+
+/// Where metrics come from (Prometheus HTTP API).
+#[derive(Debug, Clone, Args, Default)]
+pub struct PrometheusArgs {
+    /// Prometheus base URL, e.g. http://prometheus.monitoring:9090.
+    #[arg(
+        long = "prometheus-url",
+        env = "KUBECTL_CANARY_PROMETHEUS_URL",
+        value_name = "URL"
+    )]
+    pub url: Option<String>,
+    /// Bearer token for Prometheus.
+    #[arg(
+        long = "prometheus-token",
+        env = "KUBECTL_CANARY_PROMETHEUS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Basic-auth user for Prometheus.
+    #[arg(
+        long = "prometheus-user",
+        env = "KUBECTL_CANARY_PROMETHEUS_USER",
+        value_name = "USER"
+    )]
+    pub user: Option<String>,
+    /// Basic-auth password for Prometheus.
+    #[arg(
+        long = "prometheus-password",
+        env = "KUBECTL_CANARY_PROMETHEUS_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+    /// Extra CA certificate (PEM) to trust for Prometheus.
+    #[arg(
+        long = "prometheus-ca",
+        env = "KUBECTL_CANARY_PROMETHEUS_CA",
+        value_name = "FILE"
+    )]
+    pub ca: Option<PathBuf>,
+    /// Accept any TLS certificate from Prometheus (testing only).
+    #[arg(long = "prometheus-insecure-skip-verify")]
+    pub insecure: bool,
+    /// Timeout of one Prometheus query.
+    #[arg(
+        long = "prometheus-timeout",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    pub timeout: humantime::Duration,
+    /// Prometheus' scrape interval (lower bound of every range).
+    #[arg(
+        long = "scrape-interval",
+        env = "KUBECTL_CANARY_SCRAPE_INTERVAL",
+        default_value = "15s",
+        value_name = "DURATION"
+    )]
+    pub scrape_interval: humantime::Duration,
+    /// Range for rates, error ratios and latency quantiles.
+    #[arg(
+        long = "metrics-window",
+        default_value = "60s",
+        value_name = "DURATION"
+    )]
+    pub window: humantime::Duration,
 }
 
 #[derive(Debug, Args)]
 pub struct StepArgs {
     #[command(flatten)]
     pub service: ServiceArg,
+    #[command(flatten)]
+    pub prometheus: PrometheusArgs,
     /// Show what would change without changing anything.
     #[arg(long)]
     pub dry_run: bool,
@@ -187,6 +282,8 @@ pub struct StepArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub service: ServiceArg,
+    #[command(flatten)]
+    pub prometheus: PrometheusArgs,
     /// Show what would change without changing anything.
     #[arg(long)]
     pub dry_run: bool,
@@ -256,7 +353,9 @@ pub enum PolicyCommand {
         files: Vec<String>,
     },
     /// Run a policy against scenario files that state the expected outcome.
-    #[command(after_help = "Example:\n  kubectl canary policy test policies/default.rhai --scenario tests/scenarios/*.yaml")]
+    #[command(
+        after_help = "Example:\n  kubectl canary policy test policies/default.rhai --scenario tests/scenarios/*.yaml"
+    )]
     Test {
         /// Policy file (or shipped policy name).
         policy: String,

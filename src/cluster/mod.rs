@@ -3,7 +3,9 @@
 //! cluster side effects (idempotent, re-runnable after a crash at any point).
 
 pub mod client;
+pub mod driver;
 pub mod events;
+pub mod metrics;
 pub mod state;
 pub mod workloads;
 

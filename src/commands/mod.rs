@@ -1,12 +1,22 @@
 //! One file per command. Each returns the process exit code or an error.
 
+pub mod abort;
 pub mod completion;
+pub mod history;
+pub mod pause;
 pub mod policy;
+pub mod promote;
+pub mod resume;
+pub mod rollback;
+pub mod run;
 pub mod simulate;
+pub mod start;
+pub mod status;
+pub mod step;
 pub mod version;
 
 use crate::cli::{Cli, Command, GlobalArgs};
-use crate::error::{Error, Exit, Result};
+use crate::error::{Exit, Result};
 use crate::policy::{Limits, PolicyEngine};
 
 pub async fn dispatch(cli: Cli) -> Result<Exit> {
@@ -17,16 +27,16 @@ pub async fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Version => version::run(g),
         Command::Completion(args) => completion::run(args.shell),
         Command::Complete { words } => completion::complete(&words),
-        Command::Start(_) => Err(Error::NotBuilt("start")),
-        Command::Step(_) => Err(Error::NotBuilt("step")),
-        Command::Run(_) => Err(Error::NotBuilt("run")),
-        Command::Status(_) => Err(Error::NotBuilt("status")),
-        Command::Promote(_) => Err(Error::NotBuilt("promote")),
-        Command::Rollback(_) => Err(Error::NotBuilt("rollback")),
-        Command::Abort(_) => Err(Error::NotBuilt("abort")),
-        Command::Pause(_) => Err(Error::NotBuilt("pause")),
-        Command::Resume(_) => Err(Error::NotBuilt("resume")),
-        Command::History(_) => Err(Error::NotBuilt("history")),
+        Command::Start(args) => start::run(g, &args).await,
+        Command::Step(args) => step::run(g, &args).await,
+        Command::Run(args) => run::run(g, &args).await,
+        Command::Status(args) => status::run(g, &args).await,
+        Command::Promote(args) => promote::run(g, &args).await,
+        Command::Rollback(args) => rollback::run(g, &args).await,
+        Command::Abort(args) => abort::run(g, &args).await,
+        Command::Pause(args) => pause::run(g, &args).await,
+        Command::Resume(args) => resume::run(g, &args).await,
+        Command::History(args) => history::run(g, &args).await,
     }
 }
 

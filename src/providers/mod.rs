@@ -91,48 +91,96 @@ pub trait TrafficRouter: Send + Sync {
     ) -> impl std::future::Future<Output = Result<(), ProviderError>> + Send;
 }
 
+pub mod gateway_api;
 pub mod istio;
+pub mod nginx;
+pub mod smi;
 
 /// The provider of one rollout, chosen at runtime (auto-detected or `--provider`).
 #[derive(Debug, Clone)]
 pub enum Router {
     Istio(istio::IstioRouter),
+    Smi(smi::Smi),
+    Nginx(nginx::Nginx),
+    GatewayApi(gateway_api::GatewayApi),
+}
+
+/// Does a namespaced object of this kind and name exist? (false when the CRD is absent)
+async fn exists(client: &Client, group: &str, version: &str, kind: &str, t: &Target) -> bool {
+    let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
+    let ar = kube::api::ApiResource::from_gvk(&gvk);
+    let api: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(client.clone(), &t.namespace, &ar);
+    matches!(api.get_opt(&t.route).await, Ok(Some(_)))
 }
 
 impl Router {
-    /// By the name stored in the rollout state.
+    /// Provider names as stored in the rollout state and accepted by `--provider`.
+    pub const NAMES: [&'static str; 4] = ["istio", "smi", "nginx", "gateway-api"];
+
+    /// By the name stored in the rollout state (or given with `--provider`).
     pub async fn by_name(client: &Client, name: &str) -> Result<Router, ProviderError> {
         match name {
             "istio" => Ok(Router::Istio(
-                istio::IstioRouter::discover(client).await?.unwrap_or_default(),
+                istio::IstioRouter::discover(client)
+                    .await?
+                    .unwrap_or_default(),
             )),
+            "smi" => Ok(Router::Smi(smi::Smi::new())),
+            "nginx" => Ok(Router::Nginx(nginx::Nginx::new())),
+            "gateway-api" => Ok(Router::GatewayApi(gateway_api::GatewayApi::new())),
             other => Err(ProviderError::Invalid {
                 kind: "provider",
                 namespace: String::new(),
                 name: other.to_string(),
-                message: "not supported by this build of kubectl-canary".into(),
+                message: format!("unknown provider (known: {})", Router::NAMES.join(", ")),
             }),
         }
     }
 
-    /// Detects the provider from the route objects that exist for `target`.
+    /// Detects the provider from the route object named `target.route` that exists:
+    /// VirtualService, TrafficSplit, HTTPRoute, then Ingress.
     pub async fn detect(client: &Client, target: &Target) -> Result<Router, ProviderError> {
         if let Some(istio) = istio::IstioRouter::discover(client).await?
             && istio.virtual_service(client, target).await?.is_some()
         {
             return Ok(Router::Istio(istio));
         }
+        for v in ["v1alpha2", "v1alpha3", "v1alpha4"] {
+            if exists(client, "split.smi-spec.io", v, "TrafficSplit", target).await {
+                return Ok(Router::Smi(smi::Smi::new()));
+            }
+        }
+        if exists(
+            client,
+            "gateway.networking.k8s.io",
+            "v1",
+            "HTTPRoute",
+            target,
+        )
+        .await
+        {
+            return Ok(Router::GatewayApi(gateway_api::GatewayApi::new()));
+        }
+        if exists(client, "networking.k8s.io", "v1", "Ingress", target).await {
+            return Ok(Router::Nginx(nginx::Nginx::new()));
+        }
         Err(ProviderError::NotFound {
             kind: "route object",
             namespace: target.namespace.clone(),
             name: target.route.clone(),
-            hint: "no VirtualService of that name; create the route object or pass --provider".into(),
+            hint: "no VirtualService, TrafficSplit, HTTPRoute or Ingress of that name; create the \
+                   route object (or pass --route NAME / --provider)"
+                .into(),
         })
     }
 
     pub fn name(&self) -> &'static str {
         match self {
             Router::Istio(r) => r.name(),
+            Router::Smi(r) => r.name(),
+            Router::Nginx(r) => r.name(),
+            Router::GatewayApi(r) => r.name(),
         }
     }
 
@@ -140,34 +188,59 @@ impl Router {
     pub fn metrics_flavour(&self) -> &'static str {
         match self {
             Router::Istio(_) => "istio",
+            Router::Smi(_) => "linkerd",
+            Router::Nginx(_) => "nginx",
+            Router::GatewayApi(_) => "generic",
         }
     }
 
-    pub async fn prepare(&self, client: &Client, target: &Target, header: Option<&HeaderRoute>) -> Result<(), ProviderError> {
+    pub async fn prepare(
+        &self,
+        client: &Client,
+        target: &Target,
+        header: Option<&HeaderRoute>,
+    ) -> Result<(), ProviderError> {
         match self {
             Router::Istio(r) => r.prepare(client, target, header).await,
+            Router::Smi(r) => r.prepare(client, target, header).await,
+            Router::Nginx(r) => r.prepare(client, target, header).await,
+            Router::GatewayApi(r) => r.prepare(client, target, header).await,
         }
     }
 
-    pub async fn set_weight(&self, client: &Client, target: &Target, weight: u32) -> Result<(), ProviderError> {
+    pub async fn set_weight(
+        &self,
+        client: &Client,
+        target: &Target,
+        weight: u32,
+    ) -> Result<(), ProviderError> {
         match self {
             Router::Istio(r) => r.set_weight(client, target, weight).await,
+            Router::Smi(r) => r.set_weight(client, target, weight).await,
+            Router::Nginx(r) => r.set_weight(client, target, weight).await,
+            Router::GatewayApi(r) => r.set_weight(client, target, weight).await,
         }
     }
 
-    pub async fn read_weight(&self, client: &Client, target: &Target) -> Result<Option<u32>, ProviderError> {
+    pub async fn read_weight(
+        &self,
+        client: &Client,
+        target: &Target,
+    ) -> Result<Option<u32>, ProviderError> {
         match self {
             Router::Istio(r) => r.read_weight(client, target).await,
+            Router::Smi(r) => r.read_weight(client, target).await,
+            Router::Nginx(r) => r.read_weight(client, target).await,
+            Router::GatewayApi(r) => r.read_weight(client, target).await,
         }
     }
 
     pub async fn cleanup(&self, client: &Client, target: &Target) -> Result<(), ProviderError> {
         match self {
             Router::Istio(r) => r.cleanup(client, target).await,
+            Router::Smi(r) => r.cleanup(client, target).await,
+            Router::Nginx(r) => r.cleanup(client, target).await,
+            Router::GatewayApi(r) => r.cleanup(client, target).await,
         }
     }
 }
-
-pub mod gateway_api;
-pub mod nginx;
-pub mod smi;

@@ -1,0 +1,533 @@
+//! The driver: loads a rollout from the cluster, evaluates it, applies the core's events and
+//! performs their side effects in an order that keeps traffic safe, persisting with
+//! resourceVersion CAS. Every function converges when re-run after a crash at any point.
+//!
+//! Ordering rules:
+//! - rollback/abort: canary weight 0 FIRST (one write to the route object), then persist,
+//!   then scale the canary to 0 (or delete it), then `RollbackDone`.
+//! - advance: persist first (so only the CAS winner moves traffic), then set the weight;
+//!   `step` re-applies the stored weight if a crash came in between.
+//! - promote: stable takes the canary's pod template and rolls out, then the weight goes
+//!   back to stable, the provider's extras are removed and the canary deleted.
+
+use super::client::Session;
+use super::events;
+use super::state::{RolloutRecord, Store, Stored};
+use super::workloads;
+use crate::controller::{self, Evaluator};
+use crate::core::decision::{Decision, Evaluation};
+use crate::core::facts::{Facts, PodFacts};
+use crate::core::rollout::{Cause, Event, Phase, Rollout, Transition};
+use crate::core::schedule::{OnError, Schedule};
+use crate::error::{Error, Exit, Result};
+use crate::metrics::{MetricsRequest, MetricsSource};
+use crate::policy::{Limits, Policy, PolicyEngine};
+use crate::providers::{Router, Target};
+use chrono::Utc;
+use std::time::Duration;
+
+/// How long `promote` waits for the stable Deployment to roll out.
+pub const PROMOTE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A rollout loaded from the cluster.
+pub struct Loaded {
+    pub sess: Session,
+    pub target: Target,
+    pub store: Store,
+    pub stored: Stored,
+    pub router: Router,
+}
+
+impl Loaded {
+    pub fn record(&self) -> &RolloutRecord {
+        self.stored
+            .doc
+            .current
+            .as_ref()
+            .expect("loaded rollouts have a current record")
+    }
+
+    pub fn record_mut(&mut self) -> &mut RolloutRecord {
+        self.stored
+            .doc
+            .current
+            .as_mut()
+            .expect("loaded rollouts have a current record")
+    }
+
+    pub fn rollout(&self) -> &Rollout {
+        &self.record().rollout
+    }
+
+    pub fn ns(&self) -> &str {
+        &self.target.namespace
+    }
+}
+
+pub async fn load(sess: &Session, service: &str) -> Result<Loaded> {
+    let store = Store::new(&sess.client, &sess.namespace, service);
+    let stored = store.load().await?;
+    let Some(rec) = stored.doc.current.as_ref() else {
+        return Err(Error::Cluster(format!(
+            "no rollout of {}/{service}; start one with `kubectl canary start {service} --image CONTAINER=IMAGE -n {}`",
+            sess.namespace, sess.namespace
+        )));
+    };
+    let router = Router::by_name(&sess.client, &rec.provider).await?;
+    let mut target = Target::new(&sess.namespace, service);
+    target.route = rec.route.clone();
+    Ok(Loaded {
+        sess: sess.clone(),
+        target,
+        store,
+        stored,
+        router,
+    })
+}
+
+/// Applies `--schedule-override KEY=VALUE` pairs and re-validates the schedule.
+pub fn apply_overrides(s: &mut Schedule, pairs: &[String]) -> Result<()> {
+    let dur = |k: &str, v: &str| {
+        humantime::parse_duration(v)
+            .or_else(|_| v.parse::<u64>().map(Duration::from_secs).map_err(|_| ()))
+            .map_err(|_| {
+                Error::Usage(format!(
+                    "--schedule-override {k}={v}: expected a duration like 30s"
+                ))
+            })
+    };
+    let num = |k: &str, v: &str| {
+        v.parse::<u64>().map_err(|_| {
+            Error::Usage(format!(
+                "--schedule-override {k}={v}: expected a whole number"
+            ))
+        })
+    };
+    for pair in pairs.iter().filter(|p| !p.trim().is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .ok_or_else(|| {
+                Error::Usage(format!("--schedule-override {pair:?}: expected KEY=VALUE"))
+            })?;
+        match k {
+            "min_step_time" => s.min_step_time = dur(k, v)?,
+            "interval" => s.interval = dur(k, v)?,
+            "max_duration" => s.max_duration = if v == "none" { None } else { Some(dur(k, v)?) },
+            "min_requests" => s.min_requests = num(k, v)?,
+            "canary_replicas" => s.canary_replicas = num(k, v)? as u32,
+            "steps" => {
+                s.steps = v
+                    .split(['/', ':', ' '])
+                    .filter(|x| !x.is_empty())
+                    .map(|x| x.parse::<u32>())
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|_| {
+                        Error::Usage(format!(
+                            "--schedule-override steps={v}: expected e.g. 5/25/50/100"
+                        ))
+                    })?
+            }
+            "on_error" => {
+                s.on_error = match v {
+                    "hold" => OnError::Hold,
+                    "pause" => OnError::Pause,
+                    "rollback" => OnError::Rollback,
+                    _ => {
+                        return Err(Error::Usage(format!(
+                            "--schedule-override on_error={v}: hold, pause or rollback"
+                        )));
+                    }
+                }
+            }
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--schedule-override: unknown key {k:?} (min_step_time, interval, min_requests, max_duration, canary_replicas, steps, on_error)"
+                )));
+            }
+        }
+    }
+    s.validate()
+        .map_err(|e| Error::Usage(format!("schedule after overrides: {e}")))
+}
+
+/// Recompiles the stored policy source (no file needed) and applies the stored overrides.
+pub fn compile(engine: &PolicyEngine, limits: &Limits, rec: &RolloutRecord) -> Result<Policy> {
+    let mut policy = engine.compile(&rec.policy.path, &rec.policy.source, limits)?;
+    if policy.sha256 != rec.policy.sha256 {
+        return Err(Error::Cluster(format!(
+            "stored policy {} does not match its recorded sha256 {} (got {}); the state was edited by hand",
+            rec.policy.path, rec.policy.sha256, policy.sha256
+        )));
+    }
+    apply_overrides(&mut policy.schedule, &rec.schedule_overrides)?;
+    Ok(policy)
+}
+
+pub fn phase_exit(p: Phase) -> Exit {
+    match p {
+        Phase::Promoted => Exit::Ok,
+        Phase::RolledBack | Phase::Aborted => Exit::RolledBack,
+        Phase::Paused => Exit::Paused,
+        Phase::Failed => Exit::Error,
+        _ => Exit::Running,
+    }
+}
+
+/// Persists the state (CAS) and records Events for `transitions`.
+async fn persist(l: &mut Loaded, transitions: &[Transition]) -> Result<()> {
+    l.store.save(&mut l.stored).await?;
+    if !transitions.is_empty() {
+        let uid = workloads::deployments(&l.sess.client, l.ns())
+            .get_opt(&l.target.service)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|d| d.metadata.uid);
+        for t in transitions {
+            events::emit(&l.sess.client, l.ns(), &l.target.service, uid.clone(), t).await;
+        }
+    }
+    Ok(())
+}
+
+fn apply_event(l: &mut Loaded, event: Event, cause: Cause) -> Result<Transition> {
+    let now = Utc::now();
+    let rollout = &mut l.record_mut().rollout;
+    rollout
+        .apply(event, now, cause)
+        .map(Clone::clone)
+        .map_err(|e| Error::Usage(format!("cannot do that now: {e}")))
+}
+
+/// Finishes in-flight phases (RollingBack, Aborting, Promoting); returns the transitions made.
+pub async fn converge(l: &mut Loaded, show: bool) -> Result<Vec<Transition>> {
+    let mut done = Vec::new();
+    loop {
+        let phase = l.rollout().phase;
+        match phase {
+            Phase::RollingBack | Phase::Aborting => {
+                l.router.set_weight(&l.sess.client, &l.target, 0).await?;
+                let canary = l.target.canary_service.clone();
+                let how = if l.record().delete_on_rollback {
+                    workloads::delete(&l.sess.client, l.ns(), &canary).await?;
+                    "canary deleted"
+                } else {
+                    workloads::scale(&l.sess.client, l.ns(), &canary, 0).await?;
+                    "canary scaled to 0"
+                };
+                let actor = last_actor(l.rollout());
+                let t = apply_event(
+                    l,
+                    Event::RollbackDone,
+                    Cause::new(actor, format!("traffic on stable, {how}")),
+                )?;
+                persist(l, std::slice::from_ref(&t)).await?;
+                done.push(t);
+            }
+            Phase::Promoting => {
+                let client = l.sess.client.clone();
+                let ns = l.ns().to_string();
+                let canary = workloads::deployments(&client, &ns)
+                    .get_opt(&l.target.canary_service)
+                    .await?;
+                let stable = workloads::get_stable(&client, &ns, &l.target.service).await?;
+                if let Some(c) = &canary {
+                    workloads::promote_stable(&client, &ns, &l.target.service, c).await?;
+                }
+                let selector = workloads::selector_of(&stable);
+                let waited = workloads::wait_rolled_out(
+                    &client,
+                    &ns,
+                    &l.target.service,
+                    &selector,
+                    PROMOTE_TIMEOUT,
+                    &format!("stable {}", l.target.service),
+                    show,
+                )
+                .await?;
+                if let Err(why) = waited {
+                    // Traffic stays where it is (the canary still serves its share).
+                    return Err(Error::Cluster(format!(
+                        "promotion: {why}; the rollout stays Promoting — re-run `kubectl canary promote {}` to continue",
+                        l.target.service
+                    )));
+                }
+                l.router.set_weight(&client, &l.target, 0).await?;
+                l.router.cleanup(&client, &l.target).await?;
+                workloads::delete(&client, &ns, &l.target.canary_service).await?;
+                let actor = last_actor(l.rollout());
+                let t = apply_event(
+                    l,
+                    Event::PromoteDone,
+                    Cause::new(actor, "stable runs the new pod template; canary removed"),
+                )?;
+                persist(l, std::slice::from_ref(&t)).await?;
+                done.push(t);
+            }
+            _ => return Ok(done),
+        }
+    }
+}
+
+fn last_actor(r: &Rollout) -> String {
+    r.history
+        .last()
+        .map(|t| t.actor.clone())
+        .unwrap_or_else(|| "policy".into())
+}
+
+/// Fetches metrics and pod facts for one evaluation (concurrently).
+pub async fn gather<M: MetricsSource + Sync>(
+    l: &Loaded,
+    schedule: &Schedule,
+    metrics: &M,
+) -> Result<(Facts, Option<String>)> {
+    let client = &l.sess.client;
+    let ns = l.ns();
+    let now = Utc::now();
+    let req = MetricsRequest {
+        namespace: ns.to_string(),
+        service: l.target.service.clone(),
+        stable_workload: l.target.service.clone(),
+        canary_workload: l.target.canary_service.clone(),
+        flavour: schedule
+            .metrics
+            .clone()
+            .unwrap_or_else(|| l.router.metrics_flavour().to_string()),
+        step_started: l.rollout().step_started_at,
+        now,
+        queries: schedule.queries.clone(),
+    };
+    let pods = async {
+        let api = workloads::deployments(client, ns);
+        let (stable, canary) = futures::try_join!(
+            api.get_opt(&l.target.service),
+            api.get_opt(&l.target.canary_service)
+        )?;
+        let facts_of = |d: Option<k8s_openapi::api::apps::v1::Deployment>| async move {
+            match d {
+                None => Ok::<_, Error>(PodFacts::default()),
+                Some(d) => {
+                    let desired = d.spec.replicas.unwrap_or(1).max(0) as u32;
+                    workloads::pod_facts(client, ns, &workloads::selector_of(&d), desired).await
+                }
+            }
+        };
+        let (s, c) = futures::try_join!(facts_of(stable), facts_of(canary))?;
+        Ok::<_, Error>((s, c))
+    };
+    let (pods, data) = tokio::join!(pods, metrics.fetch(&req));
+    let (stable_pods, canary_pods) = pods?;
+    let (data, warning) = match data {
+        Ok(d) => (d, None),
+        // No metrics is "no data" for the policy (it holds), never a pass.
+        Err(e) => (Default::default(), Some(format!("metrics: {e}"))),
+    };
+    Ok((
+        Facts {
+            stable: data.stable,
+            canary: data.canary,
+            stable_pods,
+            canary_pods,
+            queries: data.queries,
+            resolved: data.resolved,
+        },
+        warning,
+    ))
+}
+
+/// What one `step` did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StepReport {
+    pub service: String,
+    pub namespace: String,
+    pub phase: String,
+    pub step: usize,
+    pub weight: u32,
+    /// Weight read back from the route object before the evaluation.
+    pub route_weight: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<Evaluation>,
+    /// The policy's own decision when a gate changed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested: Option<Decision>,
+    /// The event that would be (dry run) or was applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<Event>,
+    pub transitions: Vec<Transition>,
+    pub dry_run: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    pub note: String,
+}
+
+pub struct StepContext<'a, M> {
+    pub engine: &'a PolicyEngine,
+    pub limits: &'a Limits,
+    pub metrics: &'a M,
+    pub dry_run: bool,
+    pub show_progress: bool,
+}
+
+/// Evaluates the rollout once and applies the decision (see the module docs for ordering).
+pub async fn step<M: MetricsSource + Sync>(
+    l: &mut Loaded,
+    cx: &StepContext<'_, M>,
+) -> Result<StepReport> {
+    let mut report = StepReport {
+        service: l.target.service.clone(),
+        namespace: l.ns().to_string(),
+        dry_run: cx.dry_run,
+        ..Default::default()
+    };
+    let phase = l.rollout().phase;
+    match phase {
+        Phase::RollingBack | Phase::Aborting | Phase::Promoting => {
+            if cx.dry_run {
+                report.note = format!("would finish {phase}");
+            } else {
+                report.transitions = converge(l, cx.show_progress).await?;
+                report.note = format!("finished {phase}");
+            }
+        }
+        Phase::Initializing => {
+            report.note = "canary not ready yet: `kubectl canary start` is waiting for it (re-run start to continue after a crash)".into();
+        }
+        Phase::Paused => report.note = "paused: `kubectl canary resume` continues".into(),
+        p if p.is_terminal() => report.note = format!("rollout is {p}"),
+        _ => {
+            let policy = compile(cx.engine, cx.limits, l.record())?;
+            let params = controller::parse_params(&l.record().params).map_err(Error::Usage)?;
+            let route_weight = l.router.read_weight(&l.sess.client, &l.target).await?;
+            report.route_weight = route_weight;
+            let desired = l.rollout().weight;
+            if route_weight != Some(desired) && !cx.dry_run {
+                // Converge after a crash between persisting and writing the route.
+                l.router
+                    .set_weight(&l.sess.client, &l.target, desired)
+                    .await?;
+            }
+            let (facts, warning) = gather(l, &policy.schedule, cx.metrics).await?;
+            report.warnings.extend(warning);
+            let now = Utc::now();
+            let evaluator = Evaluator {
+                engine: cx.engine,
+                policy: &policy,
+                limits: cx.limits,
+                service: &l.target.service,
+                params: &params,
+            };
+            let evaluated = evaluator.evaluate(l.rollout(), &facts, now);
+            report.requested = evaluated.step.requested.clone();
+            report.event = evaluated.step.event.clone();
+            report.evaluation = Some(evaluated.evaluation.clone());
+            if cx.dry_run {
+                report.note = match &report.event {
+                    None => "no change".into(),
+                    Some(e) => format!("would apply {}", e.name()),
+                };
+            } else {
+                let event = evaluated.step.event.clone();
+                if matches!(event, Some(Event::BeginRollback)) {
+                    l.router.set_weight(&l.sess.client, &l.target, 0).await?;
+                }
+                let t = controller::apply(&mut l.record_mut().rollout, evaluated, now)
+                    .map_err(|e| Error::Other(format!("internal: {e}")))?;
+                let ts: Vec<Transition> = t.into_iter().collect();
+                persist(l, &ts).await?;
+                report.transitions = ts;
+                match event {
+                    Some(Event::Advance { weight, .. }) => {
+                        l.router
+                            .set_weight(&l.sess.client, &l.target, weight)
+                            .await?;
+                    }
+                    Some(Event::BeginRollback) | Some(Event::BeginPromote) => {
+                        report
+                            .transitions
+                            .extend(converge(l, cx.show_progress).await?);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let r = l.rollout();
+    report.phase = r.phase.to_string();
+    report.step = r.step;
+    report.weight = r.weight;
+    Ok(report)
+}
+
+/// A human's promote/rollback/abort/pause/resume.
+pub async fn manual(
+    l: &mut Loaded,
+    event: Event,
+    actor: &str,
+    reason: String,
+    show: bool,
+) -> Result<Vec<Transition>> {
+    let phase = l.rollout().phase;
+    if let Err(e) = l.rollout().next_phase(&event) {
+        // Re-running a finished command is not an error: converge and report.
+        let already = matches!(
+            (&event, phase),
+            (Event::BeginRollback, Phase::RollingBack | Phase::RolledBack)
+                | (Event::Abort, Phase::Aborting | Phase::Aborted)
+                | (Event::BeginPromote, Phase::Promoting | Phase::Promoted)
+                | (Event::Pause, Phase::Paused)
+                | (Event::Resume, Phase::Progressing)
+        );
+        if already {
+            return converge(l, show).await;
+        }
+        return Err(Error::Usage(format!(
+            "cannot {} rollout {}/{}: it is {} ({e})",
+            event.name(),
+            l.ns(),
+            l.target.service,
+            phase
+        )));
+    }
+    if matches!(event, Event::BeginRollback | Event::Abort) {
+        l.router.set_weight(&l.sess.client, &l.target, 0).await?;
+    }
+    let resume = matches!(event, Event::Resume);
+    let t = apply_event(l, event, Cause::new(actor, reason))?;
+    persist(l, std::slice::from_ref(&t)).await?;
+    let mut out = vec![t];
+    if resume {
+        let w = l.rollout().weight;
+        l.router.set_weight(&l.sess.client, &l.target, w).await?;
+    }
+    out.extend(converge(l, show).await?);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides() {
+        let mut s = Schedule::default();
+        apply_overrides(
+            &mut s,
+            &[
+                "min_step_time=5s".into(),
+                "interval=2s".into(),
+                "min_requests=50".into(),
+                "steps=10/50/100".into(),
+                "max_duration=none".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.min_step_time, Duration::from_secs(5));
+        assert_eq!(s.interval, Duration::from_secs(2));
+        assert_eq!(s.min_requests, 50);
+        assert_eq!(s.steps, vec![10, 50, 100]);
+        assert!(apply_overrides(&mut s, &["bogus=1".into()]).is_err());
+        assert!(apply_overrides(&mut s, &["steps=10/5/100".into()]).is_err());
+    }
+}

@@ -1,0 +1,273 @@
+//! `kubectl canary start`: canary Deployment from stable's pod template with the new image(s),
+//! wait until ready, traffic split at the policy's first weight, state recorded.
+
+use crate::cli::{GlobalArgs, StartArgs};
+use crate::cluster::driver::{self, apply_overrides};
+use crate::cluster::state::{PolicyRef, RolloutRecord, Store};
+use crate::cluster::{self, workloads};
+use crate::controller::parse_params;
+use crate::core::rollout::{Cause, Event, Phase, Rollout};
+use crate::error::{Error, Exit, Result};
+use crate::output;
+use crate::policy::{self, Limits};
+use crate::providers::{Router, Target};
+use chrono::Utc;
+use std::collections::BTreeMap;
+
+fn provider_name(p: crate::cli::Provider) -> &'static str {
+    match p {
+        crate::cli::Provider::Istio => "istio",
+        crate::cli::Provider::Smi => "smi",
+        crate::cli::Provider::Nginx => "nginx",
+        crate::cli::Provider::GatewayApi => "gateway-api",
+    }
+}
+
+fn policy_source(name_or_path: &str) -> Result<String> {
+    let path = std::path::Path::new(name_or_path);
+    if path.exists() {
+        return std::fs::read_to_string(path)
+            .map_err(|e| Error::Other(format!("{name_or_path}: {e}")));
+    }
+    crate::shipped::policy(name_or_path)
+        .map(|(_, text)| text.to_string())
+        .ok_or_else(|| Error::Usage(format!("no policy {name_or_path:?}")))
+}
+
+fn parse_labels(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| Error::Usage(format!("--canary-label {p:?}: expected KEY=VALUE")))
+        })
+        .collect()
+}
+
+pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
+    let sess = cluster::connect(g).await?;
+    let ns = sess.namespace.clone();
+    let service = args.service.service.clone();
+    let client = sess.client.clone();
+
+    // Policy first: a typo must fail before anything is created.
+    let engine = super::engine(g);
+    let limits = Limits::default();
+    let mut policy = policy::load(&engine, &args.policy.policy, &limits)?;
+    let source = policy_source(&args.policy.policy)?;
+    apply_overrides(&mut policy.schedule, &args.schedule_overrides)?;
+    parse_params(&args.policy.params).map_err(Error::Usage)?;
+    let extra_labels = parse_labels(&args.canary_labels)?;
+    let schedule = policy.schedule.clone();
+    let replicas = args.replicas.unwrap_or(schedule.canary_replicas).max(1);
+
+    let store = Store::new(&client, &ns, &service);
+    let mut stored = store.load().await?;
+    let resuming = match stored.doc.current.as_ref() {
+        Some(cur) if !cur.rollout.phase.is_terminal() => {
+            if cur.rollout.phase == Phase::Initializing {
+                // A start that crashed while waiting: continue it (same images only).
+                let images_given: Vec<_> = args
+                    .image
+                    .iter()
+                    .map(|s| s.split_once('=').map(|x| x.1).unwrap_or(s))
+                    .collect();
+                if !images_given
+                    .iter()
+                    .all(|i| cur.images.values().any(|v| v == i))
+                {
+                    return Err(Error::Usage(format!(
+                        "a rollout of {ns}/{service} to {:?} is starting (Initializing, by {}); abort it first with `kubectl canary abort {service}`",
+                        cur.images, cur.started_by
+                    )));
+                }
+                true
+            } else {
+                let r = &cur.rollout;
+                return Err(Error::Usage(format!(
+                    "a rollout of {ns}/{service} is already in progress: {} at step {} ({}% canary), started by {} at {}.\n\
+                     Continue it with `kubectl canary run {service}`, or stop it with `kubectl canary abort {service}`.",
+                    r.phase,
+                    r.step + 1,
+                    r.weight,
+                    cur.started_by,
+                    r.started_at.format("%Y-%m-%d %H:%M:%S UTC")
+                )));
+            }
+        }
+        _ => false,
+    };
+
+    let stable = workloads::get_stable(&client, &ns, &service).await?;
+    let images = workloads::parse_images(&args.image, &stable)?;
+    let mut target = Target::new(&ns, &service);
+    if let Some(r) = &args.route {
+        target.route = r.clone();
+    }
+    let router = match (resuming, args.provider) {
+        (true, _) => {
+            let rec = stored.doc.current.as_ref().expect("resuming");
+            target.route = rec.route.clone();
+            Router::by_name(&client, &rec.provider).await?
+        }
+        (false, Some(p)) => Router::by_name(&client, provider_name(p)).await?,
+        (false, None) => Router::detect(&client, &target).await?,
+    };
+    let canary = workloads::canary_deployment(
+        &stable,
+        &target.canary_service,
+        &service,
+        &images,
+        replicas,
+        &extra_labels,
+    )?;
+
+    if args.dry_run {
+        let plan = serde_json::json!({
+            "namespace": ns, "service": service, "provider": router.name(), "route": target.route,
+            "canary_deployment": target.canary_service, "replicas": replicas, "images": images,
+            "previous_images": workloads::container_images(&stable),
+            "first_weight": schedule.steps[0], "steps": schedule.steps,
+            "policy": policy.path, "policy_sha256": policy.sha256,
+            "header_route": schedule.header_route.as_ref().map(|h| format!("{}: {}", h.name, h.value)),
+        });
+        if !output::structured(g.output, &plan)? {
+            println!("dry run: nothing changed. Would:");
+            println!(
+                "  create Deployment {ns}/{} ({replicas} replicas) from {service}'s pod template with {images:?}",
+                target.canary_service
+            );
+            println!("  wait up to {} for it to become ready", args.timeout);
+            println!(
+                "  prepare {} route {} and send {}% to the canary (steps {:?})",
+                router.name(),
+                target.route,
+                schedule.steps[0],
+                schedule.steps
+            );
+            println!(
+                "  record state in ConfigMap {ns}/{}",
+                crate::cluster::state::configmap_name(&service)
+            );
+            println!(
+                "  policy {} (sha256 {})",
+                policy.path,
+                &policy.sha256[..12.min(policy.sha256.len())]
+            );
+        }
+        return Ok(Exit::Ok);
+    }
+
+    if !resuming {
+        let now = Utc::now();
+        let record = RolloutRecord {
+            namespace: ns.clone(),
+            service: service.clone(),
+            images: images.clone(),
+            previous_images: workloads::container_images(&stable),
+            provider: router.name().to_string(),
+            route: target.route.clone(),
+            policy: PolicyRef {
+                name: args.policy.policy.clone(),
+                path: policy.path.clone(),
+                sha256: policy.sha256.clone(),
+                source,
+            },
+            params: args.policy.params.clone(),
+            schedule_overrides: args.schedule_overrides.clone(),
+            canary_replicas: replicas,
+            started_by: sess.actor.clone(),
+            delete_on_rollback: false,
+            rollout: Rollout::new(now),
+        };
+        stored.doc.archive_current();
+        stored.doc.current = Some(record);
+        // CAS: two concurrent starts cannot both win.
+        store.save(&mut stored).await?;
+    }
+
+    workloads::apply_canary(&client, &ns, &canary).await?;
+    let selector = workloads::selector_of(&canary);
+    let ready = workloads::wait_rolled_out(
+        &client,
+        &ns,
+        &target.canary_service,
+        &selector,
+        args.timeout.into(),
+        &format!("canary {}", target.canary_service),
+        true,
+    )
+    .await?;
+
+    let mut l = driver::load(&sess, &service).await?;
+    match ready {
+        Err(why) => {
+            // No traffic was ever routed (weight stays 0): roll back and say why.
+            let t = l
+                .record_mut()
+                .rollout
+                .apply(
+                    Event::BeginRollback,
+                    Utc::now(),
+                    Cause::new(sess.actor.clone(), format!("canary not ready: {why}")),
+                )
+                .map(Clone::clone)
+                .map_err(|e| Error::Other(e.to_string()))?;
+            l.store.save(&mut l.stored).await?;
+            emit(&l, &t).await;
+            driver::converge(&mut l, false).await?;
+            eprintln!("rolled back: {why}");
+            eprintln!(
+                "canary {ns}/{} scaled to 0; no traffic was sent to it.",
+                target.canary_service
+            );
+            Ok(Exit::RolledBack)
+        }
+        Ok(()) => {
+            let first = schedule.steps[0];
+            l.router
+                .prepare(&client, &l.target, schedule.header_route.as_ref())
+                .await?;
+            l.router.set_weight(&client, &l.target, first).await?;
+            let t = l
+                .record_mut()
+                .rollout
+                .apply(
+                    Event::CanaryReady { weight: first },
+                    Utc::now(),
+                    Cause::new(
+                        sess.actor.clone(),
+                        format!("canary ready ({replicas}/{replicas}); {first}% of traffic"),
+                    ),
+                )
+                .map(Clone::clone)
+                .map_err(|e| Error::Other(e.to_string()))?;
+            l.store.save(&mut l.stored).await?;
+            emit(&l, &t).await;
+            if !output::structured(g.output, l.record())? {
+                println!(
+                    "started canary {ns}/{} with {:?}: {first}% of traffic via {} {} (steps {:?}, every {})",
+                    target.canary_service,
+                    images,
+                    l.router.name(),
+                    l.target.route,
+                    schedule.steps,
+                    humantime::format_duration(schedule.interval)
+                );
+                println!("next: `kubectl canary run {service} -n {ns}` (or `step` from CI)");
+            }
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+async fn emit(l: &driver::Loaded, t: &crate::core::rollout::Transition) {
+    let uid = workloads::deployments(&l.sess.client, l.ns())
+        .get_opt(&l.target.service)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|d| d.metadata.uid);
+    crate::cluster::events::emit(&l.sess.client, l.ns(), &l.target.service, uid, t).await;
+}

@@ -1,0 +1,312 @@
+//! `kubectl canary status` (`get`): one rollout in detail, or all rollouts of a namespace
+//! (`-A`: all namespaces) as a table; `-o json|yaml`; `--watch` redraws until it ends.
+
+use crate::cli::{GlobalArgs, OutputFormat, StatusArgs};
+use crate::cluster::state::{self, RolloutRecord, Store};
+use crate::cluster::{self, Session, driver, workloads};
+use crate::core::decision::Observations;
+use crate::core::facts::PodFacts;
+use crate::error::{Error, Exit, Result};
+use crate::output;
+use crate::providers::{Router, Target};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct StatusView {
+    pub namespace: String,
+    pub service: String,
+    pub phase: String,
+    /// 1-based.
+    pub step: usize,
+    pub steps: Vec<u32>,
+    pub desired_weight: u32,
+    /// Read back from the route object (None: no canary route).
+    pub route_weight: Option<u32>,
+    pub provider: String,
+    pub route: String,
+    pub images: BTreeMap<String, String>,
+    pub stable_pods: PodFacts,
+    pub canary_pods: PodFacts,
+    pub started_at: DateTime<Utc>,
+    pub started_by: String,
+    pub time_in_step_secs: u64,
+    pub last_decision: Option<String>,
+    pub last_reason: Option<String>,
+    pub observations: Observations,
+    pub queries: BTreeMap<String, Option<f64>>,
+    pub policy: String,
+    pub policy_sha256: String,
+    pub params: Vec<String>,
+    pub schedule_overrides: Vec<String>,
+}
+
+async fn pods(sess: &Session, ns: &str, name: &str) -> Result<PodFacts> {
+    match workloads::deployments(&sess.client, ns)
+        .get_opt(name)
+        .await?
+    {
+        None => Ok(PodFacts::default()),
+        Some(d) => {
+            let desired = d.spec.replicas.unwrap_or(1).max(0) as u32;
+            workloads::pod_facts(&sess.client, ns, &workloads::selector_of(&d), desired).await
+        }
+    }
+}
+
+pub async fn view(sess: &Session, rec: &RolloutRecord) -> Result<StatusView> {
+    let mut target = Target::new(&rec.namespace, &rec.service);
+    target.route = rec.route.clone();
+    let route_weight = match Router::by_name(&sess.client, &rec.provider).await {
+        Ok(r) => r.read_weight(&sess.client, &target).await.ok().flatten(),
+        Err(_) => None,
+    };
+    let (stable_pods, canary_pods) = futures::try_join!(
+        pods(sess, &rec.namespace, &target.service),
+        pods(sess, &rec.namespace, &target.canary_service)
+    )?;
+    let r = &rec.rollout;
+    let steps = crate::policy::PolicyEngine::new(vec![], &Default::default())
+        .compile(&rec.policy.path, &rec.policy.source, &Default::default())
+        .ok()
+        .map(|mut p| {
+            let _ = driver::apply_overrides(&mut p.schedule, &rec.schedule_overrides);
+            p.schedule.steps
+        })
+        .unwrap_or_default();
+    let last = r.last_evaluation();
+    let (last_decision, last_reason) = match (last, r.history.last()) {
+        (Some(e), Some(t)) if t.at > e.at => (Some(t.event.clone()), Some(t.reason.clone())),
+        (Some(e), _) => (
+            Some(e.decision.action().to_string()),
+            Some(e.decision.reason().to_string()),
+        ),
+        (None, Some(t)) => (Some(t.event.clone()), Some(t.reason.clone())),
+        (None, None) => (None, None),
+    };
+    Ok(StatusView {
+        namespace: rec.namespace.clone(),
+        service: rec.service.clone(),
+        phase: r.phase.to_string(),
+        step: r.step + 1,
+        steps,
+        desired_weight: r.weight,
+        route_weight,
+        provider: rec.provider.clone(),
+        route: rec.route.clone(),
+        images: rec.images.clone(),
+        stable_pods,
+        canary_pods,
+        started_at: r.started_at,
+        started_by: rec.started_by.clone(),
+        time_in_step_secs: r.time_in_step(Utc::now()).as_secs(),
+        last_decision,
+        last_reason,
+        observations: last.map(|e| e.observations.clone()).unwrap_or_default(),
+        queries: last.map(|e| e.queries.clone()).unwrap_or_default(),
+        policy: rec.policy.path.clone(),
+        policy_sha256: rec.policy.sha256.clone(),
+        params: rec.params.clone(),
+        schedule_overrides: rec.schedule_overrides.clone(),
+    })
+}
+
+fn print_view(v: &StatusView) {
+    let pods = |p: &PodFacts| {
+        let mut s = format!("{}/{} ready", p.ready, p.desired);
+        if p.restarts > 0 {
+            s.push_str(&format!(", {} restarts", p.restarts));
+        }
+        if p.crash_looping {
+            s.push_str(", CRASH-LOOPING");
+        }
+        s
+    };
+    println!("Name:        {}/{}", v.namespace, v.service);
+    println!("Phase:       {}", v.phase);
+    println!(
+        "Step:        {}/{} {:?}  ({} in step)",
+        v.step,
+        v.steps.len(),
+        v.steps,
+        output::secs(v.time_in_step_secs)
+    );
+    println!(
+        "Weight:      {}% desired, {} in {} {}",
+        v.desired_weight,
+        v.route_weight
+            .map(|w| format!("{w}%"))
+            .unwrap_or_else(|| "none".into()),
+        v.provider,
+        v.route
+    );
+    println!("Images:      {:?}", v.images);
+    println!("Stable:      {}", pods(&v.stable_pods));
+    println!("Canary:      {}", pods(&v.canary_pods));
+    println!(
+        "Last:        {}: {}",
+        v.last_decision.as_deref().unwrap_or("-"),
+        v.last_reason.as_deref().unwrap_or("-")
+    );
+    println!("Observed:    {}", output::observations(&v.observations));
+    println!(
+        "Policy:      {} (sha256 {}){}{}",
+        v.policy,
+        &v.policy_sha256[..12.min(v.policy_sha256.len())],
+        if v.params.is_empty() {
+            String::new()
+        } else {
+            format!(" --set {}", v.params.join(","))
+        },
+        if v.schedule_overrides.is_empty() {
+            String::new()
+        } else {
+            format!(" overrides {}", v.schedule_overrides.join(","))
+        }
+    );
+    println!(
+        "Started:     {} by {}",
+        v.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        v.started_by
+    );
+}
+
+fn list_table(rows: &[StatusView]) -> comfy_table::Table {
+    let mut t = output::table(&[
+        "namespace",
+        "service",
+        "phase",
+        "step",
+        "weight",
+        "route",
+        "canary",
+        "provider",
+        "age",
+        "last",
+    ]);
+    for v in rows {
+        t.add_row(vec![
+            v.namespace.clone(),
+            v.service.clone(),
+            v.phase.clone(),
+            format!("{}/{}", v.step, v.steps.len()),
+            format!("{}%", v.desired_weight),
+            v.route_weight
+                .map(|w| format!("{w}%"))
+                .unwrap_or_else(|| "-".into()),
+            format!("{}/{}", v.canary_pods.ready, v.canary_pods.desired),
+            v.provider.clone(),
+            output::secs((Utc::now() - v.started_at).num_seconds().max(0) as u64),
+            v.last_reason.clone().unwrap_or_default(),
+        ]);
+    }
+    t
+}
+
+pub async fn run(g: &GlobalArgs, args: &StatusArgs) -> Result<Exit> {
+    let sess = cluster::connect(g).await?;
+    let tty = std::io::stdout().is_terminal() && g.output == OutputFormat::Table;
+    let mut previous: Option<String> = None;
+    loop {
+        let (text, exit, done) = match &args.service {
+            Some(svc) => {
+                let doc = Store::new(&sess.client, &sess.namespace, svc)
+                    .load()
+                    .await?
+                    .doc;
+                let rec = doc
+                    .current
+                    .or_else(|| doc.previous.last().cloned())
+                    .ok_or_else(|| {
+                        Error::Cluster(format!("no rollout of {}/{svc}", sess.namespace))
+                    })?;
+                let v = view(&sess, &rec).await?;
+                let exit = driver::phase_exit(rec.rollout.phase);
+                (
+                    serde_json::to_string(&v).unwrap_or_default(),
+                    exit,
+                    rec.rollout.phase.is_terminal(),
+                )
+                    .then_print(
+                        || {
+                            if !output::structured(g.output, &v)? {
+                                print_view(&v);
+                            }
+                            Ok(())
+                        },
+                        &previous,
+                        tty,
+                    )?
+            }
+            None => {
+                let ns = if g.all_namespaces {
+                    None
+                } else {
+                    Some(sess.namespace.as_str())
+                };
+                let docs = state::list(&sess.client, ns).await?;
+                let mut rows = Vec::new();
+                for d in docs {
+                    if let Some(rec) = d.current.or_else(|| d.previous.last().cloned()) {
+                        rows.push(view(&sess, &rec).await?);
+                    }
+                }
+                rows.sort_by(|a, b| (&a.namespace, &a.service).cmp(&(&b.namespace, &b.service)));
+                (
+                    serde_json::to_string(&rows).unwrap_or_default(),
+                    Exit::Ok,
+                    false,
+                )
+                    .then_print(
+                        || {
+                            if !output::structured(g.output, &rows)? {
+                                if rows.is_empty() {
+                                    println!("no rollouts");
+                                } else {
+                                    println!("{}", list_table(&rows));
+                                }
+                            }
+                            Ok(())
+                        },
+                        &previous,
+                        tty,
+                    )?
+            }
+        };
+        if !args.watch || done {
+            return Ok(exit);
+        }
+        previous = Some(text);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Prints only when the view changed since the last round (watch mode); clears a terminal.
+trait ThenPrint {
+    fn then_print(
+        self,
+        print: impl FnOnce() -> Result<()>,
+        previous: &Option<String>,
+        tty: bool,
+    ) -> Result<(String, Exit, bool)>;
+}
+
+impl ThenPrint for (String, Exit, bool) {
+    fn then_print(
+        self,
+        print: impl FnOnce() -> Result<()>,
+        previous: &Option<String>,
+        tty: bool,
+    ) -> Result<(String, Exit, bool)> {
+        if previous.as_deref() != Some(self.0.as_str()) {
+            if tty && previous.is_some() {
+                print!("\x1b[2J\x1b[H");
+            }
+            print()?;
+        }
+        Ok(self)
+    }
+}

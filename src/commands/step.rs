@@ -1,0 +1,78 @@
+//! `kubectl canary step`: evaluate the policy once now and apply its decision.
+
+use crate::cli::{GlobalArgs, StepArgs};
+use crate::cluster;
+use crate::cluster::driver::{self, StepContext, StepReport};
+use crate::cluster::metrics::Metrics;
+use crate::core::rollout::Transition;
+use crate::error::{Exit, Result};
+use crate::output;
+use crate::policy::Limits;
+
+pub fn transition_line(t: &Transition) -> String {
+    format!(
+        "{}  {} → {}  step {} {}%  by {}: {}",
+        t.at.format("%H:%M:%S"),
+        t.from,
+        t.to,
+        t.step + 1,
+        t.weight,
+        t.actor,
+        t.reason
+    )
+}
+
+pub fn print_report(r: &StepReport) {
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Some(e) = &r.evaluation {
+        println!(
+            "{}/{}: {} step {} at {}% (route {}) — {}: {}",
+            r.namespace,
+            r.service,
+            r.phase,
+            r.step + 1,
+            r.weight,
+            r.route_weight
+                .map(|w| format!("{w}%"))
+                .unwrap_or_else(|| "n/a".into()),
+            e.decision.action(),
+            e.decision.reason()
+        );
+        if !e.observations.is_empty() {
+            println!("  observations: {}", output::observations(&e.observations));
+        }
+        if let Some(req) = &r.requested {
+            println!("  policy asked: {}: {}", req.action(), req.reason());
+        }
+    } else {
+        println!("{}/{}: {} — {}", r.namespace, r.service, r.phase, r.note);
+    }
+    for t in &r.transitions {
+        println!("  {}", transition_line(t));
+    }
+    if r.dry_run {
+        println!("dry run: {}", r.note);
+    }
+}
+
+pub async fn run(g: &GlobalArgs, args: &StepArgs) -> Result<Exit> {
+    let sess = cluster::connect(g).await?;
+    let metrics = Metrics::from_args(&args.prometheus)?;
+    let engine = super::engine(g);
+    let limits = Limits::default();
+    let mut l = driver::load(&sess, &args.service.service).await?;
+    let cx = StepContext {
+        engine: &engine,
+        limits: &limits,
+        metrics: &metrics,
+        dry_run: args.dry_run,
+        show_progress: true,
+    };
+    let report = driver::step(&mut l, &cx).await?;
+    if !output::structured(g.output, &report)? {
+        print_report(&report);
+    }
+    Ok(driver::phase_exit(l.rollout().phase))
+}
