@@ -23,7 +23,7 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(300);
 const RECENT_WINDOW: Duration = Duration::from_secs(60);
 /// Latency observations kept per tick and per step, to bound memory and test cost.
 const SAMPLES_PER_TICK: u64 = 200;
-const SAMPLES_PER_STEP: usize = 2000;
+const SAMPLES_PER_STEP: usize = 1000;
 
 /// One line of the timeline.
 #[derive(Debug, Clone, Serialize)]
