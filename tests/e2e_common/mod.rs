@@ -1,0 +1,322 @@
+//! Shared flows of the e2e tests: the built `kubectl-canary` binary against the real test
+//! environment (kwok control plane + Prometheus + canary-demo traffic). No mocks.
+#![allow(dead_code)]
+
+#[path = "../support/mod.rs"]
+pub mod support;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Client;
+use kube::api::Api;
+use kubectl_canary::providers::{Router, Target};
+use serde_json::Value;
+use std::process::Output;
+use std::time::{Duration, Instant};
+pub use support::*;
+
+pub const NEW_IMAGE: &str = "kubectl-canary/demo:2.0";
+/// Fast schedule for tests (the shipped default policy has 5-minute steps).
+pub const FAST: &str = "min_step_time=5s,interval=2s,min_requests=50";
+
+pub fn provider_name(p: Provider) -> &'static str {
+    match p {
+        Provider::Istio => "istio",
+        Provider::Smi => "smi",
+        Provider::Nginx => "nginx",
+        Provider::GatewayApi => "gateway-api",
+    }
+}
+
+/// `kubectl-canary` with the test cluster's kubeconfig and Prometheus.
+pub fn kc(ns: &str, args: &[&str]) -> tokio::process::Command {
+    let env = TestEnv::get();
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-canary"));
+    c.arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .args(["-n", ns])
+        .args(args)
+        .env("KUBECTL_CANARY_PROMETHEUS_URL", &env.prometheus)
+        .env("KUBECTL_CANARY_SCRAPE_INTERVAL", "1s")
+        .env("KUBECTL_CANARY_ACTOR", "e2e")
+        .kill_on_drop(true);
+    c
+}
+
+pub async fn kc_out(ns: &str, args: &[&str]) -> Output {
+    let out = kc(ns, args).output().await.expect("run kubectl-canary");
+    eprintln!(
+        "$ kubectl-canary {} -> {:?}\n{}{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub async fn status_json(ns: &str, svc: &str) -> Value {
+    let out = kc(ns, &["status", svc, "-o", "json"])
+        .output()
+        .await
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status json: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+pub async fn history_json(ns: &str, svc: &str) -> Value {
+    let out = kc(ns, &["history", svc, "-o", "json"])
+        .output()
+        .await
+        .unwrap();
+    serde_json::from_slice(&out.stdout).expect("history json")
+}
+
+/// Canary weight read back from the route object (through the provider).
+pub async fn route_weight(client: &Client, ns: &str, svc: &str, p: Provider) -> Option<u32> {
+    let router = Router::by_name(client, provider_name(p)).await.unwrap();
+    router
+        .read_weight(client, &Target::new(ns, svc))
+        .await
+        .unwrap()
+}
+
+pub async fn deployment(client: &Client, ns: &str, name: &str) -> Option<Deployment> {
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .unwrap()
+}
+
+pub fn image_of(d: &Deployment) -> String {
+    d.spec.template.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap_or_default()
+}
+
+/// Namespace + stable Deployment + route object at weight 0 (+ demo traffic when `rps` > 0).
+pub async fn setup(
+    prefix: &str,
+    svc: &str,
+    p: Provider,
+    rps: f64,
+    canary_error_rate: f64,
+) -> (TestNamespace, Option<DemoPair>) {
+    let ns = TestNamespace::create(prefix).await;
+    let split = p != Provider::Istio;
+    create_stable(&ns.client, &ns.name, svc, 2, split).await;
+    set_route(&ns.client, &ns.name, p, svc, svc, 0).await;
+    let demo = if rps > 0.0 {
+        let d = DemoPair::start_with(
+            &ns.name,
+            svc,
+            p,
+            svc,
+            DemoOptions {
+                rps,
+                duration: Duration::from_secs(300),
+                canary_error_rate,
+                ..DemoOptions::default()
+            },
+        );
+        d.wait_scraped(Duration::from_secs(30)).await;
+        Some(d)
+    } else {
+        None
+    };
+    (ns, demo)
+}
+
+pub async fn start(ns: &str, svc: &str, p: Provider, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "start",
+        svc,
+        "--image",
+        "app=kubectl-canary/demo:2.0",
+        "--provider",
+        provider_name(p),
+        "--schedule-override",
+        FAST,
+        "--set",
+        "min_judge=20",
+        "--timeout",
+        "60s",
+    ];
+    args.extend_from_slice(extra);
+    kc_out(ns, &args).await
+}
+
+/// What `run` did, sampled every 500 ms while it ran.
+pub struct RunTrace {
+    pub exit: Option<i32>,
+    pub weights: Vec<u32>,
+    pub max_share: f64,
+    pub elapsed: Duration,
+}
+
+pub async fn run_traced(ns: &str, svc: &str, p: Provider, max: &str) -> RunTrace {
+    let t0 = Instant::now();
+    let client = TestEnv::get().client().await;
+    let mut child = kc(
+        ns,
+        &["run", svc, "--max-time", max, "--metrics-window", "10s"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let share_q = p.canary_share_query(ns, svc, "5s");
+    let mut weights = Vec::new();
+    let mut max_share: f64 = 0.0;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if let Some(w) = route_weight(&client, ns, svc, p).await
+            && weights.last() != Some(&w)
+        {
+            weights.push(w);
+        }
+        if let Some(s) = prom_query(&share_q).await {
+            max_share = max_share.max(s);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let out = child.wait_with_output().await.unwrap();
+    eprintln!("run stdout:\n{}", String::from_utf8_lossy(&out.stdout));
+    RunTrace {
+        exit: status.code(),
+        weights,
+        max_share,
+        elapsed: t0.elapsed(),
+    }
+}
+
+fn events(h: &Value) -> Vec<String> {
+    h["current"]["rollout"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["event"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Healthy canary promotes through the shipped default policy (fast schedule).
+pub async fn promote_flow(p: Provider) {
+    let t0 = Instant::now();
+    let svc = "web";
+    let (ns, _demo) = setup(&format!("e2e-{}-ok", provider_name(p)), svc, p, 100.0, 0.0).await;
+    let out = start(&ns.name, svc, p, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "start");
+    assert_eq!(route_weight(&ns.client, &ns.name, svc, p).await, Some(5));
+    let trace = run_traced(&ns.name, svc, p, "200s").await;
+    eprintln!(
+        "[{}] promote: weights {:?}, max measured canary share {:.2}, run {:?}",
+        provider_name(p),
+        trace.weights,
+        trace.max_share,
+        trace.elapsed
+    );
+    assert_eq!(trace.exit, Some(0), "run ends promoted");
+    for w in [25, 50] {
+        assert!(
+            trace.weights.contains(&w),
+            "route weight {w} seen: {:?}",
+            trace.weights
+        );
+    }
+    assert!(
+        trace.max_share > 0.4,
+        "measured canary share rose: {}",
+        trace.max_share
+    );
+    let stable = deployment(&ns.client, &ns.name, svc).await.unwrap();
+    assert_eq!(image_of(&stable), NEW_IMAGE);
+    let labels = stable
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone()
+        .unwrap();
+    assert_eq!(
+        labels.get("track").map(String::as_str),
+        Some("stable"),
+        "stable keeps its labels"
+    );
+    assert!(
+        deployment(&ns.client, &ns.name, &format!("{svc}-canary"))
+            .await
+            .is_none(),
+        "canary removed"
+    );
+    let w = route_weight(&ns.client, &ns.name, svc, p).await;
+    assert!(matches!(w, None | Some(0)), "no canary weight left: {w:?}");
+    let st = status_json(&ns.name, svc).await;
+    assert_eq!(st["phase"], "Promoted");
+    let ev = events(&history_json(&ns.name, svc).await);
+    assert_eq!(ev.first().map(String::as_str), Some("canary_ready"));
+    assert!(
+        ev.ends_with(&["begin_promote".to_string(), "promote_done".to_string()]),
+        "{ev:?}"
+    );
+    eprintln!(
+        "[{}] promote test took {:?}",
+        provider_name(p),
+        t0.elapsed()
+    );
+}
+
+/// 50% errors on the canary → rollback: weight 0, canary at 0 replicas, history recorded.
+pub async fn rollback_flow(p: Provider) {
+    let t0 = Instant::now();
+    let svc = "web";
+    let (ns, demo) = setup(&format!("e2e-{}-bad", provider_name(p)), svc, p, 100.0, 0.0).await;
+    let out = start(&ns.name, svc, p, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "start");
+    demo.as_ref()
+        .unwrap()
+        .inject_fault("canary", serde_json::json!({"error_rate": 0.5}))
+        .await;
+    let trace = run_traced(&ns.name, svc, p, "120s").await;
+    assert_eq!(trace.exit, Some(3), "run ends rolled back");
+    assert_eq!(
+        route_weight(&ns.client, &ns.name, svc, p)
+            .await
+            .unwrap_or(0),
+        0
+    );
+    let canary = deployment(&ns.client, &ns.name, &format!("{svc}-canary"))
+        .await
+        .unwrap();
+    assert_eq!(canary.spec.replicas, Some(0));
+    let stable = deployment(&ns.client, &ns.name, svc).await.unwrap();
+    assert_eq!(image_of(&stable), TEST_IMAGE, "stable untouched");
+    let st = status_json(&ns.name, svc).await;
+    assert_eq!(st["phase"], "RolledBack");
+    let h = history_json(&ns.name, svc).await;
+    let ev = events(&h);
+    assert!(
+        ev.ends_with(&["begin_rollback".to_string(), "rollback_done".to_string()]),
+        "{ev:?}"
+    );
+    let rb = h["current"]["rollout"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["event"] == "begin_rollback")
+        .unwrap()
+        .clone();
+    assert!(rb["reason"].as_str().unwrap().contains("error"), "{rb}");
+    assert!(
+        rb["observations"]["canary_error_rate"].as_f64().unwrap() > 0.05,
+        "{rb}"
+    );
+    assert_eq!(rb["actor"], "policy");
+    eprintln!(
+        "[{}] rollback test took {:?}",
+        provider_name(p),
+        t0.elapsed()
+    );
+}

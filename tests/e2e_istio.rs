@@ -1,0 +1,302 @@
+//! End-to-end: the built plugin against the real test environment with the Istio subset
+//! split (VirtualService weights + DestinationRule subsets), real traffic from canary-demo
+//! and real Prometheus. Needs `tests/env` up (see tests/support/mod.rs).
+
+mod e2e_common;
+
+use e2e_common::*;
+use kube::api::Api;
+use kubectl_canary::cluster::state::{StateDoc, Store};
+use kubectl_canary::core::rollout::Rollout;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_healthy_canary_promotes() {
+    promote_flow(Provider::Istio).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_error_rate_rolls_back() {
+    rollback_flow(Provider::Istio).await;
+}
+
+/// Canary pods that crash-loop or never become ready: start rolls back, no traffic ever sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_unready_or_crashlooping_canary_rolls_back() {
+    let p = Provider::Istio;
+    if TestEnv::get().external {
+        eprintln!("kwok pod behaviours only exist in the local environment; skipped");
+        return;
+    }
+    let (ns, _) = setup("e2e-istio-crash", "web", p, 0.0, 0.0).await;
+    let t0 = Instant::now();
+    let out = start(
+        &ns.name,
+        "web",
+        p,
+        &["--canary-label", "canary-demo/behavior=crashloop"],
+    )
+    .await;
+    let crash_secs = t0.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "start rolls back a crash-looping canary"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("crash-looping"));
+    assert_eq!(
+        route_weight(&ns.client, &ns.name, "web", p)
+            .await
+            .unwrap_or(0),
+        0
+    );
+    let canary = deployment(&ns.client, &ns.name, "web-canary")
+        .await
+        .unwrap();
+    assert_eq!(canary.spec.replicas, Some(0));
+    assert_eq!(status_json(&ns.name, "web").await["phase"], "RolledBack");
+
+    // Never ready (readiness failing, no restarts): rolled back at --timeout.
+    create_stable(&ns.client, &ns.name, "api", 1, false).await;
+    set_route(&ns.client, &ns.name, p, "api", "api", 0).await;
+    let t1 = Instant::now();
+    let out = kc_out(
+        &ns.name,
+        &[
+            "start",
+            "api",
+            "--image",
+            "app=kubectl-canary/demo:2.0",
+            "--timeout",
+            "8s",
+            "--canary-label",
+            "canary-demo/behavior=unready",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0/1 pods ready"));
+    assert_eq!(
+        route_weight(&ns.client, &ns.name, "api", p)
+            .await
+            .unwrap_or(0),
+        0
+    );
+    assert_eq!(status_json(&ns.name, "api").await["phase"], "RolledBack");
+    // A new start is allowed after a terminal rollout; the old one is kept as history.
+    let out = start(&ns.name, "api", p, &[]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let h = history_json(&ns.name, "api").await;
+    assert_eq!(h["previous"].as_array().unwrap().len(), 1);
+    assert_eq!(h["previous"][0]["rollout"]["phase"], "rolled_back");
+    // ...and a second start while it runs is refused.
+    let out = start(&ns.name, "api", p, &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already in progress"));
+    eprintln!(
+        "crash-loop detected in {crash_secs:?}; unready timeout path {:?}",
+        t1.elapsed()
+    );
+}
+
+/// Two processes stepping one rollout at once: exactly one transition, no lost history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_steps_make_exactly_one_transition() {
+    let p = Provider::Istio;
+    let (ns, _demo) = setup("e2e-istio-race", "web", p, 100.0, 0.0).await;
+    let out = kc_out(
+        &ns.name,
+        &[
+            "start",
+            "web",
+            "--image",
+            "app=kubectl-canary/demo:2.0",
+            "--schedule-override",
+            "min_step_time=3s,interval=1s,min_requests=10",
+            "--set",
+            "min_judge=5",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+
+    // Store level: two writers from the same read — one wins, the other gets Conflict.
+    let client = ns.client.clone();
+    let store = Store::new(&client, &ns.name, "web");
+    let a = store.load().await.unwrap();
+    let mut b = a.clone();
+    let mut a = a;
+    let mark = |d: &mut StateDoc, who: &str| {
+        d.current.as_mut().unwrap().started_by = who.to_string();
+    };
+    mark(&mut a.doc, "writer-a");
+    mark(&mut b.doc, "writer-b");
+    let (ra, rb) = tokio::join!(async { store.save(&mut a).await }, async {
+        store.save(&mut b).await
+    });
+    assert!(
+        ra.is_ok() ^ rb.is_ok(),
+        "exactly one CAS write wins: {ra:?} {rb:?}"
+    );
+    let loser = if ra.is_err() {
+        ra.unwrap_err()
+    } else {
+        rb.unwrap_err()
+    };
+    assert!(
+        loser
+            .to_string()
+            .contains("another operator changed rollout"),
+        "{loser}"
+    );
+
+    // Process level: wait until the policy can advance, then step twice at the same moment.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut rounds = 0;
+    let mut conflicts = 0;
+    loop {
+        let before: Rollout = serde_json::from_value(
+            history_json(&ns.name, "web").await["current"]["rollout"].clone(),
+        )
+        .unwrap();
+        let (x, y) = tokio::join!(
+            kc(&ns.name, &["step", "web"]).output(),
+            kc(&ns.name, &["step", "web"]).output()
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        rounds += 1;
+        let errs: Vec<String> = [&x, &y]
+            .iter()
+            .filter(|o| o.status.code() == Some(1))
+            .map(|o| String::from_utf8_lossy(&o.stderr).to_string())
+            .collect();
+        for e in &errs {
+            assert!(
+                e.contains("another operator changed rollout"),
+                "only conflicts fail: {e}"
+            );
+        }
+        conflicts += errs.len();
+        let after: Rollout = serde_json::from_value(
+            history_json(&ns.name, "web").await["current"]["rollout"].clone(),
+        )
+        .unwrap();
+        // History is append-only: nothing before was lost.
+        assert_eq!(&after.history[..before.history.len()], &before.history[..]);
+        let new = after.history.len() - before.history.len();
+        assert!(
+            new <= 1,
+            "at most one transition per round, got {new}: {:?}",
+            &after.history[before.history.len()..]
+        );
+        if new == 1 {
+            assert_eq!(after.history.last().unwrap().event, "advance");
+            assert_eq!(after.weight, 25);
+            assert_eq!(route_weight(&ns.client, &ns.name, "web", p).await, Some(25));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no advance within 60 s");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    eprintln!("concurrent steps: advanced after {rounds} rounds, {conflicts} conflict(s) reported");
+    let _ = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client, &ns.name);
+}
+
+/// Seed 000's rollback drill, automated: 500s on the canary at 10% weight; time from
+/// injection to canary weight 0 and to 100% of measured traffic on stable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_drill_seed_000() {
+    let p = Provider::Istio;
+    let (ns, demo) = setup("e2e-istio-drill", "web", p, 100.0, 0.0).await;
+    let demo = demo.unwrap();
+    let out = kc_out(
+        &ns.name,
+        &[
+            "start",
+            "web",
+            "--image",
+            "app=kubectl-canary/demo:2.0",
+            "--schedule-override",
+            "steps=10/100,min_step_time=10m,interval=2s,min_requests=50",
+            "--set",
+            "min_judge=20",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(route_weight(&ns.client, &ns.name, "web", p).await, Some(10));
+    let mut run = kc(
+        &ns.name,
+        &[
+            "run",
+            "web",
+            "--max-time",
+            "120s",
+            "--metrics-window",
+            "10s",
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    // Let it evaluate healthy traffic at 10% for a while.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(status_json(&ns.name, "web").await["phase"], "Progressing");
+    let canary_5xx = format!(
+        "sum(increase(istio_requests_total{{destination_workload_namespace=\"{}\",destination_workload=\"web-canary\",response_code=~\"5..\"}}[3s]))",
+        ns.name
+    );
+    let canary_all = format!(
+        "sum(increase(istio_requests_total{{destination_workload_namespace=\"{}\",destination_workload=\"web-canary\"}}[3s]))",
+        ns.name
+    );
+    let t0 = Instant::now();
+    demo.inject_fault("canary", serde_json::json!({"error_rate": 1.0}))
+        .await;
+    let (mut visible, mut weight0, mut stable100) = (None, None, None);
+    while t0.elapsed() < Duration::from_secs(90) && stable100.is_none() {
+        if visible.is_none() && prom_query(&canary_5xx).await.unwrap_or(0.0) > 0.0 {
+            visible = Some(t0.elapsed());
+        }
+        if weight0.is_none()
+            && route_weight(&ns.client, &ns.name, "web", p)
+                .await
+                .unwrap_or(0)
+                == 0
+        {
+            weight0 = Some(t0.elapsed());
+        }
+        if weight0.is_some() && prom_query(&canary_all).await == Some(0.0) {
+            stable100 = Some(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let st = run.wait().await.unwrap();
+    let (visible, weight0, stable100) = (visible.unwrap(), weight0.unwrap(), stable100.unwrap());
+    let report = format!(
+        "rollback drill (seed 000): scrape 1s, evaluation interval 2s, metrics window 10s, 100 rps, canary 10%\n  \
+         500s visible in Prometheus after {visible:.1?}\n  canary weight 0 after {weight0:.1?} ({:.1?} after visible)\n  \
+         100% of measured traffic on stable (canary increase over 3s = 0) after {stable100:.1?}\n",
+        weight0.saturating_sub(visible)
+    );
+    eprintln!("{report}");
+    let _ = std::fs::write(
+        std::env::temp_dir().join("kubectl-canary-drill.txt"),
+        &report,
+    );
+    assert_eq!(st.code(), Some(3));
+    assert!(weight0 < Duration::from_secs(30), "{report}");
+    let h = history_json(&ns.name, "web").await;
+    let last = h["current"]["rollout"]["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["event"], "rollback_done");
+}
