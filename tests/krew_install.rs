@@ -441,7 +441,9 @@ fn krew_installs_the_archive_and_kubectl_runs_and_completes_the_plugin() {
     assert!(!bin.exists() && !store.exists());
     let out = output(&mut k.kubectl(&["plugin", "list"]));
     assert!(
-        !text(&out.stdout).contains("kubectl-canary"),
+        !text(&out.stdout)
+            .lines()
+            .any(|l| l.ends_with("/kubectl-canary")),
         "{}",
         text(&out.stdout)
     );

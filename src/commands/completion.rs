@@ -15,11 +15,32 @@ use std::io::Write;
 
 /// Static completion script for the `kubectl-canary` executable.
 pub fn run(shell: clap_complete::Shell) -> Result<Exit> {
-    let mut cmd = Cli::command();
-    // The Cli's bin_name is "kubectl canary" (for help texts); a completion script can
-    // only be registered for a single executable name, so it is generated for kubectl-canary.
-    clap_complete::generate(shell, &mut cmd, "kubectl-canary", &mut std::io::stdout());
+    let mut out = Vec::new();
+    static_script(shell, &mut out);
+    std::io::stdout()
+        .lock()
+        .write_all(&out)
+        .map_err(|e| crate::error::Error::Output(e.to_string()))?;
     Ok(Exit::Ok)
+}
+
+fn static_script(shell: clap_complete::Shell, out: &mut Vec<u8>) {
+    // The Cli's bin_name is "kubectl canary" (for help texts). A completion script can only
+    // be registered for one executable name, so it is generated for kubectl-canary. The
+    // subcommands keep bin names "kubectl canary …", from which clap_complete's bash script
+    // names its per-subcommand cases (kubectl__subcmd__canary__subcmd__simulate) while its
+    // state machine says kubectl__canary__subcmd__simulate: subcommand flags would not
+    // complete. Renaming the bin names did not take, so the bash text is made consistent.
+    let mut cmd = Cli::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "kubectl-canary", &mut script);
+    if shell == clap_complete::Shell::Bash {
+        let text =
+            String::from_utf8_lossy(&script).replace("kubectl__subcmd__canary", "kubectl__canary");
+        out.extend_from_slice(text.as_bytes());
+    } else {
+        out.extend_from_slice(&script);
+    }
 }
 
 /// Cobra's ShellCompDirective values.
@@ -236,6 +257,50 @@ mod tests {
             "hidden command listed: {c:?}"
         );
         assert_eq!(run(&["policy", "c"]).0, ["check"]);
+    }
+
+    #[test]
+    fn static_bash_script_completes_subcommands_and_their_flags() {
+        let mut script = Vec::new();
+        static_script(clap_complete::Shell::Bash, &mut script);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("comp.bash");
+        std::fs::write(&path, script).unwrap();
+        let probe = |words: &str| {
+            let sh = format!(
+                "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+                 _kubectl__canary kubectl-canary \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; \
+                 echo \"${{COMPREPLY[@]}}\"",
+                path.display()
+            );
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(sh)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        assert_eq!(probe("kubectl-canary si"), "simulate");
+        assert_eq!(probe("kubectl-canary simulate --sc"), "--scenario");
+        assert_eq!(probe("kubectl-canary policy c"), "check");
+        for shell in [
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+            clap_complete::Shell::PowerShell,
+        ] {
+            let mut script = Vec::new();
+            static_script(shell, &mut script);
+            let text = String::from_utf8(script).unwrap();
+            assert!(
+                text.contains("kubectl-canary") && text.contains("simulate"),
+                "{shell}"
+            );
+        }
     }
 
     #[test]
