@@ -243,7 +243,8 @@ fn error_position(e: &EvalAltResult, text: &str) -> String {
     let module = msg
         .split("Module not found: ")
         .nth(1)
-        .and_then(|rest| rest.split_whitespace().next());
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|m| m.trim_matches('"'));
     module
         .and_then(|m| {
             let needle = format!("\"{m}\"");

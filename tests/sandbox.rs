@@ -1,0 +1,284 @@
+//! Hostile and broken policies: each is contained within a second, never advances or
+//! promotes, and its error names file:line:column where there is a position to name.
+
+use chrono::{DateTime, Utc};
+use kubectl_canary::controller::Evaluator;
+use kubectl_canary::core::evaluate;
+use kubectl_canary::core::facts::Facts;
+use kubectl_canary::core::rollout::{Cause, Event, Rollout};
+use kubectl_canary::policy::{ContextData, Limits, PolicyEngine, PolicyFailure};
+use kubectl_canary::sim::{self, Outcome, Scenario};
+use rhai::Map;
+use std::time::{Duration, Instant};
+
+const NAME: &str = "hostile.rhai";
+
+/// Gates wide open (no minimum time or requests): if anything could slip through as an
+/// advance or a promotion, it would here.
+const SCHEDULE: &str = r#"
+fn schedule() {
+    #{ steps: [50, 100], min_step_time: 0, min_requests: 0, interval: "30s", max_duration: "20m" }
+}
+"#;
+
+fn engine() -> PolicyEngine {
+    PolicyEngine::new(Vec::new(), &Limits::default())
+}
+
+fn source(decide: &str) -> String {
+    format!("{SCHEDULE}\n{decide}\n")
+}
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_767_225_600, 0).unwrap()
+}
+
+fn context(facts: Facts) -> ContextData {
+    ContextData {
+        service: "svc".into(),
+        step: 0,
+        weight: 50,
+        steps: vec![50, 100],
+        time_in_step_secs: 600.0,
+        elapsed_secs: 600.0,
+        min_requests: 0,
+        params: Map::new(),
+        facts,
+        history: Vec::new(),
+    }
+}
+
+fn healthy_facts() -> Facts {
+    let mut f = Facts::default();
+    f.canary.requests = Some(5000.0);
+    f.canary.errors = Some(1.0);
+    f.stable.requests = Some(5000.0);
+    f.stable.errors = Some(1.0);
+    f
+}
+
+/// Compiles `decide`, evaluates it once (timed) and applies the core's gates; returns the
+/// policy's failure and the effective action.
+fn evaluate_once(decide: &str) -> (Result<(), PolicyFailure>, &'static str) {
+    let engine = engine();
+    let limits = Limits::default();
+    let policy = engine
+        .compile(NAME, &source(decide), &limits)
+        .unwrap_or_else(|e| panic!("must compile: {e}"));
+    let facts = healthy_facts();
+    let started = Instant::now();
+    let outcome = engine.evaluate(&policy, context(facts.clone()), &limits);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "{decide}: evaluation took {took:?}"
+    );
+    let mut rollout = Rollout::new(t0());
+    rollout
+        .apply(Event::CanaryReady { weight: 50 }, t0(), Cause::default())
+        .unwrap();
+    let now = t0() + chrono::Duration::seconds(600);
+    let policy_result = outcome.decision.clone().map(|_| ());
+    let step = evaluate::decide(&rollout, &policy.schedule, outcome.decision, &facts, now);
+    let action = step.decision.action();
+    assert!(
+        action != "advance" && action != "promote",
+        "{decide}: a hostile policy must never advance or promote, got {action}"
+    );
+    (policy_result, action)
+}
+
+fn error_message(r: Result<(), PolicyFailure>) -> String {
+    match r {
+        Err(PolicyFailure::Error(m)) => m,
+        other => panic!("expected a policy error, got {other:?}"),
+    }
+}
+
+/// "hostile.rhai:LINE:COL" somewhere in the message.
+fn names_position(msg: &str) -> bool {
+    msg.split(&format!("{NAME}:")).skip(1).any(|rest| {
+        let mut parts = rest.splitn(3, ':');
+        let line = parts.next().unwrap_or("");
+        let col = parts.next().unwrap_or("");
+        !line.is_empty()
+            && line.chars().all(|c| c.is_ascii_digit())
+            && !col.is_empty()
+            && col.chars().all(|c| c.is_ascii_digit())
+    })
+}
+
+#[test]
+fn infinite_loop_is_stopped() {
+    let (r, action) = evaluate_once("fn decide(ctx) {\n    loop { }\n}");
+    let msg = error_message(r);
+    assert!(msg.contains(NAME), "{msg}");
+    assert_eq!(action, "hold", "on_error hold: {msg}");
+}
+
+#[test]
+fn string_growth_is_stopped() {
+    let (r, _) = evaluate_once("fn decide(ctx) {\n    let s = \"x\";\n    loop { s += s; }\n}");
+    let msg = error_message(r);
+    // Rhai reports the size limit without a position; the file is still named.
+    assert!(msg.contains(NAME) && msg.contains("too large"), "{msg}");
+}
+
+#[test]
+fn deep_recursion_is_stopped() {
+    let (r, _) = evaluate_once("fn f(n) { f(n + 1) }\nfn decide(ctx) {\n    f(0)\n}");
+    let msg = error_message(r);
+    assert!(msg.contains(NAME), "{msg}");
+}
+
+#[test]
+fn throw_names_the_position() {
+    let (r, action) = evaluate_once("fn decide(ctx) {\n    throw \"boom\";\n}");
+    let msg = error_message(r);
+    assert!(msg.contains("boom") && names_position(&msg), "{msg}");
+    assert_eq!(action, "hold");
+}
+
+#[test]
+fn garbage_decisions_are_errors() {
+    for (decide, needle) in [
+        ("fn decide(ctx) { 42 }", "expected a decision"),
+        (
+            "fn decide(ctx) { #{ reason: \"no action\" } }",
+            "without `action`",
+        ),
+        ("fn decide(ctx) { #{ action: \"yolo\" } }", "unknown action"),
+        ("fn decide(ctx) { \"advance\" }", "expected a decision"),
+        (
+            "fn decide(ctx) { advance_to(500) }",
+            "weight must be within",
+        ),
+    ] {
+        let (r, action) = evaluate_once(decide);
+        let msg = error_message(r);
+        assert!(msg.contains(needle), "{decide}: {msg}");
+        assert!(msg.contains(NAME), "{decide}: {msg}");
+        assert_eq!(action, "hold", "{decide}");
+    }
+}
+
+#[test]
+fn missing_metric_is_inconclusive_not_a_pass() {
+    // p99 has no data in the facts: the getter throws "no data" and the core holds.
+    let (r, action) = evaluate_once(
+        "fn decide(ctx) {\n    if ctx.canary.p99 > 500 { return rollback(\"slow\"); }\n    advance()\n}",
+    );
+    match r {
+        Err(PolicyFailure::NoData(what)) => {
+            assert!(what.contains("canary.p99"), "{what}");
+            assert!(names_position(&what), "{what}");
+        }
+        other => panic!("expected no data, got {other:?}"),
+    }
+    assert_eq!(action, "hold");
+    // An undeclared named query is a policy error, not a silent pass.
+    let (r, action) = evaluate_once(
+        "fn decide(ctx) {\n    if ctx.query(\"nope\") > 1 { return rollback(\"x\"); }\n    advance()\n}",
+    );
+    let msg = error_message(r);
+    assert!(msg.contains("not declared"), "{msg}");
+    assert_eq!(action, "hold");
+}
+
+fn compile_error(text: &str) -> String {
+    let engine = engine();
+    let started = Instant::now();
+    let r = engine.compile(NAME, text, &Limits::default());
+    assert!(started.elapsed() < Duration::from_secs(1));
+    match r {
+        Ok(_) => panic!("must not compile:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn eval_is_disabled() {
+    let msg = compile_error(&source("fn decide(ctx) {\n    eval(\"advance()\")\n}"));
+    assert!(names_position(&msg), "{msg}");
+}
+
+#[test]
+fn imports_by_path_are_refused() {
+    let msg = compile_error(&format!(
+        "import \"../../etc/passwd\" as p;\n{}",
+        source("fn decide(ctx) { advance() }")
+    ));
+    assert!(msg.contains("paths are not allowed"), "{msg}");
+    assert!(msg.contains(&format!("{NAME}:1")), "{msg}");
+}
+
+#[test]
+fn missing_hook_is_a_compile_error() {
+    let msg = compile_error(&format!(
+        "import \"no-such-hook\" as h;\n{}",
+        source("fn decide(ctx) { advance() }")
+    ));
+    assert!(
+        msg.contains("no-such-hook") && msg.contains("kafka-lag"),
+        "{msg}"
+    );
+    assert!(msg.contains(&format!("{NAME}:1")), "{msg}");
+}
+
+#[test]
+fn syntax_error_names_line_and_column() {
+    let msg = compile_error(
+        "fn schedule() { #{ steps: [5, 100] } }\nfn decide(ctx) {\n    let x = ;\n}\n",
+    );
+    assert!(msg.contains(&format!("{NAME}:3:")), "{msg}");
+    assert!(names_position(&msg), "{msg}");
+}
+
+#[test]
+fn missing_contract_functions() {
+    let msg = compile_error("fn decide(ctx) { advance() }");
+    assert!(msg.contains("fn schedule()"), "{msg}");
+    let msg = compile_error(SCHEDULE);
+    assert!(msg.contains("fn decide(ctx)"), "{msg}");
+}
+
+/// Through the whole loop: a policy that throws or returns garbage at every evaluation
+/// holds until its deadline pauses it; it is never promoted.
+#[test]
+fn hostile_policies_never_promote_in_the_simulator() {
+    let engine = engine();
+    let limits = Limits::default();
+    let scenario = Scenario::load("healthy").unwrap();
+    let params = Map::new();
+    for decide in [
+        "fn decide(ctx) { throw \"boom\" }",
+        "fn decide(ctx) { 42 }",
+        "fn decide(ctx) { #{ action: \"yolo\" } }",
+        "fn decide(ctx) { if ctx.query(\"kafka_lag\") > 0 { advance() } else { promote() } }",
+        "fn decide(ctx) { let s = \"x\"; loop { s += s; } }",
+    ] {
+        let policy = engine.compile(NAME, &source(decide), &limits).unwrap();
+        let evaluator = Evaluator {
+            engine: &engine,
+            policy: &policy,
+            limits: &limits,
+            service: "simulated",
+            params: &params,
+        };
+        let started = Instant::now();
+        let report = sim::run(&evaluator, &scenario, 1);
+        assert!(started.elapsed() < Duration::from_secs(20), "{decide}");
+        assert_eq!(report.advances().count(), 0, "{decide}");
+        assert_eq!(
+            report.outcome,
+            Outcome::Paused,
+            "{decide}: {}",
+            report.reason
+        );
+        assert!(
+            report.reason.contains("deadline"),
+            "{decide}: {}",
+            report.reason
+        );
+    }
+}
