@@ -226,10 +226,43 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
         }
         Ok(()) => {
             let first = schedule.steps[0];
-            l.router
-                .prepare(&client, &l.target, schedule.header_route.as_ref())
-                .await?;
-            l.router.set_weight(&client, &l.target, first).await?;
+            let header = schedule
+                .header_route
+                .as_ref()
+                .filter(|_| l.router.supports_header_route());
+            if let (Some(h), None) = (&schedule.header_route, header) {
+                eprintln!(
+                    "note: {} cannot route by header; the policy's header route ({}: {}) is not set up",
+                    l.router.name(),
+                    h.name,
+                    h.value
+                );
+            }
+            let traffic = async {
+                l.router.prepare(&client, &l.target, header).await?;
+                l.router.set_weight(&client, &l.target, first).await
+            }
+            .await;
+            if let Err(e) = traffic {
+                // Never leave a ready canary without a rollout driving it: back to stable.
+                let _ = l.router.set_weight(&client, &l.target, 0).await;
+                let t = l
+                    .record_mut()
+                    .rollout
+                    .apply(
+                        Event::BeginRollback,
+                        Utc::now(),
+                        Cause::new(sess.actor.clone(), format!("traffic setup failed: {e}")),
+                    )
+                    .map(Clone::clone)
+                    .map_err(|e| Error::Other(e.to_string()))?;
+                l.store.save(&mut l.stored).await?;
+                emit(&l, &t).await;
+                driver::converge(&mut l, false).await?;
+                return Err(Error::Cluster(format!(
+                    "{e}\nthe canary was rolled back (it never received traffic)"
+                )));
+            }
             let t = l
                 .record_mut()
                 .rollout

@@ -184,6 +184,11 @@ impl Router {
         }
     }
 
+    /// Whether the provider can send requests with a header to the canary (SMI cannot).
+    pub fn supports_header_route(&self) -> bool {
+        !matches!(self, Router::Smi(_))
+    }
+
     /// Metric family that matches the provider's data plane.
     pub fn metrics_flavour(&self) -> &'static str {
         match self {
