@@ -16,7 +16,10 @@ pub fn run(g: &GlobalArgs) -> Result<Exit> {
         target: option_env!("KUBECTL_CANARY_TARGET").unwrap_or("unknown"),
     };
     if !crate::output::structured(g.output, &v)? {
-        println!("kubectl-canary v{} (commit {}, {})", v.version, v.commit, v.target);
+        println!(
+            "kubectl-canary v{} (commit {}, {})",
+            v.version, v.commit, v.target
+        );
     }
     Ok(Exit::Ok)
 }
