@@ -67,11 +67,14 @@ fn decide(ctx) {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // print()/debug() lines are kept in the rollout record (inside the JSON strings),
+    // never written to stdout as raw lines.
     assert!(
-        !stdout.contains("PRINTED-BY-POLICY"),
-        "print() reached stdout"
+        !stdout
+            .lines()
+            .any(|l| l.trim().starts_with("PRINTED-BY-POLICY")),
+        "print() reached stdout as a raw line"
     );
-    // debug() lines are kept in the rollout record (inside the JSON), never as raw lines.
     assert!(
         !stdout
             .lines()
