@@ -140,10 +140,9 @@ async fn concurrent_steps_make_exactly_one_transition() {
         ra.is_ok() ^ rb.is_ok(),
         "exactly one CAS write wins: {ra:?} {rb:?}"
     );
-    let loser = if ra.is_err() {
-        ra.unwrap_err()
-    } else {
-        rb.unwrap_err()
+    let loser = match (ra, rb) {
+        (Err(e), _) | (_, Err(e)) => e,
+        _ => unreachable!("checked above"),
     };
     assert!(
         loser

@@ -196,7 +196,7 @@ fn apply_event(l: &mut Loaded, event: Event, cause: Cause) -> Result<Transition>
     let rollout = &mut l.record_mut().rollout;
     rollout
         .apply(event, now, cause)
-        .map(Clone::clone)
+        .cloned()
         .map_err(|e| Error::Usage(format!("cannot do that now: {e}")))
 }
 

@@ -212,7 +212,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
                     Utc::now(),
                     Cause::new(sess.actor.clone(), format!("canary not ready: {why}")),
                 )
-                .map(Clone::clone)
+                .cloned()
                 .map_err(|e| Error::Other(e.to_string()))?;
             l.store.save(&mut l.stored).await?;
             emit(&l, &t).await;
@@ -254,7 +254,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
                         Utc::now(),
                         Cause::new(sess.actor.clone(), format!("traffic setup failed: {e}")),
                     )
-                    .map(Clone::clone)
+                    .cloned()
                     .map_err(|e| Error::Other(e.to_string()))?;
                 l.store.save(&mut l.stored).await?;
                 emit(&l, &t).await;
@@ -274,7 +274,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
                         format!("canary ready ({replicas}/{replicas}); {first}% of traffic"),
                     ),
                 )
-                .map(Clone::clone)
+                .cloned()
                 .map_err(|e| Error::Other(e.to_string()))?;
             l.store.save(&mut l.stored).await?;
             emit(&l, &t).await;
