@@ -16,7 +16,7 @@ type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
 thread_local! {
     /// Observations recorded by `observe()` during the evaluation running on this thread.
-    static OBSERVATIONS: RefCell<Observations> = RefCell::new(Observations::new());
+    static OBSERVATIONS: RefCell<Observations> = const { RefCell::new(Observations::new()) };
     /// `print`/`debug` lines of the evaluation running on this thread.
     static LOG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
