@@ -299,3 +299,166 @@ async fn rollback_drill_seed_000() {
         .clone();
     assert_eq!(last["event"], "rollback_done");
 }
+
+/// Human commands: dry runs change nothing; pause/resume; promote by hand; abort;
+/// rollback --delete; status list; exit codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_commands_and_exit_codes() {
+    let p = Provider::Istio;
+    let (ns, _) = setup("e2e-istio-manual", "web", p, 0.0, 0.0).await;
+    let n = ns.name.as_str();
+    let out = kc_out(
+        n,
+        &[
+            "start",
+            "web",
+            "--image",
+            "app=kubectl-canary/demo:2.0",
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        deployment(&ns.client, n, "web-canary").await.is_none(),
+        "dry run creates nothing"
+    );
+    assert_eq!(start(n, "web", p, &[]).await.status.code(), Some(0));
+    let before = history_json(n, "web").await;
+    let out = kc_out(n, &["step", "web", "--dry-run"]).await;
+    assert_eq!(out.status.code(), Some(5), "still running");
+    assert_eq!(
+        history_json(n, "web").await,
+        before,
+        "dry run writes nothing"
+    );
+
+    assert_eq!(
+        kc_out(n, &["pause", "web", "--reason", "lunch"])
+            .await
+            .status
+            .code(),
+        Some(4)
+    );
+    assert_eq!(kc_out(n, &["step", "web"]).await.status.code(), Some(4));
+    assert_eq!(
+        route_weight(&ns.client, n, "web", p).await,
+        Some(5),
+        "pause keeps the weight"
+    );
+    assert_eq!(kc_out(n, &["resume", "web"]).await.status.code(), Some(5));
+    let st = status_json(n, "web").await;
+    assert_eq!(
+        (
+            st["phase"].as_str(),
+            st["desired_weight"].as_u64(),
+            st["route_weight"].as_u64()
+        ),
+        (Some("Progressing"), Some(5), Some(5))
+    );
+    assert_eq!(st["canary_pods"]["ready"], 1);
+
+    assert_eq!(
+        kc_out(n, &["promote", "web", "--reason", "verified by QA"])
+            .await
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        image_of(&deployment(&ns.client, n, "web").await.unwrap()),
+        NEW_IMAGE
+    );
+    assert!(deployment(&ns.client, n, "web-canary").await.is_none());
+    let h = history_json(n, "web").await;
+    let promote = h["current"]["rollout"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["event"] == "begin_promote")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (promote["actor"].as_str(), promote["reason"].as_str()),
+        (Some("e2e"), Some("verified by QA"))
+    );
+    // Re-running a finished promote converges and reports the same outcome.
+    assert_eq!(kc_out(n, &["promote", "web"]).await.status.code(), Some(0));
+
+    let out = kc_out(
+        n,
+        &[
+            "start",
+            "web",
+            "--image",
+            "app=kubectl-canary/demo:3.0",
+            "--schedule-override",
+            FAST,
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        kc_out(n, &["abort", "web", "--reason", "wrong image"])
+            .await
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(status_json(n, "web").await["phase"], "Aborted");
+    assert_eq!(route_weight(&ns.client, n, "web", p).await.unwrap_or(0), 0);
+    assert_eq!(
+        deployment(&ns.client, n, "web-canary")
+            .await
+            .unwrap()
+            .spec
+            .replicas,
+        Some(0)
+    );
+    assert_eq!(
+        kc_out(n, &["resume", "web"]).await.status.code(),
+        Some(1),
+        "nothing to resume"
+    );
+
+    let out = kc_out(
+        n,
+        &["start", "web", "--image", "app=kubectl-canary/demo:4.0"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        kc_out(n, &["rollback", "web", "--delete"])
+            .await
+            .status
+            .code(),
+        Some(3)
+    );
+    assert!(
+        deployment(&ns.client, n, "web-canary").await.is_none(),
+        "--delete removes the canary"
+    );
+    assert_eq!(
+        image_of(&deployment(&ns.client, n, "web").await.unwrap()),
+        NEW_IMAGE,
+        "stable keeps the promoted image"
+    );
+
+    let list = kc(n, &["status", "-o", "json"]).output().await.unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["phase"], "RolledBack");
+    let table = kc_out(n, &["history", "web"]).await;
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("verified by QA") && text.contains("wrong image"),
+        "{text}"
+    );
+    assert_eq!(
+        history_json(n, "web").await["previous"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}

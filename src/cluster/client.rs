@@ -80,15 +80,36 @@ pub async fn config(g: &GlobalArgs) -> Result<Config> {
     Ok(cfg)
 }
 
+/// The kubeconfig user of the selected context (who runs the command, for history).
+fn kubeconfig_user(g: &GlobalArgs) -> Option<String> {
+    if let Some(u) = &g.user {
+        return Some(u.clone());
+    }
+    let kc = match g
+        .kubeconfig
+        .as_ref()
+        .filter(|p| !p.to_string_lossy().contains(':'))
+    {
+        Some(p) => Kubeconfig::read_from(p).ok()?,
+        None => Kubeconfig::read().ok()?,
+    };
+    let ctx_name = g.context.clone().or(kc.current_context.clone())?;
+    kc.contexts
+        .iter()
+        .find(|c| c.name == ctx_name)
+        .and_then(|c| c.context.as_ref())
+        .and_then(|c| c.user.clone())
+}
+
 pub async fn connect(g: &GlobalArgs) -> Result<Session> {
     let cfg = config(g).await?;
     let namespace = cfg.default_namespace.clone();
     let actor = g
         .impersonate
         .clone()
-        .or_else(|| g.user.clone())
         .or_else(|| std::env::var("KUBECTL_CANARY_ACTOR").ok())
         .or_else(|| std::env::var("USER").ok())
+        .or_else(|| kubeconfig_user(g))
         .unwrap_or_else(|| "unknown".into());
     let client = Client::try_from(cfg).map_err(|e| Error::Cluster(format!("kube client: {e}")))?;
     Ok(Session {

@@ -49,7 +49,12 @@ pub async fn emit(client: &Client, ns: &str, service: &str, uid: Option<String>,
         reason: Some(reason(t).into()),
         message: Some(format!(
             "{} → {} at step {} ({}% canary) by {}: {}",
-            t.from, t.to, t.step, t.weight, t.actor, t.reason
+            t.from,
+            t.to,
+            t.step + 1,
+            t.weight,
+            t.actor,
+            t.reason
         )),
         type_: Some(if warning { "Warning" } else { "Normal" }.into()),
         source: Some(EventSource {

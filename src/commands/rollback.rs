@@ -31,11 +31,11 @@ pub(crate) async fn act(
         }
         let r = l.rollout();
         println!(
-            "{}/{}: {} ({}% canary)",
+            "{}/{}: {} ({})",
             l.ns(),
             l.target.service,
             r.phase,
-            r.weight
+            weight_words(r)
         );
     }
     Ok(driver::phase_exit(l.rollout().phase))
@@ -50,4 +50,13 @@ pub async fn run(g: &GlobalArgs, args: &RollbackArgs) -> Result<Exit> {
         args.delete,
     )
     .await
+}
+
+/// "5% canary", or for a promoted rollout "new version on stable".
+pub fn weight_words(r: &crate::core::rollout::Rollout) -> String {
+    if r.phase == crate::core::rollout::Phase::Promoted {
+        "new version on stable, all traffic".into()
+    } else {
+        format!("{}% canary", r.weight)
+    }
 }

@@ -170,12 +170,12 @@ pub async fn run(g: &GlobalArgs, args: &RunArgs) -> Result<Exit> {
     if !output::structured(g.output, l.record())? {
         println!("{}", summary(r));
         println!(
-            "{}/{}: {} after {} ({}% canary)",
+            "{}/{}: {} after {} ({})",
             l.ns(),
             service,
             r.phase,
             output::secs(r.elapsed(Utc::now()).as_secs()),
-            r.weight
+            super::rollback::weight_words(r)
         );
     }
     Ok(driver::phase_exit(r.phase))
