@@ -20,6 +20,20 @@ async fn istio_error_rate_rolls_back() {
     rollback_flow(Provider::Istio).await;
 }
 
+/// Canary p99 of ~1.5 s (policy limit 1000 ms) → rollback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_latency_regression_rolls_back() {
+    rollback_flow_with(
+        Provider::Istio,
+        "slow",
+        serde_json::json!({"latency_ms": 1500.0}),
+        "p99",
+        "canary_p99_ms",
+        1000.0,
+    )
+    .await;
+}
+
 /// Canary pods that crash-loop or never become ready: start rolls back, no traffic ever sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn istio_unready_or_crashlooping_canary_rolls_back() {

@@ -270,15 +270,40 @@ pub async fn promote_flow(p: Provider) {
 
 /// 50% errors on the canary → rollback: weight 0, canary at 0 replicas, history recorded.
 pub async fn rollback_flow(p: Provider) {
+    rollback_flow_with(
+        p,
+        "bad",
+        serde_json::json!({"error_rate": 0.5}),
+        "error",
+        "canary_error_rate",
+        0.05,
+    )
+    .await;
+}
+
+/// A fault on the canary (`fault` for /admin/fault) → the policy rolls back, its reason
+/// containing `why`, and observation `obs` above `min` recorded with the transition.
+pub async fn rollback_flow_with(
+    p: Provider,
+    tag: &str,
+    fault: Value,
+    why: &str,
+    obs: &str,
+    min: f64,
+) {
     let t0 = Instant::now();
     let svc = "web";
-    let (ns, demo) = setup(&format!("e2e-{}-bad", provider_name(p)), svc, p, 100.0, 0.0).await;
+    let (ns, demo) = setup(
+        &format!("e2e-{}-{tag}", provider_name(p)),
+        svc,
+        p,
+        100.0,
+        0.0,
+    )
+    .await;
     let out = start(&ns.name, svc, p, &[]).await;
     assert_eq!(out.status.code(), Some(0), "start");
-    demo.as_ref()
-        .unwrap()
-        .inject_fault("canary", serde_json::json!({"error_rate": 0.5}))
-        .await;
+    demo.as_ref().unwrap().inject_fault("canary", fault).await;
     let trace = run_traced(&ns.name, svc, p, "120s").await;
     assert_eq!(trace.exit, Some(3), "run ends rolled back");
     assert_eq!(
@@ -308,11 +333,8 @@ pub async fn rollback_flow(p: Provider) {
         .find(|t| t["event"] == "begin_rollback")
         .unwrap()
         .clone();
-    assert!(rb["reason"].as_str().unwrap().contains("error"), "{rb}");
-    assert!(
-        rb["observations"]["canary_error_rate"].as_f64().unwrap() > 0.05,
-        "{rb}"
-    );
+    assert!(rb["reason"].as_str().unwrap().contains(why), "{rb}");
+    assert!(rb["observations"][obs].as_f64().unwrap() > min, "{rb}");
     assert_eq!(rb["actor"], "policy");
     eprintln!(
         "[{}] rollback test took {:?}",
