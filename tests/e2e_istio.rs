@@ -476,3 +476,92 @@ async fn manual_commands_and_exit_codes() {
         2
     );
 }
+
+/// Crash at any point, then re-run: state written but side effects not done yet is
+/// converged by the next `step` (advance → route weight, rollback → weight 0 + scale down,
+/// promote → stable takes the template, canary removed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_after_crash_converges() {
+    use kubectl_canary::core::rollout::{Cause, Event};
+    let p = Provider::Istio;
+    let (ns, _) = setup("e2e-istio-crash-safe", "web", p, 0.0, 0.0).await;
+    let n = ns.name.as_str();
+    assert_eq!(start(n, "web", p, &[]).await.status.code(), Some(0));
+    let vs_has_header = |ns: String| async move {
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&TestEnv::get().kubeconfig)
+            .args(["-n", &ns, "get", "virtualservice", "web", "-o", "json"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("kubectl-canary-header")
+    };
+    assert!(
+        vs_has_header(n.to_string()).await,
+        "header route x-canary set up"
+    );
+    let store = Store::new(&ns.client, n, "web");
+    // "Crashed" after persisting an advance, before writing the route.
+    let mut s = store.load().await.unwrap();
+    let r = &mut s.doc.current.as_mut().unwrap().rollout;
+    r.apply(
+        Event::Advance {
+            step: 1,
+            weight: 25,
+        },
+        chrono::Utc::now(),
+        Cause::new("test", "crash"),
+    )
+    .unwrap();
+    store.save(&mut s).await.unwrap();
+    assert_eq!(route_weight(&ns.client, n, "web", p).await, Some(5));
+    assert_eq!(kc_out(n, &["step", "web"]).await.status.code(), Some(5));
+    assert_eq!(
+        route_weight(&ns.client, n, "web", p).await,
+        Some(25),
+        "step re-applies the stored weight"
+    );
+    // "Crashed" after persisting BeginRollback, before anything else.
+    let mut s = store.load().await.unwrap();
+    let r = &mut s.doc.current.as_mut().unwrap().rollout;
+    r.apply(
+        Event::BeginRollback,
+        chrono::Utc::now(),
+        Cause::new("test", "crash"),
+    )
+    .unwrap();
+    store.save(&mut s).await.unwrap();
+    assert_eq!(kc_out(n, &["step", "web"]).await.status.code(), Some(3));
+    assert_eq!(route_weight(&ns.client, n, "web", p).await.unwrap_or(0), 0);
+    assert_eq!(
+        deployment(&ns.client, n, "web-canary")
+            .await
+            .unwrap()
+            .spec
+            .replicas,
+        Some(0)
+    );
+    assert_eq!(status_json(n, "web").await["phase"], "RolledBack");
+    // "Crashed" after persisting BeginPromote.
+    assert_eq!(start(n, "web", p, &[]).await.status.code(), Some(0));
+    let mut s = store.load().await.unwrap();
+    let r = &mut s.doc.current.as_mut().unwrap().rollout;
+    r.apply(
+        Event::BeginPromote,
+        chrono::Utc::now(),
+        Cause::new("test", "crash"),
+    )
+    .unwrap();
+    store.save(&mut s).await.unwrap();
+    assert_eq!(kc_out(n, &["step", "web"]).await.status.code(), Some(0));
+    assert_eq!(
+        image_of(&deployment(&ns.client, n, "web").await.unwrap()),
+        NEW_IMAGE
+    );
+    assert!(deployment(&ns.client, n, "web-canary").await.is_none());
+    assert!(
+        !vs_has_header(n.to_string()).await,
+        "header route removed after promotion"
+    );
+    assert_eq!(status_json(n, "web").await["phase"], "Promoted");
+}
