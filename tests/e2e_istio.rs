@@ -565,3 +565,64 @@ async fn rerun_after_crash_converges() {
     );
     assert_eq!(status_json(n, "web").await["phase"], "Promoted");
 }
+
+/// Istio host split (route names `<svc>-stable`; canary = Service `<svc>-canary`):
+/// weights written and read back; promote by hand cleans up. (canary-demo's driver keys
+/// Istio backends by subset, so this one checks the route object, not traffic.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_host_split_weights() {
+    let p = Provider::Istio;
+    let ns = TestNamespace::create("e2e-istio-hosts").await;
+    let n = ns.name.as_str();
+    create_stable(&ns.client, n, "web", 1, true).await;
+    apply_value(
+        &ns.client,
+        n,
+        serde_json::json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "web"},
+            "spec": {"hosts": ["web"], "http": [{"name": "primary", "timeout": "3s", "route": [
+                {"destination": {"host": "web-stable", "port": {"number": 80}}}
+            ]}]}
+        }),
+    )
+    .await;
+    assert_eq!(start(n, "web", p, &[]).await.status.code(), Some(0));
+    assert_eq!(route_weight(&ns.client, n, "web", p).await, Some(5));
+    let vs = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&TestEnv::get().kubeconfig)
+        .args([
+            "-n",
+            n,
+            "get",
+            "virtualservice",
+            "web",
+            "-o",
+            "jsonpath={.spec.http}",
+        ])
+        .output()
+        .unwrap();
+    let http: serde_json::Value = serde_json::from_slice(&vs.stdout).unwrap();
+    let primary = http
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "primary")
+        .unwrap();
+    assert_eq!(primary["timeout"], "3s", "user fields kept");
+    assert_eq!(primary["route"][0]["destination"]["host"], "web-stable");
+    assert_eq!(primary["route"][0]["weight"], 95);
+    assert_eq!(primary["route"][1]["destination"]["host"], "web-canary");
+    assert_eq!(primary["route"][1]["weight"], 5);
+    assert_eq!(kc_out(n, &["promote", "web"]).await.status.code(), Some(0));
+    assert_eq!(
+        route_weight(&ns.client, n, "web", p).await,
+        None,
+        "canary destination removed"
+    );
+    assert_eq!(
+        image_of(&deployment(&ns.client, n, "web").await.unwrap()),
+        NEW_IMAGE
+    );
+}

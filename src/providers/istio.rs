@@ -1,5 +1,7 @@
 //! Istio subset split: DestinationRule subsets `stable`/`canary` (by the `track` label) and
-//! the weights of the VirtualService route to the service's host. Only our entries are
+//! the weights of the VirtualService route to the service's host. Host split: when the
+//! route names `<svc>-stable`, the canary destination is the Service `<svc>-canary`
+//! (created like the SMI provider does when missing) and no subsets are used. Only our entries are
 //! touched: the canary destination, the `kubectl-canary-header` http route and the canary
 //! subset; everything else in the user's objects is kept. Writes are read-modify-write with
 //! resourceVersion, retried on 409.
@@ -123,11 +125,33 @@ fn invalid(kind: &'static str, t: &Target, name: &str, msg: &str) -> ProviderErr
     }
 }
 
-/// Does `host` name the service (short name or FQDN in the namespace)?
+/// Does `host` name Service `name` of the namespace (short name or FQDN)?
+fn host_is(host: &str, name: &str, ns: &str) -> bool {
+    host == name || host == format!("{name}.{ns}") || host.starts_with(&format!("{name}.{ns}.svc"))
+}
+
+/// Does `host` name the service (subset split) or its stable Service (host split)?
 fn host_matches(host: &str, t: &Target) -> bool {
-    host == t.service
-        || host == format!("{}.{}", t.service, t.namespace)
-        || host.starts_with(&format!("{}.{}.svc", t.service, t.namespace))
+    host_is(host, &t.service, &t.namespace) || host_is(host, &t.stable_service, &t.namespace)
+}
+
+/// Host split: the route names `<svc>-stable` (and we add `<svc>-canary`), no subsets.
+pub fn is_host_split(spec: &Value, t: &Target) -> bool {
+    main_route(spec, t)
+        .and_then(|i| spec["http"][i]["route"].as_array())
+        .is_some_and(|r| {
+            r.iter()
+                .any(|d| dest_host(d).is_some_and(|h| host_is(h, &t.stable_service, &t.namespace)))
+        })
+}
+
+fn is_canary(d: &Value, t: &Target) -> bool {
+    dest_subset(d) == Some(CANARY_SUBSET)
+        || dest_host(d).is_some_and(|h| host_is(h, &t.canary_service, &t.namespace))
+}
+
+fn is_stable(d: &Value, t: &Target) -> bool {
+    dest_host(d).is_some_and(|h| host_matches(h, t)) && !is_canary(d, t)
 }
 
 fn dest_host(d: &Value) -> Option<&str> {
@@ -162,41 +186,44 @@ pub fn prepare_vs(
         )
     })?;
     let before = spec.clone();
+    let host_split = is_host_split(spec, t);
     let http = spec["http"].as_array_mut().expect("checked by main_route");
     let route = http[idx]["route"]
         .as_array_mut()
         .expect("checked by main_route");
     let stable_pos = route
         .iter()
-        .position(|d| {
-            dest_host(d).is_some_and(|h| host_matches(h, t))
-                && dest_subset(d) != Some(CANARY_SUBSET)
-        })
+        .position(|d| is_stable(d, t))
         .ok_or("has no stable destination")?;
-    if dest_subset(&route[stable_pos]).is_none() {
+    if !host_split && dest_subset(&route[stable_pos]).is_none() {
         route[stable_pos]["destination"]["subset"] = json!(STABLE_SUBSET);
     }
     let stable_dest = route[stable_pos]["destination"].clone();
-    if !route.iter().any(|d| dest_subset(d) == Some(CANARY_SUBSET)) {
+    let canary_dest = {
         let mut dest = stable_dest.clone();
-        dest["subset"] = json!(CANARY_SUBSET);
+        if host_split {
+            dest["host"] = json!(t.canary_service);
+        } else {
+            dest["subset"] = json!(CANARY_SUBSET);
+        }
+        dest
+    };
+    if !route.iter().any(|d| is_canary(d, t)) {
         if route[stable_pos].get("weight").is_none() {
             route[stable_pos]["weight"] = json!(100);
         }
-        route.push(json!({"destination": dest, "weight": 0}));
+        route.push(json!({"destination": canary_dest.clone(), "weight": 0}));
     }
     let has_header = http
         .iter()
         .any(|h| h.get("name").and_then(Value::as_str) == Some(HEADER_ROUTE_NAME));
     if let (Some(hr), false) = (header, has_header) {
-        let mut dest = stable_dest;
-        dest["subset"] = json!(CANARY_SUBSET);
         http.insert(
             0,
             json!({
                 "name": HEADER_ROUTE_NAME,
                 "match": [{"headers": {hr.name.to_lowercase(): {"exact": hr.value}}}],
-                "route": [{"destination": dest}],
+                "route": [{"destination": canary_dest}],
             }),
         );
     }
@@ -211,9 +238,7 @@ pub fn set_weight_vs(spec: &mut Value, t: &Target, w: u32) -> Result<bool, Strin
     let route = spec["http"][idx]["route"]
         .as_array_mut()
         .expect("checked by main_route");
-    let canary = route
-        .iter()
-        .position(|d| dest_subset(d) == Some(CANARY_SUBSET));
+    let canary = route.iter().position(|d| is_canary(d, t));
     let Some(canary) = canary else {
         // No canary destination: all traffic already on stable.
         return if w == 0 {
@@ -224,12 +249,12 @@ pub fn set_weight_vs(spec: &mut Value, t: &Target, w: u32) -> Result<bool, Strin
     };
     let mut changed = false;
     for (i, d) in route.iter_mut().enumerate() {
-        if !dest_host(d).is_some_and(|h| host_matches(h, t)) {
-            continue;
-        }
+        let stable = is_stable(d, t)
+            && (dest_subset(d) == Some(STABLE_SUBSET)
+                || dest_host(d).is_some_and(|h| host_is(h, &t.stable_service, &t.namespace)));
         let want = if i == canary {
             w
-        } else if dest_subset(d) == Some(STABLE_SUBSET) {
+        } else if stable {
             100 - w
         } else {
             continue;
@@ -249,9 +274,7 @@ pub fn read_weight_vs(spec: &Value, t: &Target) -> Option<u32> {
         .iter()
         .filter_map(|d| d.get("weight").and_then(Value::as_u64))
         .sum();
-    let canary = route
-        .iter()
-        .find(|d| dest_subset(d) == Some(CANARY_SUBSET))?;
+    let canary = route.iter().find(|d| is_canary(d, t))?;
     let w = canary.get("weight").and_then(Value::as_u64).unwrap_or(0);
     if total == 0 {
         return Some(0);
@@ -269,7 +292,7 @@ pub fn cleanup_vs(spec: &mut Value, t: &Target) -> bool {
         let route = spec["http"][idx]["route"]
             .as_array_mut()
             .expect("checked by main_route");
-        route.retain(|d| dest_subset(d) != Some(CANARY_SUBSET));
+        route.retain(|d| !is_canary(d, t));
         if route.len() == 1 {
             route[0]["weight"] = json!(100);
         }
@@ -306,6 +329,31 @@ impl TrafficRouter for IstioRouter {
         target: &Target,
         header: Option<&HeaderRoute>,
     ) -> Result<(), ProviderError> {
+        let host_split = match self.virtual_service(client, target).await? {
+            Some(vs) => vs
+                .data
+                .get("spec")
+                .is_some_and(|s| is_host_split(s, target)),
+            None => false,
+        };
+        if host_split {
+            // Two Services: `<svc>-canary` must exist before the route names it.
+            let user = super::smi::user_service(client, target).await?;
+            super::smi::ensure_track_service(
+                client,
+                target,
+                &user,
+                &target.canary_service,
+                "canary",
+            )
+            .await?;
+            let route = target.route.clone();
+            return self
+                .update(client, target, "VirtualService", &route, |spec| {
+                    prepare_vs(spec, target, header)
+                })
+                .await;
+        }
         // DestinationRule first: the VirtualService must never name a subset that does not exist.
         let dr_api = self.api(client, &target.namespace, "DestinationRule");
         if dr_api.get_opt(&target.service).await?.is_none() {
@@ -427,6 +475,34 @@ mod tests {
         // weight 0 without a canary destination is a no-op, anything else an error
         assert!(!set_weight_vs(&mut s, &target(), 0).unwrap());
         assert!(set_weight_vs(&mut s, &target(), 10).is_err());
+    }
+
+    #[test]
+    fn host_split_uses_the_canary_service() {
+        let mut s = json!({"hosts": ["web"], "http": [{"route": [
+            {"destination": {"host": "web-stable", "port": {"number": 80}}}
+        ]}]});
+        assert!(is_host_split(&s, &target()));
+        let hr = HeaderRoute {
+            name: "x-canary".into(),
+            value: "true".into(),
+        };
+        assert!(prepare_vs(&mut s, &target(), Some(&hr)).unwrap());
+        assert_eq!(
+            s["http"][0]["route"][0]["destination"]["host"],
+            "web-canary"
+        );
+        let main = &s["http"][1]["route"];
+        assert!(main[0]["destination"].get("subset").is_none());
+        assert_eq!(main[1]["destination"]["host"], "web-canary");
+        assert_eq!(main[1]["destination"]["port"]["number"], 80);
+        assert!(set_weight_vs(&mut s, &target(), 30).unwrap());
+        assert_eq!(s["http"][1]["route"][0]["weight"], 70);
+        assert_eq!(read_weight_vs(&s, &target()), Some(30));
+        assert!(cleanup_vs(&mut s, &target()));
+        assert_eq!(s["http"].as_array().unwrap().len(), 1);
+        assert_eq!(s["http"][0]["route"].as_array().unwrap().len(), 1);
+        assert_eq!(s["http"][0]["route"][0]["weight"], 100);
     }
 
     #[test]
