@@ -370,7 +370,15 @@ async fn manual_commands_and_exit_codes() {
         ),
         (Some("Progressing"), Some(5), Some(5))
     );
-    assert_eq!(st["canary_pods"]["ready"], 1);
+    assert_eq!(st["canary_pods"]["desired"], 1);
+    // Pod readiness as status reports it (read from the pods, so allow the API a moment
+    // under load: one run saw 0 here right after start had seen the Deployment ready).
+    wait_for(
+        Duration::from_secs(15),
+        "status reports the canary pod ready",
+        || async { status_json(n, "web").await["canary_pods"]["ready"] == 1 },
+    )
+    .await;
 
     assert_eq!(
         kc_out(n, &["promote", "web", "--reason", "verified by QA"])
@@ -625,4 +633,19 @@ async fn istio_host_split_weights() {
         image_of(&deployment(&ns.client, n, "web").await.unwrap()),
         NEW_IMAGE
     );
+}
+
+/// The stable Deployment deleted under a running rollout: the rollout is marked Failed (exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stable_deleted_fails_the_rollout() {
+    let p = Provider::Istio;
+    let (ns, _) = setup("e2e-istio-fail", "web", p, 0.0, 0.0).await;
+    let n = ns.name.as_str();
+    assert_eq!(start(n, "web", p, &[]).await.status.code(), Some(0));
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(ns.client.clone(), n)
+        .delete("web", &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(kc_out(n, &["step", "web"]).await.status.code(), Some(1));
+    assert_eq!(status_json(n, "web").await["phase"], "Failed");
 }

@@ -397,6 +397,32 @@ pub async fn step<M: MetricsSource + Sync>(
         Phase::Paused => report.note = "paused: `kubectl canary resume` continues".into(),
         p if p.is_terminal() => report.note = format!("rollout is {p}"),
         _ => {
+            let stable_exists = workloads::deployments(&l.sess.client, l.ns())
+                .get_opt(&l.target.service)
+                .await?
+                .is_some();
+            if !stable_exists {
+                // Outside the policy: nothing to promote into or roll back to. The route is
+                // left as it is (weight 0 would send everything to a backend that is gone).
+                report.note = format!("stable Deployment {} was deleted", l.target.service);
+                if !cx.dry_run {
+                    let t = apply_event(
+                        l,
+                        Event::Fail,
+                        Cause::new(
+                            "kubectl-canary",
+                            format!("stable Deployment {} no longer exists", l.target.service),
+                        ),
+                    )?;
+                    persist(l, std::slice::from_ref(&t)).await?;
+                    report.transitions.push(t);
+                }
+                let r = l.rollout();
+                report.phase = r.phase.to_string();
+                report.step = r.step;
+                report.weight = r.weight;
+                return Ok(report);
+            }
             let policy = compile(cx.engine, cx.limits, l.record())?;
             let params = controller::parse_params(&l.record().params).map_err(Error::Usage)?;
             let route_weight = l.router.read_weight(&l.sess.client, &l.target).await?;
