@@ -66,6 +66,24 @@ fn bench(c: &mut Criterion) {
         |b| b.iter(|| black_box(evaluator.evaluate(black_box(&rollout), black_box(&facts), now))),
     );
 
+    // Fixed cost of the engine and context conversion: a policy that only advances.
+    let trivial = engine
+        .compile(
+            "trivial.rhai",
+            "fn schedule() { #{ steps: [5, 100] } }\nfn decide(ctx) { advance() }",
+            &limits,
+        )
+        .unwrap();
+    let trivial_evaluator = Evaluator {
+        policy: &trivial,
+        ..evaluator
+    };
+    c.bench_function("evaluate trivial policy (engine + context overhead)", |b| {
+        b.iter(|| {
+            black_box(trivial_evaluator.evaluate(black_box(&rollout), black_box(&facts), now))
+        })
+    });
+
     let (file, text) = kubectl_canary::shipped::policy("default").unwrap();
     c.bench_function("compile default policy", |b| {
         b.iter(|| black_box(engine.compile(file, black_box(text), &limits).unwrap()))
