@@ -259,7 +259,13 @@ async fn rollback_drill_seed_000() {
     .unwrap();
     // Let it evaluate healthy traffic at 10% for a while.
     tokio::time::sleep(Duration::from_secs(12)).await;
-    assert_eq!(status_json(&ns.name, "web").await["phase"], "Progressing");
+    let st = status_json(&ns.name, "web").await;
+    assert_eq!(
+        st["phase"],
+        "Progressing",
+        "healthy canary must still be progressing before the fault: {:#}",
+        history_json(&ns.name, "web").await["current"]["rollout"]["history"]
+    );
     let canary_5xx = format!(
         "sum(increase(istio_requests_total{{destination_workload_namespace=\"{}\",destination_workload=\"web-canary\",response_code=~\"5..\"}}[3s]))",
         ns.name
