@@ -34,3 +34,80 @@ async fn gateway_api_promotes() {
 async fn gateway_api_rolls_back() {
     rollback_flow(Provider::GatewayApi).await;
 }
+
+/// Canary p99 of ~1.5 s (default policy limit 1000 ms), read through each provider's own
+/// metric names → rollback.
+async fn latency_flow(p: Provider) {
+    rollback_flow_with(
+        p,
+        "slow",
+        serde_json::json!({"latency_ms": 1500.0}),
+        "p99",
+        "canary_p99_ms",
+        1000.0,
+    )
+    .await;
+}
+
+/// Crash-looping canary pods: `start` rolls back before any traffic is routed.
+async fn crashloop_flow(p: Provider) {
+    if TestEnv::get().external {
+        eprintln!("kwok pod behaviours only exist in the local environment; skipped");
+        return;
+    }
+    let (ns, _) = setup(
+        &format!("e2e-{}-crash", provider_name(p)),
+        "web",
+        p,
+        0.0,
+        0.0,
+    )
+    .await;
+    let out = start(
+        &ns.name,
+        "web",
+        p,
+        &["--canary-label", "canary-demo/behavior=crashloop"],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "start rolls back: {stderr}");
+    assert!(stderr.contains("crash-looping"), "{stderr}");
+    assert_eq!(
+        route_weight(&ns.client, &ns.name, "web", p)
+            .await
+            .unwrap_or(0),
+        0
+    );
+    assert_eq!(status_json(&ns.name, "web").await["phase"], "RolledBack");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smi_latency_regression_rolls_back() {
+    latency_flow(Provider::Smi).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_latency_regression_rolls_back() {
+    latency_flow(Provider::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_api_latency_regression_rolls_back() {
+    latency_flow(Provider::GatewayApi).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smi_crashlooping_canary_rolls_back() {
+    crashloop_flow(Provider::Smi).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_crashlooping_canary_rolls_back() {
+    crashloop_flow(Provider::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_api_crashlooping_canary_rolls_back() {
+    crashloop_flow(Provider::GatewayApi).await;
+}
