@@ -204,19 +204,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
     match ready {
         Err(why) => {
             // No traffic was ever routed (weight stays 0): roll back and say why.
-            let t = l
-                .record_mut()
-                .rollout
-                .apply(
-                    Event::BeginRollback,
-                    Utc::now(),
-                    Cause::new(sess.actor.clone(), format!("canary not ready: {why}")),
-                )
-                .cloned()
-                .map_err(|e| Error::Other(e.to_string()))?;
-            l.store.save(&mut l.stored).await?;
-            emit(&l, &t).await;
-            driver::converge(&mut l, false).await?;
+            roll_back_unrouted(&mut l, &sess.actor, format!("canary not ready: {why}")).await?;
             eprintln!("rolled back: {why}");
             eprintln!(
                 "canary {ns}/{} scaled to 0; no traffic was sent to it.",
@@ -246,19 +234,8 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
             if let Err(e) = traffic {
                 // Never leave a ready canary without a rollout driving it: back to stable.
                 let _ = l.router.set_weight(&client, &l.target, 0).await;
-                let t = l
-                    .record_mut()
-                    .rollout
-                    .apply(
-                        Event::BeginRollback,
-                        Utc::now(),
-                        Cause::new(sess.actor.clone(), format!("traffic setup failed: {e}")),
-                    )
-                    .cloned()
-                    .map_err(|e| Error::Other(e.to_string()))?;
-                l.store.save(&mut l.stored).await?;
-                emit(&l, &t).await;
-                driver::converge(&mut l, false).await?;
+                roll_back_unrouted(&mut l, &sess.actor, format!("traffic setup failed: {e}"))
+                    .await?;
                 return Err(Error::Cluster(format!(
                     "{e}\nthe canary was rolled back (it never received traffic)"
                 )));
@@ -293,6 +270,21 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
             Ok(Exit::Ok)
         }
     }
+}
+
+/// Rolls back a rollout whose canary never received traffic: record, persist, announce,
+/// then scale the canary down.
+async fn roll_back_unrouted(l: &mut driver::Loaded, actor: &str, reason: String) -> Result<()> {
+    let t = l
+        .record_mut()
+        .rollout
+        .apply(Event::BeginRollback, Utc::now(), Cause::new(actor, reason))
+        .cloned()
+        .map_err(|e| Error::Other(e.to_string()))?;
+    l.store.save(&mut l.stored).await?;
+    emit(l, &t).await;
+    driver::converge(l, false).await?;
+    Ok(())
 }
 
 async fn emit(l: &driver::Loaded, t: &crate::core::rollout::Transition) {
