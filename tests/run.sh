@@ -51,6 +51,9 @@ ENV_DIR="${KUBECTL_CANARY_ENV_DIR:-/tmp/kubectl-canary-env}"
 # shellcheck disable=SC1091
 . "$ENV_DIR/env.sh"
 
-echo "[env] running: cargo test --workspace ${SELECT[*]} $*" >&2
+# The e2e tests each start demo processes and drive real traffic; on a 2-core machine more
+# than 4 at once starve the control plane (a canary pod once missed a 60 s readiness wait).
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
+echo "[env] running: cargo test --workspace ${SELECT[*]} $* (RUST_TEST_THREADS=$RUST_TEST_THREADS)" >&2
 cargo test --workspace "${SELECT[@]}" "$@"
 echo "[env] tests finished in $(( $(date +%s) - T0 ))s (including setup)" >&2

@@ -140,7 +140,7 @@ pub async fn start(ns: &str, svc: &str, p: Provider, extra: &[&str]) -> Output {
         "--set",
         "min_judge=20",
         "--timeout",
-        "60s",
+        "120s",
     ];
     args.extend_from_slice(extra);
     kc_out(ns, &args).await
