@@ -24,7 +24,7 @@ use kube::core::GroupVersionKind;
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 
-use super::smi::{
+use super::shared::{
     api_error, check_weight, delete_managed_service, ensure_track_service, modify, num, percent,
     remember_stable_weight, take_stable_weight, user_service,
 };

@@ -6,6 +6,7 @@
 //! subset; everything else in the user's objects is kept. Writes are read-modify-write with
 //! resourceVersion, retried on 409.
 
+use super::shared::modify;
 use super::{HeaderRoute, ProviderError, Target, TrafficRouter};
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
@@ -16,7 +17,6 @@ pub const STABLE_SUBSET: &str = "stable";
 pub const CANARY_SUBSET: &str = "canary";
 pub const HEADER_ROUTE_NAME: &str = "kubectl-canary-header";
 const GROUP: &str = "networking.istio.io";
-const RETRIES: usize = 5;
 
 #[derive(Debug, Clone)]
 pub struct IstioRouter {
@@ -68,7 +68,8 @@ impl IstioRouter {
             .await?)
     }
 
-    /// Read-modify-write of one object, retried on conflict. `f` returns false for "no change".
+    /// Read-modify-write of one object's spec (the shared retry-on-409 loop). `f` returns
+    /// false for "no change".
     async fn update<F>(
         &self,
         client: &Client,
@@ -81,38 +82,29 @@ impl IstioRouter {
         F: FnMut(&mut Value) -> Result<bool, String> + Send,
     {
         let api = self.api(client, &target.namespace, kind);
-        for _ in 0..RETRIES {
-            let Some(mut obj) = api.get_opt(name).await? else {
-                return Err(ProviderError::NotFound {
-                    kind,
-                    namespace: target.namespace.clone(),
-                    name: name.to_string(),
-                    hint: format!(
-                        "create the {kind} for service {} first (or pass --provider)",
-                        target.service
-                    ),
-                });
-            };
-            let spec = obj
-                .data
-                .get_mut("spec")
-                .ok_or_else(|| invalid(kind, target, name, "has no spec"))?;
-            let changed = f(spec).map_err(|m| invalid(kind, target, name, &m))?;
-            if !changed {
-                return Ok(());
-            }
-            match api.replace(name, &PostParams::default(), &obj).await {
-                Ok(_) => return Ok(()),
-                Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(invalid(
+        let found = modify(
+            &api,
             kind,
-            target,
+            &target.namespace,
             name,
-            "kept changing while we updated it (409 conflicts); try again",
-        ))
+            |obj: &mut DynamicObject| {
+                let spec = obj
+                    .data
+                    .get_mut("spec")
+                    .ok_or_else(|| invalid(kind, target, name, "has no spec"))?;
+                f(spec).map_err(|m| invalid(kind, target, name, &m))
+            },
+        )
+        .await?;
+        found.map(|_| ()).ok_or_else(|| ProviderError::NotFound {
+            kind,
+            namespace: target.namespace.clone(),
+            name: name.to_string(),
+            hint: format!(
+                "create the {kind} for service {} first (or pass --provider)",
+                target.service
+            ),
+        })
     }
 }
 
@@ -338,8 +330,8 @@ impl TrafficRouter for IstioRouter {
         };
         if host_split {
             // Two Services: `<svc>-canary` must exist before the route names it.
-            let user = super::smi::user_service(client, target).await?;
-            super::smi::ensure_track_service(
+            let user = super::shared::user_service(client, target).await?;
+            super::shared::ensure_track_service(
                 client,
                 target,
                 &user,

@@ -94,6 +94,7 @@ pub trait TrafficRouter: Send + Sync {
 pub mod gateway_api;
 pub mod istio;
 pub mod nginx;
+pub mod shared;
 pub mod smi;
 
 /// The provider of one rollout, chosen at runtime (auto-detected or `--provider`).

@@ -25,7 +25,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::core::ObjectMeta;
 use kube::{Client, Resource};
 
-use super::smi::{
+use super::shared::{
     api_error, check_weight, delete_managed_service, ensure_track_service, is_managed, is_status,
     managed_labels, modify, user_service,
 };
