@@ -5,11 +5,14 @@
 //!   controller would export for it (Istio, Linkerd, ingress-nginx, generic),
 //!   plus service signals used by hooks (Kafka lag, Cassandra latency, Kong
 //!   gateway overhead). Faults can be injected at run time.
-//! * `drive` watches a route object (VirtualService, TrafficSplit, canary
-//!   Ingress, HTTPRoute) through the API server and sends a bounded request
-//!   rate to loopback backends, split by the route's current weights.
+//!   One process stands for one pod; `mesh` starts them.
+//! * `mesh` is the test data plane: one `serve` process per Running pod, and a proxy that
+//!   routes each request through the real object graph (Service → EndpointSlices → pod,
+//!   VirtualService/DestinationRule, TrafficSplit, Ingress, HTTPRoute semantics).
+//! * `drive` sends a bounded request rate into the mesh as a client of one entry.
 
 mod drive;
+mod mesh;
 mod metrics;
 mod rng;
 mod serve;
@@ -35,7 +38,9 @@ struct Cli {
 enum Cmd {
     /// Serve one version of the demo service and export mesh-style metrics.
     Serve(serve::ServeArgs),
-    /// Send traffic to backends, split by the weights of a watched route object.
+    /// The test data plane: a process per pod, routing through the real object graph.
+    Mesh(mesh::MeshArgs),
+    /// Send a bounded request rate into the mesh.
     Drive(drive::DriveArgs),
 }
 
@@ -59,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
     }
     match cli.cmd {
         Cmd::Serve(a) => serve::run(a).await,
+        Cmd::Mesh(a) => mesh::run(a).await,
         Cmd::Drive(a) => drive::run(a).await,
     }
 }

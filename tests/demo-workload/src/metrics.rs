@@ -1,9 +1,11 @@
 //! Hand-written Prometheus text exposition for the demo workload.
 //!
-//! Every process serves exactly one (service, workload, version, track), so
-//! each family only varies by status code; all families and the 200/500 series
-//! exist from startup so `rate()` works immediately.
+//! Every process is one pod. Series carry the pod's own identity (Deployment, labels) and,
+//! where a real data plane reports it per request, the route the request came through.
+//! The Linkerd, generic and the pod's default Istio series exist from startup (200 and
+//! 500), so `rate()` works immediately.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Status codes that always have a series (zero until used).
@@ -71,38 +73,60 @@ const KONG_MS: &[f64] = &[
     200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 30000.0, 60000.0,
 ];
 
-/// Identity of the serving process, used as label values.
+/// Identity of the serving pod, used as label values (from the pod itself: namespace,
+/// owning Deployment, its own labels).
 #[derive(Clone, Debug)]
 pub struct Identity {
-    pub service: String,
     pub namespace: String,
+    pub pod: String,
+    /// Owning Deployment (Istio destination_workload, Linkerd deployment).
     pub workload: String,
+    /// Pod label `version` (Istio destination_version), "unknown" without one.
     pub version: String,
+    /// Pod label `app` (or the workload): Istio destination_app, the generic `service`.
+    pub app: String,
+    /// Pod label `track`, "" without one (the generic flavour's label).
     pub track: String,
-    pub ingress: String,
-    /// Service name used by ingress-nginx labels (the canary Service for track=canary).
-    pub nginx_service: String,
 }
 
-impl Identity {
-    fn is_canary(&self) -> bool {
-        self.track == "canary"
-    }
+/// How a request reached the pod, told by the data plane with each request: the Service it
+/// was routed through and, behind ingress-nginx, the Ingress and canary backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteCtx {
+    pub service: String,
+    pub ingress: String,
+    /// ingress-nginx's `canary` label: the canary backend Service, "" for the primary.
+    pub canary: String,
 }
 
 #[derive(Debug)]
-struct PerCode {
-    code: u16,
-    requests: u64,
-    istio_ms: Histogram,
+struct PerRoute {
+    ctx: RouteCtx,
+    /// (code, requests, Istio duration histogram)
+    codes: Vec<(u16, u64, Histogram)>,
+    nginx_s: Histogram,
+}
+
+impl PerRoute {
+    fn new(ctx: RouteCtx) -> Self {
+        PerRoute {
+            ctx,
+            codes: CODES
+                .iter()
+                .map(|&c| (c, 0, Histogram::new(ISTIO_MS)))
+                .collect(),
+            nginx_s: Histogram::new(SECONDS),
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct Metrics {
     id: Identity,
-    per_code: Vec<PerCode>,
+    routes: Vec<PerRoute>,
+    /// Per code, over all routes (Linkerd and generic series are per pod).
+    per_code: Vec<(u16, u64)>,
     linkerd_ms: Histogram,
-    nginx_s: Histogram,
     generic_s: Histogram,
     cassandra_read_s: Histogram,
     cassandra_write_s: Histogram,
@@ -118,18 +142,16 @@ fn esc(v: &str) -> String {
 
 impl Metrics {
     pub fn new(id: Identity) -> Self {
+        // Istio series exist from startup for the pod's own app Service, so rate() works at once.
+        let default_ctx = RouteCtx {
+            service: id.app.clone(),
+            ..RouteCtx::default()
+        };
         Metrics {
             id,
-            per_code: CODES
-                .iter()
-                .map(|&code| PerCode {
-                    code,
-                    requests: 0,
-                    istio_ms: Histogram::new(ISTIO_MS),
-                })
-                .collect(),
+            routes: vec![PerRoute::new(default_ctx)],
+            per_code: CODES.iter().map(|&c| (c, 0)).collect(),
             linkerd_ms: Histogram::new(LINKERD_MS),
-            nginx_s: Histogram::new(SECONDS),
             generic_s: Histogram::new(SECONDS),
             cassandra_read_s: Histogram::new(CASSANDRA_S),
             cassandra_write_s: Histogram::new(CASSANDRA_S),
@@ -137,24 +159,38 @@ impl Metrics {
         }
     }
 
-    /// Record one served request.
-    pub fn record(&mut self, code: u16, duration_ms: f64) {
-        let idx = match self.per_code.iter().position(|p| p.code == code) {
+    /// Requests served, by status code (the pod's own counters).
+    pub fn counts(&self) -> BTreeMap<u16, u64> {
+        self.per_code.iter().copied().collect()
+    }
+
+    /// Record one served request that arrived through `ctx`.
+    pub fn record(&mut self, ctx: &RouteCtx, code: u16, duration_ms: f64) {
+        let ri = match self.routes.iter().position(|r| r.ctx == *ctx) {
             Some(i) => i,
             None => {
-                self.per_code.push(PerCode {
-                    code,
-                    requests: 0,
-                    istio_ms: Histogram::new(ISTIO_MS),
-                });
-                self.per_code.len() - 1
+                self.routes.push(PerRoute::new(ctx.clone()));
+                self.routes.len() - 1
             }
         };
-        let pc = &mut self.per_code[idx];
-        pc.requests += 1;
-        pc.istio_ms.observe(duration_ms);
+        let route = &mut self.routes[ri];
+        match route.codes.iter_mut().find(|c| c.0 == code) {
+            Some(c) => {
+                c.1 += 1;
+                c.2.observe(duration_ms);
+            }
+            None => {
+                let mut h = Histogram::new(ISTIO_MS);
+                h.observe(duration_ms);
+                route.codes.push((code, 1, h));
+            }
+        }
+        route.nginx_s.observe(duration_ms / 1000.0);
+        match self.per_code.iter_mut().find(|c| c.0 == code) {
+            Some(c) => c.1 += 1,
+            None => self.per_code.push((code, 1)),
+        }
         self.linkerd_ms.observe(duration_ms);
-        self.nginx_s.observe(duration_ms / 1000.0);
         self.generic_s.observe(duration_ms / 1000.0);
     }
 
@@ -172,57 +208,50 @@ impl Metrics {
 
     pub fn render(&self, kafka_lag: f64) -> String {
         let id = &self.id;
-        let (svc, ns, wl, ver, track) = (
-            esc(&id.service),
+        let (app, ns, wl, ver, track, pod) = (
+            esc(&id.app),
             esc(&id.namespace),
             esc(&id.workload),
             esc(&id.version),
             esc(&id.track),
+            esc(&id.pod),
         );
-        let ingress = esc(&id.ingress);
-        let nginx_svc = esc(&id.nginx_service);
-        let canary = if id.is_canary() {
-            nginx_svc.clone()
-        } else {
-            String::new()
-        };
         let mut o = String::with_capacity(16 * 1024);
 
-        // Istio
+        // Istio (destination side: this pod's proxy reports what it served)
         o.push_str("# HELP istio_requests_total Requests served (Istio standard metric).\n");
         o.push_str("# TYPE istio_requests_total counter\n");
-        let istio_labels = |code: u16| {
+        let istio_labels = |r: &PerRoute, code: u16| {
             format!(
-                "reporter=\"destination\",destination_service_name=\"{svc}\",destination_workload=\"{wl}\",destination_workload_namespace=\"{ns}\",destination_version=\"{ver}\",response_code=\"{code}\""
+                "reporter=\"destination\",destination_service_name=\"{}\",destination_service_namespace=\"{ns}\",destination_workload=\"{wl}\",destination_workload_namespace=\"{ns}\",destination_app=\"{app}\",destination_version=\"{ver}\",response_code=\"{code}\"",
+                esc(&r.ctx.service)
             )
         };
-        for pc in &self.per_code {
-            let _ = writeln!(
-                o,
-                "istio_requests_total{{{}}} {}",
-                istio_labels(pc.code),
-                pc.requests
-            );
+        for r in &self.routes {
+            for (code, n, _) in &r.codes {
+                let _ = writeln!(o, "istio_requests_total{{{}}} {n}", istio_labels(r, *code));
+            }
         }
         o.push_str("# HELP istio_request_duration_milliseconds Request duration (Istio standard metric).\n");
         o.push_str("# TYPE istio_request_duration_milliseconds histogram\n");
-        for pc in &self.per_code {
-            pc.istio_ms.render(
-                &mut o,
-                "istio_request_duration_milliseconds",
-                &istio_labels(pc.code),
-            );
+        for r in &self.routes {
+            for (code, _, h) in &r.codes {
+                h.render(
+                    &mut o,
+                    "istio_request_duration_milliseconds",
+                    &istio_labels(r, *code),
+                );
+            }
         }
 
-        // Linkerd
+        // Linkerd (inbound side of this pod's proxy)
         o.push_str("# HELP response_total Responses (Linkerd proxy metric).\n");
         o.push_str("# TYPE response_total counter\n");
-        for pc in &self.per_code {
-            let class = if pc.code >= 500 { "failure" } else { "success" };
+        for (code, n) in &self.per_code {
+            let class = if *code >= 500 { "failure" } else { "success" };
             let _ = writeln!(
                 o,
-                "response_total{{direction=\"inbound\",deployment=\"{wl}\",namespace=\"{ns}\",classification=\"{class}\",status_code=\"{}\"}} {}",
-                pc.code, pc.requests
+                "response_total{{direction=\"inbound\",deployment=\"{wl}\",namespace=\"{ns}\",pod=\"{pod}\",classification=\"{class}\",status_code=\"{code}\"}} {n}"
             );
         }
         o.push_str("# HELP response_latency_ms Response latency (Linkerd proxy metric).\n");
@@ -230,37 +259,48 @@ impl Metrics {
         self.linkerd_ms.render(
             &mut o,
             "response_latency_ms",
-            &format!("direction=\"inbound\",deployment=\"{wl}\",namespace=\"{ns}\""),
+            &format!("direction=\"inbound\",deployment=\"{wl}\",namespace=\"{ns}\",pod=\"{pod}\""),
         );
 
-        // ingress-nginx
+        // ingress-nginx: only for requests that came through an Ingress.
         o.push_str(
             "# HELP nginx_ingress_controller_requests Client requests (ingress-nginx metric).\n",
         );
         o.push_str("# TYPE nginx_ingress_controller_requests counter\n");
-        for pc in &self.per_code {
-            let _ = writeln!(
-                o,
-                "nginx_ingress_controller_requests{{ingress=\"{ingress}\",namespace=\"{ns}\",service=\"{nginx_svc}\",status=\"{}\",canary=\"{canary}\"}} {}",
-                pc.code, pc.requests
-            );
+        let nginx_labels = |r: &PerRoute| {
+            format!(
+                "ingress=\"{}\",namespace=\"{ns}\",service=\"{}\",canary=\"{}\"",
+                esc(&r.ctx.ingress),
+                esc(&r.ctx.service),
+                esc(&r.ctx.canary)
+            )
+        };
+        for r in self.routes.iter().filter(|r| !r.ctx.ingress.is_empty()) {
+            for (code, n, _) in &r.codes {
+                let _ = writeln!(
+                    o,
+                    "nginx_ingress_controller_requests{{{},status=\"{code}\"}} {n}",
+                    nginx_labels(r)
+                );
+            }
         }
         o.push_str("# HELP nginx_ingress_controller_request_duration_seconds Request duration (ingress-nginx metric).\n");
         o.push_str("# TYPE nginx_ingress_controller_request_duration_seconds histogram\n");
-        self.nginx_s.render(
-            &mut o,
-            "nginx_ingress_controller_request_duration_seconds",
-            &format!("ingress=\"{ingress}\",namespace=\"{ns}\",service=\"{nginx_svc}\",canary=\"{canary}\""),
-        );
+        for r in self.routes.iter().filter(|r| !r.ctx.ingress.is_empty()) {
+            r.nginx_s.render(
+                &mut o,
+                "nginx_ingress_controller_request_duration_seconds",
+                &nginx_labels(r),
+            );
+        }
 
-        // Generic
+        // Generic: what an instrumented app exports, with its pod's labels attached.
         o.push_str("# HELP http_requests_total HTTP requests served.\n");
         o.push_str("# TYPE http_requests_total counter\n");
-        for pc in &self.per_code {
+        for (code, n) in &self.per_code {
             let _ = writeln!(
                 o,
-                "http_requests_total{{namespace=\"{ns}\",service=\"{svc}\",track=\"{track}\",code=\"{}\"}} {}",
-                pc.code, pc.requests
+                "http_requests_total{{namespace=\"{ns}\",service=\"{app}\",track=\"{track}\",pod=\"{pod}\",code=\"{code}\"}} {n}"
             );
         }
         o.push_str("# HELP http_request_duration_seconds HTTP request duration.\n");
@@ -268,7 +308,7 @@ impl Metrics {
         self.generic_s.render(
             &mut o,
             "http_request_duration_seconds",
-            &format!("namespace=\"{ns}\",service=\"{svc}\",track=\"{track}\""),
+            &format!("namespace=\"{ns}\",service=\"{app}\",track=\"{track}\",pod=\"{pod}\""),
         );
 
         // Kafka consumer lag (kafka-exporter naming)
@@ -276,7 +316,7 @@ impl Metrics {
         o.push_str("# TYPE kafka_consumergroup_lag gauge\n");
         let _ = writeln!(
             o,
-            "kafka_consumergroup_lag{{consumergroup=\"{wl}\",topic=\"{svc}-events\",partition=\"0\"}} {kafka_lag}"
+            "kafka_consumergroup_lag{{consumergroup=\"{wl}\",topic=\"{app}-events\",partition=\"0\",pod=\"{pod}\"}} {kafka_lag}"
         );
 
         // Cassandra client request latency
@@ -291,7 +331,7 @@ impl Metrics {
             h.render(
                 &mut o,
                 "cassandra_client_request_latency_seconds",
-                &format!("namespace=\"{ns}\",workload=\"{wl}\",operation=\"{op}\""),
+                &format!("namespace=\"{ns}\",workload=\"{wl}\",pod=\"{pod}\",operation=\"{op}\""),
             );
         }
 
@@ -301,7 +341,7 @@ impl Metrics {
         self.kong_ms.render(
             &mut o,
             "kong_kong_latency_ms",
-            &format!("service=\"{ns}.{svc}\",workload=\"{wl}\""),
+            &format!("service=\"{ns}.{app}\",workload=\"{wl}\",pod=\"{pod}\""),
         );
         o
     }
@@ -313,60 +353,59 @@ mod tests {
 
     fn id(track: &str) -> Identity {
         Identity {
-            service: "web".into(),
             namespace: "ns1".into(),
+            pod: "web-canary-abc-1".into(),
             workload: "web-canary".into(),
             version: "v2".into(),
+            app: "web".into(),
             track: track.into(),
-            ingress: "web".into(),
-            nginx_service: "web-canary".into(),
         }
     }
 
     #[test]
-    fn all_families_present_from_startup() {
-        let m = Metrics::new(id("canary"));
-        let text = m.render(0.0);
+    fn pod_families_present_from_startup() {
+        let text = Metrics::new(id("canary")).render(0.0);
         for needle in [
-            "istio_requests_total{reporter=\"destination\",destination_service_name=\"web\",destination_workload=\"web-canary\",destination_workload_namespace=\"ns1\",destination_version=\"v2\",response_code=\"200\"} 0",
+            "istio_requests_total{reporter=\"destination\",destination_service_name=\"web\",destination_service_namespace=\"ns1\",destination_workload=\"web-canary\",destination_workload_namespace=\"ns1\",destination_app=\"web\",destination_version=\"v2\",response_code=\"200\"} 0",
             "response_code=\"500\"} 0",
-            "istio_request_duration_milliseconds_bucket{",
-            "response_total{direction=\"inbound\",deployment=\"web-canary\",namespace=\"ns1\",classification=\"failure\",status_code=\"500\"} 0",
-            "response_latency_ms_bucket{direction=\"inbound\"",
-            "nginx_ingress_controller_requests{ingress=\"web\",namespace=\"ns1\",service=\"web-canary\",status=\"200\",canary=\"web-canary\"} 0",
-            "nginx_ingress_controller_request_duration_seconds_bucket{",
-            "http_requests_total{namespace=\"ns1\",service=\"web\",track=\"canary\",code=\"500\"} 0",
-            "http_request_duration_seconds_bucket{",
-            "kafka_consumergroup_lag{consumergroup=\"web-canary\",topic=\"web-events\",partition=\"0\"} 0",
-            "cassandra_client_request_latency_seconds_bucket{namespace=\"ns1\",workload=\"web-canary\",operation=\"write\"",
+            "response_total{direction=\"inbound\",deployment=\"web-canary\",namespace=\"ns1\",pod=\"web-canary-abc-1\",classification=\"failure\",status_code=\"500\"} 0",
+            "http_requests_total{namespace=\"ns1\",service=\"web\",track=\"canary\",pod=\"web-canary-abc-1\",code=\"500\"} 0",
+            "kafka_consumergroup_lag{consumergroup=\"web-canary\",topic=\"web-events\",partition=\"0\",pod=\"web-canary-abc-1\"} 0",
+            "cassandra_client_request_latency_seconds_bucket{namespace=\"ns1\",workload=\"web-canary\",pod=\"web-canary-abc-1\",operation=\"write\"",
             "kong_kong_latency_ms_bucket{service=\"ns1.web\",workload=\"web-canary\"",
         ] {
             assert!(text.contains(needle), "missing {needle}\n{text}");
         }
+        // ingress-nginx reports only what came through an Ingress.
+        assert!(!text.contains("nginx_ingress_controller_requests{"));
     }
 
     #[test]
-    fn stable_has_empty_canary_label() {
-        let text = Metrics::new(id("stable")).render(0.0);
-        assert!(text.contains("status=\"200\",canary=\"\"} 0"));
-    }
-
-    #[test]
-    fn records_requests_and_buckets() {
-        let mut m = Metrics::new(id("stable"));
-        m.record(200, 3.0);
-        m.record(500, 30.0);
-        m.record(200, 7.0);
+    fn series_follow_the_route_a_request_took() {
+        let mut m = Metrics::new(id(""));
+        let via_primary = RouteCtx {
+            service: "web".into(),
+            ingress: "web".into(),
+            canary: String::new(),
+        };
+        let via_canary = RouteCtx {
+            service: "web-canary".into(),
+            ingress: "web".into(),
+            canary: "web-canary".into(),
+        };
+        m.record(&via_primary, 200, 3.0);
+        m.record(&via_canary, 500, 30.0);
+        m.record(&via_canary, 200, 7.0);
         m.record_signals(1.0, 2.0, 3.0);
         let t = m.render(42.0);
-        assert!(t.contains("response_code=\"200\"} 2"));
-        assert!(t.contains("response_code=\"500\"} 1"));
+        assert!(t.contains("nginx_ingress_controller_requests{ingress=\"web\",namespace=\"ns1\",service=\"web\",canary=\"\",status=\"200\"} 1"), "{t}");
+        assert!(t.contains("nginx_ingress_controller_requests{ingress=\"web\",namespace=\"ns1\",service=\"web-canary\",canary=\"web-canary\",status=\"500\"} 1"));
+        assert!(t.contains("destination_service_name=\"web-canary\",destination_service_namespace=\"ns1\",destination_workload=\"web-canary\""));
+        assert!(t.contains("track=\"\",pod=\"web-canary-abc-1\",code=\"200\"} 2"));
         assert!(t.contains("status_code=\"500\"} 1"));
-        assert!(t.contains("response_latency_ms_bucket{direction=\"inbound\",deployment=\"web-canary\",namespace=\"ns1\",le=\"5\"} 1"));
-        assert!(t.contains("response_latency_ms_count{direction=\"inbound\",deployment=\"web-canary\",namespace=\"ns1\"} 3"));
-        assert!(t.contains("partition=\"0\"} 42"));
-        assert!(
-            t.contains("kong_kong_latency_ms_count{service=\"ns1.web\",workload=\"web-canary\"} 1")
-        );
+        assert!(t.contains("response_latency_ms_count{direction=\"inbound\",deployment=\"web-canary\",namespace=\"ns1\",pod=\"web-canary-abc-1\"} 3"));
+        assert!(t.contains("partition=\"0\",pod=\"web-canary-abc-1\"} 42"));
+        assert_eq!(m.counts().get(&200), Some(&2));
+        assert_eq!(m.counts().get(&500), Some(&1));
     }
 }

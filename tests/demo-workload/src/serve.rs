@@ -1,5 +1,6 @@
 //! `canary-demo serve`: one version of the demo HTTP service.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -16,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
-use crate::metrics::{Identity, Metrics};
+use crate::metrics::{Identity, Metrics, RouteCtx};
 use crate::rng;
 
 #[derive(Args, Debug, Clone)]
@@ -24,33 +25,36 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 = pick a free port; the bound address is printed first on stdout).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
-    /// Logical service name (Istio destination_service_name, generic `service`).
+    /// The pod this process stands for.
     #[arg(long)]
-    pub service: String,
+    pub pod: String,
     #[arg(long, default_value = "default")]
     pub namespace: String,
-    /// Workload (Deployment) name: Istio destination_workload, Linkerd deployment.
+    /// The pod's owning Deployment: Istio destination_workload, Linkerd deployment.
     #[arg(long)]
     pub workload: String,
-    /// Version label (Istio destination_version).
-    #[arg(long, default_value = "v1")]
-    pub version: String,
-    /// stable or canary.
-    #[arg(long, value_parser = ["stable", "canary"])]
-    pub track: String,
-    /// Ingress name for ingress-nginx labels (default: the service name).
-    #[arg(long)]
-    pub ingress: Option<String>,
-    /// Service name used in ingress-nginx labels when track=canary (default: <service>-canary).
-    #[arg(long)]
-    pub canary_service: Option<String>,
+    /// The pod's labels, KEY=VALUE, repeatable: `version` gives Istio's destination_version,
+    /// `app` the app name, `track` the generic flavour's track label.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
     /// Probability of answering 500.
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
     /// Mean added latency in milliseconds (exponentially distributed).
     #[arg(long, default_value_t = 0.0)]
     pub latency_ms: f64,
+    /// Initial Kafka consumer lag exported for this workload.
+    #[arg(long, default_value_t = 0.0)]
+    pub kafka_lag: f64,
+    /// Mean Kong gateway overhead in milliseconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub gateway_overhead_ms: f64,
 }
+
+/// Headers the data plane sets on each request it forwards (how it was routed).
+pub const HDR_SERVICE: &str = "x-mesh-service";
+pub const HDR_INGRESS: &str = "x-mesh-ingress";
+pub const HDR_CANARY: &str = "x-mesh-nginx-canary";
 
 /// Run-time fault state; `POST /admin/fault` updates any subset of fields.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +143,17 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             text(StatusCode::OK, "text/plain; version=0.0.4", body)
         }
         (Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n"),
+        (Method::GET, "/admin/stats") => {
+            let counts = state.metrics.lock().unwrap().counts();
+            let by_code: BTreeMap<String, u64> =
+                counts.iter().map(|(c, n)| (c.to_string(), *n)).collect();
+            let body = serde_json::json!({
+                "pod": state.id.pod,
+                "requests": counts.values().sum::<u64>(),
+                "by_code": by_code,
+            });
+            text(StatusCode::OK, "application/json", body.to_string())
+        }
         (Method::GET, "/admin/fault") => {
             let f = state.fault.lock().unwrap().clone();
             text(
@@ -163,7 +178,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                     let mut f = state.fault.lock().unwrap();
                     match f.apply(patch) {
                         Ok(()) => {
-                            eprintln!("canary-demo[{}]: fault state now {:?}", state.id.track, *f);
+                            eprintln!("canary-demo[{}]: fault state now {:?}", state.id.pod, *f);
                             text(
                                 StatusCode::OK,
                                 "application/json",
@@ -176,13 +191,30 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                 Err(e) => text(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
             }
         }
-        (Method::GET, "/") => serve_request(&state).await,
+        (Method::GET, _) => {
+            let h = |n: &str| {
+                req.headers()
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let mut ctx = RouteCtx {
+                service: h(HDR_SERVICE),
+                ingress: h(HDR_INGRESS),
+                canary: h(HDR_CANARY),
+            };
+            if ctx.service.is_empty() {
+                ctx.service = state.id.app.clone();
+            }
+            serve_request(&state, &ctx).await
+        }
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     };
     Ok(resp)
 }
 
-async fn serve_request(state: &State) -> Response<Body> {
+async fn serve_request(state: &State, ctx: &RouteCtx) -> Response<Body> {
     let start = Instant::now();
     let f = state.fault.lock().unwrap().clone();
     let delay = rng::exp(f.latency_ms);
@@ -193,7 +225,7 @@ async fn serve_request(state: &State) -> Response<Body> {
     let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
     {
         let mut m = state.metrics.lock().unwrap();
-        m.record(code, elapsed_ms);
+        m.record(ctx, code, elapsed_ms);
         m.record_signals(
             rng::exp(f.cassandra_read_ms),
             rng::exp(f.cassandra_write_ms),
@@ -204,10 +236,7 @@ async fn serve_request(state: &State) -> Response<Body> {
     text(
         status,
         "text/plain",
-        format!(
-            "{} {} {} {}\n",
-            state.id.workload, state.id.version, state.id.track, code
-        ),
+        format!("{} {} {}\n", state.id.pod, state.id.workload, code),
     )
 }
 
@@ -215,30 +244,32 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&a.error_rate) {
         anyhow::bail!("--error-rate must be within 0..=1");
     }
-    let nginx_service = if a.track == "canary" {
-        a.canary_service
-            .clone()
-            .unwrap_or_else(|| format!("{}-canary", a.service))
-    } else {
-        a.service.clone()
-    };
+    let mut labels = BTreeMap::new();
+    for l in &a.labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--label {l:?}: expected KEY=VALUE"))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let label = |k: &str| labels.get(k).cloned();
     let id = Identity {
-        service: a.service.clone(),
         namespace: a.namespace.clone(),
+        pod: a.pod.clone(),
         workload: a.workload.clone(),
-        version: a.version.clone(),
-        track: a.track.clone(),
-        ingress: a.ingress.clone().unwrap_or_else(|| a.service.clone()),
-        nginx_service,
+        version: label("version").unwrap_or_else(|| "unknown".into()),
+        app: label("app")
+            .or_else(|| label("app.kubernetes.io/name"))
+            .unwrap_or_else(|| a.workload.clone()),
+        track: label("track").unwrap_or_default(),
     };
     let state = Arc::new(State {
         fault: Mutex::new(Fault {
             error_rate: a.error_rate,
             latency_ms: a.latency_ms,
-            kafka_lag: 0.0,
+            kafka_lag: a.kafka_lag,
             cassandra_read_ms: 2.0,
             cassandra_write_ms: 4.0,
-            gateway_overhead_ms: 1.0,
+            gateway_overhead_ms: a.gateway_overhead_ms,
         }),
         metrics: Mutex::new(Metrics::new(id.clone())),
         id,
@@ -251,8 +282,8 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         out.flush()?;
     }
     eprintln!(
-        "canary-demo serve: {} {}/{} version={} track={} on http://{addr}",
-        a.workload, a.namespace, a.service, a.version, a.track
+        "canary-demo serve: pod {}/{} ({}) on http://{addr}",
+        a.namespace, a.pod, a.workload
     );
     loop {
         let (stream, _) = tokio::select! {

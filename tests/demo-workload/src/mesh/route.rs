@@ -1,0 +1,754 @@
+//! Where one request goes: each routing API's documented semantics over the [`World`].
+//!
+//! * Istio VirtualService: `http` routes in order, first match wins (all conditions of one
+//!   `match` entry must hold, entries are ORed). A destination `host` resolves through its
+//!   Service; a `subset` is the DestinationRule subset's labels applied to the pods behind
+//!   that host. No VirtualService for the host: the Service's endpoints.
+//! * SMI TrafficSplit: requests to the root Service are split over the backends by relative
+//!   weight, each backend resolving through its own Service.
+//! * ingress-nginx: the primary Ingress for host + path; a canary Ingress for the same host
+//!   and path takes `canary-by-header` (with `-value`/`-pattern`), then `canary-by-cookie`,
+//!   then `canary-weight` out of `canary-weight-total`.
+//! * Gateway API HTTPRoute: among all matching rule matches the spec's precedence wins
+//!   (exact path, longest prefix, method, most headers, most query params, oldest route,
+//!   name, rule order); `backendRefs` weights are relative, 0 = never.
+//!
+//! A destination without a ready pod answers 503 (Envoy's "no healthy upstream").
+//! Deviation, on purpose: ingresses and HTTPRoutes are looked up in the caller's namespace
+//! only (one controller per namespace), because parallel tests reuse host names.
+
+use std::collections::BTreeMap;
+
+use super::world::{
+    GwMatch, GwPath, IngressPath, IstioDestination, IstioMatch, PathType, StringMatch, World,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Via {
+    /// A meshed client calling a host (Istio sidecar).
+    Istio,
+    /// A meshed client calling a root Service (Linkerd/SMI).
+    Smi,
+    /// A client calling the ingress-nginx controller with a Host header.
+    Nginx,
+    /// A client calling a Gateway API gateway with a Host header.
+    Gateway,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Istio => "istio",
+            Via::Smi => "smi",
+            Via::Nginx => "nginx",
+            Via::Gateway => "gateway",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Via> {
+        match s {
+            "istio" => Some(Via::Istio),
+            "smi" => Some(Via::Smi),
+            "nginx" => Some(Via::Nginx),
+            "gateway" => Some(Via::Gateway),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub via: Via,
+    /// The caller's namespace (short hosts resolve in it).
+    pub namespace: String,
+    pub host: String,
+    pub path: String,
+    pub method: String,
+    /// Lower-case names.
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Forward to this pod, reached through `service` (namespace of the pod = `namespace`).
+    Pod {
+        namespace: String,
+        pod: String,
+        service: String,
+        /// ingress-nginx only: the primary Ingress and, when the canary Ingress served the
+        /// request, the canary backend Service.
+        ingress: Option<String>,
+        nginx_canary: Option<String>,
+    },
+    /// The data plane answers itself (404 no route, 500 invalid backend, 503 no upstream).
+    Reply {
+        status: u16,
+        service: Option<String>,
+        why: String,
+    },
+}
+
+fn reply(status: u16, service: Option<&str>, why: impl Into<String>) -> Outcome {
+    Outcome::Reply {
+        status,
+        service: service.map(str::to_string),
+        why: why.into(),
+    }
+}
+
+/// `name` relative to `ns` as a cluster-local FQDN, split into (service, namespace).
+fn service_of(host: &str, ns: &str) -> (String, String) {
+    let h = host.trim_end_matches('.');
+    let h = h.strip_suffix(".svc.cluster.local").unwrap_or(h);
+    let h = h.strip_suffix(".svc").unwrap_or(h);
+    match h.split_once('.') {
+        Some((svc, rest)) => (svc.to_string(), rest.to_string()),
+        None => (h.to_string(), ns.to_string()),
+    }
+}
+
+/// Weighted pick; `None` when every weight is 0. `u` is uniform in [0, 1).
+fn pick_weighted<T: Clone>(items: &[(T, f64)], u: f64) -> Option<T> {
+    let total: f64 = items.iter().map(|(_, w)| w.max(0.0)).sum();
+    if total <= 0.0 {
+        return None;
+    }
+    let mut x = u * total;
+    for (t, w) in items {
+        let w = w.max(0.0);
+        if w > 0.0 && x < w {
+            return Some(t.clone());
+        }
+        x -= w;
+    }
+    items
+        .iter()
+        .rev()
+        .find(|(_, w)| *w > 0.0)
+        .map(|(t, _)| t.clone())
+}
+
+fn pick_pod(pods: &[String], u: f64) -> Option<String> {
+    if pods.is_empty() {
+        return None;
+    }
+    let i = ((u * pods.len() as f64) as usize).min(pods.len() - 1);
+    Some(pods[i].clone())
+}
+
+/// Two independent uniforms from one source.
+pub trait Uniform {
+    fn next(&mut self) -> f64;
+}
+
+impl<F: FnMut() -> f64> Uniform for F {
+    fn next(&mut self) -> f64 {
+        self()
+    }
+}
+
+/// The ready pods of Service `svc` in `ns` (optionally restricted to `labels`), one picked.
+fn to_service(
+    w: &World,
+    ns: &str,
+    svc: &str,
+    labels: Option<&BTreeMap<String, String>>,
+    rnd: &mut dyn Uniform,
+    extra: (Option<String>, Option<String>),
+) -> Outcome {
+    if !w.services.contains_key(&(ns.to_string(), svc.to_string())) {
+        return reply(503, Some(svc), format!("no Service {ns}/{svc}"));
+    }
+    let pods: Vec<String> = w
+        .ready_endpoints(ns, svc)
+        .into_iter()
+        .filter(|p| match labels {
+            None => true,
+            Some(want) => w
+                .pods
+                .get(&(ns.to_string(), p.clone()))
+                .is_some_and(|pod| want.iter().all(|(k, v)| pod.labels.get(k) == Some(v))),
+        })
+        .collect();
+    match pick_pod(&pods, rnd.next()) {
+        Some(pod) => Outcome::Pod {
+            namespace: ns.to_string(),
+            pod,
+            service: svc.to_string(),
+            ingress: extra.0,
+            nginx_canary: extra.1,
+        },
+        None => reply(
+            503,
+            Some(svc),
+            match labels {
+                Some(l) => format!("no healthy upstream: no ready pod of {ns}/{svc} has {l:?}"),
+                None => format!("no healthy upstream: {ns}/{svc} has no ready endpoint"),
+            },
+        ),
+    }
+}
+
+pub fn resolve(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
+    match req.via {
+        Via::Istio => istio(w, req, rnd),
+        Via::Smi => smi(w, req, rnd),
+        Via::Nginx => nginx(w, req, rnd),
+        Via::Gateway => gateway(w, req, rnd),
+    }
+}
+
+// --- Istio ------------------------------------------------------------------------------
+
+fn istio_match(m: &IstioMatch, req: &Request) -> bool {
+    if !m.unsupported.is_empty() {
+        return false;
+    }
+    if let Some(u) = &m.uri
+        && !u.matches(&req.path)
+    {
+        return false;
+    }
+    if let Some(x) = &m.method
+        && !x.matches(&req.method)
+    {
+        return false;
+    }
+    let hv = |n: &str| req.headers.get(n).map(String::as_str);
+    m.headers
+        .iter()
+        .all(|(n, sm)| hv(n).is_some_and(|v| sm.matches(v)))
+        && m
+            .without_headers
+            .iter()
+            .all(|(n, sm)| !hv(n).is_some_and(|v| sm.matches(v)))
+}
+
+fn istio(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
+    let target = service_of(&req.host, &req.namespace);
+    // exportTo defaults to every namespace; among several VirtualServices for one host the
+    // oldest wins (Istio merges them only for gateways).
+    let mut vss: Vec<_> = w
+        .virtual_services
+        .iter()
+        .filter(|((ns, _), vs)| vs.hosts.iter().any(|h| service_of(h, ns) == target))
+        .collect();
+    vss.sort_by(|a, b| (&a.1.created, a.0).cmp(&(&b.1.created, b.0)));
+    let Some(((vs_ns, vs_name), vs)) = vss.first() else {
+        return to_service(w, &target.1, &target.0, None, rnd, (None, None));
+    };
+    let Some(route) = vs
+        .http
+        .iter()
+        .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| istio_match(m, req)))
+    else {
+        return reply(
+            404,
+            None,
+            format!("no http route of VirtualService {vs_ns}/{vs_name} matches"),
+        );
+    };
+    let weighted: Vec<(IstioDestination, f64)> = if route.route.len() == 1 {
+        vec![(route.route[0].clone(), route.route[0].weight.unwrap_or(100.0))]
+    } else {
+        route
+            .route
+            .iter()
+            .map(|d| (d.clone(), d.weight.unwrap_or(0.0)))
+            .collect()
+    };
+    let Some(dest) = pick_weighted(&weighted, rnd.next()) else {
+        return reply(
+            503,
+            None,
+            format!("route {:?} of {vs_ns}/{vs_name} has no weight", route.name),
+        );
+    };
+    let (svc, ns) = service_of(&dest.host, vs_ns);
+    let labels = match &dest.subset {
+        None => None,
+        Some(subset) => {
+            let mut drs: Vec<_> = w
+                .destination_rules
+                .iter()
+                .filter(|((dns, _), dr)| service_of(&dr.host, dns) == (svc.clone(), ns.clone()))
+                .collect();
+            drs.sort_by(|a, b| a.0.cmp(b.0));
+            match drs
+                .iter()
+                .find_map(|(_, dr)| dr.subsets.iter().find(|(n, _)| n == subset))
+            {
+                Some((_, l)) => Some(l.clone()),
+                None => {
+                    return reply(
+                        503,
+                        Some(&svc),
+                        format!("no DestinationRule subset {subset:?} for {ns}/{svc}"),
+                    );
+                }
+            }
+        }
+    };
+    to_service(w, &ns, &svc, labels.as_ref(), rnd, (None, None))
+}
+
+// --- SMI --------------------------------------------------------------------------------
+
+fn smi(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
+    let (root, ns) = service_of(&req.host, &req.namespace);
+    let mut splits: Vec<_> = w
+        .traffic_splits
+        .iter()
+        .filter(|((tns, _), ts)| *tns == ns && service_of(&ts.service, tns).0 == root)
+        .collect();
+    splits.sort_by(|a, b| a.0.cmp(b.0));
+    let Some(((_, ts_name), ts)) = splits.first() else {
+        return to_service(w, &ns, &root, None, rnd, (None, None));
+    };
+    match pick_weighted(&ts.backends, rnd.next()) {
+        Some(backend) => to_service(w, &ns, &backend, None, rnd, (None, None)),
+        None => reply(
+            503,
+            Some(&root),
+            format!("TrafficSplit {ns}/{ts_name} has no weight"),
+        ),
+    }
+}
+
+// --- ingress-nginx ----------------------------------------------------------------------
+
+const NGINX: &str = "nginx.ingress.kubernetes.io/";
+
+fn path_matches(p: &IngressPath, path: &str) -> bool {
+    match p.path_type {
+        PathType::Exact => path == p.path,
+        PathType::Prefix => gw_prefix(&p.path, path),
+        // ingress-nginx treats ImplementationSpecific as a plain prefix.
+        PathType::ImplementationSpecific => path.starts_with(p.path.as_str()),
+    }
+}
+
+fn nginx(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
+    let ns = &req.namespace;
+    let ours = |class: &Option<String>| class.as_deref().is_none_or(|c| c == "nginx");
+    let is_canary = |a: &BTreeMap<String, String>| {
+        a.get(&format!("{NGINX}canary"))
+            .is_some_and(|v| v.trim() == "true")
+    };
+    // (path length, created, name, host, path) of the best primary match.
+    let mut best: Option<(usize, String, String, String, IngressPath)> = None;
+    for ((ins, name), ing) in &w.ingresses {
+        if ins != ns || !ours(&ing.class) || is_canary(&ing.annotations) {
+            continue;
+        }
+        for (host, paths) in &ing.rules {
+            if !host.is_empty() && *host != req.host {
+                continue;
+            }
+            for p in paths.iter().filter(|p| path_matches(p, &req.path)) {
+                let better = match &best {
+                    None => true,
+                    Some((len, created, bname, ..)) => {
+                        p.path.len() > *len
+                            || (p.path.len() == *len && (&ing.created, name) < (created, bname))
+                    }
+                };
+                if better {
+                    best = Some((
+                        p.path.len(),
+                        ing.created.clone(),
+                        name.clone(),
+                        host.clone(),
+                        p.clone(),
+                    ));
+                }
+            }
+        }
+    }
+    let Some((_, _, primary, host, ppath)) = best else {
+        return reply(404, None, format!("no Ingress in {ns} for host {}", req.host));
+    };
+    // The canary Ingress: same host and the same path text.
+    let mut canaries: Vec<_> = w
+        .ingresses
+        .iter()
+        .filter(|((ins, _), ing)| ins == ns && ours(&ing.class) && is_canary(&ing.annotations))
+        .filter_map(|((_, name), ing)| {
+            let backend = ing
+                .rules
+                .iter()
+                .filter(|(h, _)| *h == host)
+                .flat_map(|(_, ps)| ps.iter())
+                .find(|p| p.path == ppath.path)?;
+            Some((ing.created.clone(), name.clone(), ing, backend.service.clone()))
+        })
+        .collect();
+    canaries.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let to_canary = canaries.first().and_then(|(_, _, ing, backend)| {
+        let a = |k: &str| ing.annotations.get(&format!("{NGINX}{k}")).map(|v| v.trim());
+        let mut decide = || -> bool {
+            if let Some(h) = a("canary-by-header") {
+                let got = req.headers.get(&h.to_ascii_lowercase()).map(String::as_str);
+                if let Some(want) = a("canary-by-header-value") {
+                    if got == Some(want) {
+                        return true;
+                    }
+                } else if let Some(pat) = a("canary-by-header-pattern") {
+                    if got.is_some_and(|g| StringMatch::Regex(pat.to_string()).matches(g)) {
+                        return true;
+                    }
+                } else {
+                    match got {
+                        Some("always") => return true,
+                        Some("never") => return false,
+                        _ => {}
+                    }
+                }
+            }
+            if let Some(c) = a("canary-by-cookie") {
+                let cookie = req.headers.get("cookie").and_then(|cs| {
+                    cs.split(';').find_map(|kv| {
+                        let (k, v) = kv.trim().split_once('=')?;
+                        (k == c).then(|| v.to_string())
+                    })
+                });
+                match cookie.as_deref() {
+                    Some("always") => return true,
+                    Some("never") => return false,
+                    _ => {}
+                }
+            }
+            let total = a("canary-weight-total")
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|t| *t > 0.0)
+                .unwrap_or(100.0);
+            let weight = a("canary-weight")
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                .clamp(0.0, total);
+            rnd.next() * total < weight
+        };
+        decide().then(|| backend.clone())
+    });
+    match to_canary {
+        Some(backend) => to_service(
+            w,
+            ns,
+            &backend,
+            None,
+            rnd,
+            (Some(primary.clone()), Some(backend.clone())),
+        ),
+        None => to_service(w, ns, &ppath.service, None, rnd, (Some(primary), None)),
+    }
+}
+
+// --- Gateway API ------------------------------------------------------------------------
+
+/// PathPrefix matches whole path elements: `/foo` matches `/foo` and `/foo/x`, not `/foox`.
+fn gw_prefix(prefix: &str, path: &str) -> bool {
+    let p = prefix.trim_end_matches('/');
+    p.is_empty()
+        || path == p
+        || path
+            .strip_prefix(p)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn gw_match(m: &GwMatch, req: &Request) -> bool {
+    let path_ok = match &m.path {
+        GwPath::Exact(p) => req.path == *p,
+        GwPath::Prefix(p) => gw_prefix(p, &req.path),
+        GwPath::Regex(r) => StringMatch::Regex(r.clone()).matches(&req.path),
+    };
+    path_ok
+        && m.method.as_ref().is_none_or(|x| *x == req.method)
+        && m.headers.iter().all(|(n, sm)| {
+            req.headers
+                .get(n)
+                .is_some_and(|v| sm.matches(v.as_str()))
+        })
+        // The driver sends no query string.
+        && m.query.is_empty()
+}
+
+fn hostname_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host.ends_with(&format!(".{suffix}")),
+        None => pattern == host,
+    }
+}
+
+fn gateway(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
+    let ns = &req.namespace;
+    // Precedence key, smaller wins.
+    type Prec<'a> = (u8, std::cmp::Reverse<usize>, u8, std::cmp::Reverse<usize>, std::cmp::Reverse<usize>, &'a str, &'a str, usize);
+    let mut best: Option<(Prec, &super::world::GwRule)> = None;
+    for ((rns, name), hr) in &w.http_routes {
+        if rns != ns
+            || !(hr.hostnames.is_empty() || hr.hostnames.iter().any(|h| hostname_matches(h, &req.host)))
+        {
+            continue;
+        }
+        for (i, rule) in hr.rules.iter().enumerate() {
+            for m in rule.matches.iter().filter(|m| gw_match(m, req)) {
+                let (kind, len) = match &m.path {
+                    GwPath::Exact(p) => (0, p.len()),
+                    GwPath::Prefix(p) => (1, p.len()),
+                    GwPath::Regex(p) => (2, p.len()),
+                };
+                let key: Prec = (
+                    kind,
+                    std::cmp::Reverse(len),
+                    u8::from(m.method.is_none()),
+                    std::cmp::Reverse(m.headers.len()),
+                    std::cmp::Reverse(m.query.len()),
+                    hr.created.as_str(),
+                    name.as_str(),
+                    i,
+                );
+                if best.as_ref().is_none_or(|(k, _)| key < *k) {
+                    best = Some((key, rule));
+                }
+            }
+        }
+    }
+    let Some((_, rule)) = best else {
+        return reply(404, None, format!("no HTTPRoute rule in {ns} matches"));
+    };
+    if rule.backends.is_empty() {
+        return reply(500, None, "matched rule has no backendRefs");
+    }
+    match pick_weighted(&rule.backends, rnd.next()) {
+        Some(Some(svc)) => to_service(w, ns, &svc, None, rnd, (None, None)),
+        Some(None) => reply(500, None, "backendRef is not a Service"),
+        None => reply(500, None, "every backendRef has weight 0"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::world::Kind;
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn world(objs: &[(Kind, Value)]) -> World {
+        let mut w = World::default();
+        for (k, o) in objs {
+            let ns = o["metadata"]["namespace"].as_str().unwrap_or("ns").to_string();
+            let name = o["metadata"]["name"].as_str().unwrap().to_string();
+            w.apply(*k, (ns, name), o);
+        }
+        w
+    }
+
+    fn pod(name: &str, labels: Value) -> (Kind, Value) {
+        (
+            Kind::Pod,
+            json!({"metadata": {"name": name, "uid": name, "labels": labels},
+                   "status": {"phase": "Running"}}),
+        )
+    }
+
+    fn svc(name: &str) -> (Kind, Value) {
+        (Kind::Service, json!({"metadata": {"name": name}, "spec": {"selector": {"app": name}}}))
+    }
+
+    /// An EndpointSlice as the controller writes it.
+    fn slice(svc: &str, pods: &[(&str, bool)]) -> (Kind, Value) {
+        let eps: Vec<Value> = pods
+            .iter()
+            .map(|(p, r)| json!({"addresses": ["10.244.0.1"], "conditions": {"ready": r},
+                                 "targetRef": {"kind": "Pod", "name": p}}))
+            .collect();
+        (
+            Kind::EndpointSlice,
+            json!({"metadata": {"name": format!("{svc}-abcde"),
+                                "labels": {"kubernetes.io/service-name": svc}},
+                   "endpoints": eps}),
+        )
+    }
+
+    fn req(via: Via, host: &str, headers: &[(&str, &str)]) -> Request {
+        Request {
+            via,
+            namespace: "ns".into(),
+            host: host.into(),
+            path: "/".into(),
+            method: "GET".into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// Shares of pods (or "503"/"404"/…) over `n` deterministic requests.
+    fn shares(w: &World, r: &Request, n: usize) -> BTreeMap<String, f64> {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut out: BTreeMap<String, f64> = BTreeMap::new();
+        for _ in 0..n {
+            let k = match resolve(w, r, &mut rnd) {
+                Outcome::Pod { pod, .. } => pod,
+                Outcome::Reply { status, .. } => status.to_string(),
+            };
+            *out.entry(k).or_default() += 1.0 / n as f64;
+        }
+        out
+    }
+
+    fn close(m: &BTreeMap<String, f64>, k: &str, want: f64) {
+        let got = m.get(k).copied().unwrap_or(0.0);
+        assert!((got - want).abs() < 0.03, "{k}: {got} vs {want} in {m:?}");
+    }
+
+    fn bookinfo() -> Vec<(Kind, Value)> {
+        vec![
+            pod("reviews-v1-a", json!({"app": "reviews", "version": "v1"})),
+            pod("reviews-v1-b", json!({"app": "reviews", "version": "v1"})),
+            pod("reviews-v2-a", json!({"app": "reviews", "version": "v2"})),
+            svc("reviews"),
+            slice("reviews", &[("reviews-v1-a", true), ("reviews-v1-b", true), ("reviews-v2-a", true)]),
+        ]
+    }
+
+    #[test]
+    fn service_selecting_two_deployments_spreads_over_all_pods() {
+        let w = world(&bookinfo());
+        let m = shares(&w, &req(Via::Istio, "reviews", &[]), 30_000);
+        for p in ["reviews-v1-a", "reviews-v1-b", "reviews-v2-a"] {
+            close(&m, p, 1.0 / 3.0);
+        }
+        // The FQDN is the same host.
+        let m = shares(&w, &req(Via::Istio, "reviews.ns.svc.cluster.local", &[]), 3000);
+        assert!(!m.contains_key("503"), "{m:?}");
+    }
+
+    #[test]
+    fn istio_subsets_header_route_first_and_empty_subset_503() {
+        let mut objs = bookinfo();
+        objs.push((Kind::DestinationRule, json!({"metadata": {"name": "reviews"}, "spec": {
+            "host": "reviews", "subsets": [
+                {"name": "v1", "labels": {"version": "v1"}},
+                {"name": "v2", "labels": {"version": "v2"}},
+                {"name": "stable", "labels": {"track": "stable"}}]}})));
+        objs.push((Kind::VirtualService, json!({"metadata": {"name": "reviews"}, "spec": {
+            "hosts": ["reviews"], "http": [
+                {"name": "hdr", "match": [{"headers": {"x-canary": {"exact": "yes"}}}],
+                 "route": [{"destination": {"host": "reviews", "subset": "v2"}}]},
+                {"name": "main", "route": [
+                    {"destination": {"host": "reviews", "subset": "v1"}, "weight": 90},
+                    {"destination": {"host": "reviews", "subset": "v2"}, "weight": 10}]}]}})));
+        let w = world(&objs);
+        let m = shares(&w, &req(Via::Istio, "reviews", &[]), 30_000);
+        close(&m, "reviews-v2-a", 0.10);
+        close(&m, "reviews-v1-a", 0.45);
+        let m = shares(&w, &req(Via::Istio, "reviews", &[("x-canary", "yes")]), 1000);
+        close(&m, "reviews-v2-a", 1.0);
+        // A subset selecting no pod: 503, and an unknown subset too.
+        for subset in ["stable", "nope"] {
+            let mut objs = objs.clone();
+            objs.push((Kind::VirtualService, json!({"metadata": {"name": "reviews"}, "spec": {
+                "hosts": ["reviews"], "http": [{"route": [
+                    {"destination": {"host": "reviews", "subset": subset}, "weight": 95},
+                    {"destination": {"host": "reviews", "subset": "v2"}, "weight": 5}]}]}})));
+            let m = shares(&world(&objs), &req(Via::Istio, "reviews", &[]), 20_000);
+            close(&m, "503", 0.95);
+        }
+    }
+
+    #[test]
+    fn not_ready_endpoints_get_no_traffic() {
+        let mut objs = bookinfo();
+        objs.push(slice("reviews", &[("reviews-v1-a", true), ("reviews-v1-b", false), ("reviews-v2-a", false)]));
+        let m = shares(&world(&objs), &req(Via::Smi, "reviews", &[]), 1000);
+        close(&m, "reviews-v1-a", 1.0);
+        let objs = vec![svc("empty"), slice("empty", &[("gone", false)])];
+        close(&shares(&world(&objs), &req(Via::Istio, "empty", &[]), 100), "503", 1.0);
+    }
+
+    #[test]
+    fn trafficsplit_weights_are_relative() {
+        let objs = vec![
+            pod("web-1", json!({"app": "web"})),
+            pod("web-canary-1", json!({"app": "web"})),
+            svc("web"), svc("web-stable"), svc("web-canary"),
+            slice("web", &[("web-1", true), ("web-canary-1", true)]),
+            slice("web-stable", &[("web-1", true)]),
+            slice("web-canary", &[("web-canary-1", true)]),
+            (Kind::TrafficSplit, json!({"metadata": {"name": "web-split"}, "spec": {"service": "web",
+                "backends": [{"service": "web-stable", "weight": 950}, {"service": "web-canary", "weight": 50}]}})),
+        ];
+        let m = shares(&world(&objs), &req(Via::Smi, "web", &[]), 30_000);
+        close(&m, "web-canary-1", 0.05);
+        close(&m, "web-1", 0.95);
+    }
+
+    #[test]
+    fn nginx_header_then_weight() {
+        let ing = |name: &str, backend: &str, ann: Value| (Kind::Ingress, json!({
+            "metadata": {"name": name, "annotations": ann},
+            "spec": {"ingressClassName": "nginx", "rules": [{"host": "shop.test", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": backend, "port": {"number": 80}}}}]}}]}}));
+        let objs = vec![
+            pod("shop-1", json!({"app": "shop"})),
+            pod("shop-canary-1", json!({"app": "shop"})),
+            svc("shop"), svc("shop-canary"),
+            slice("shop", &[("shop-1", true), ("shop-canary-1", true)]),
+            slice("shop-canary", &[("shop-canary-1", true)]),
+            ing("shop", "shop", json!({"kubernetes.io/ingress.class": "nginx"})),
+            ing("shop-canary", "shop-canary", json!({
+                "nginx.ingress.kubernetes.io/canary": "true",
+                "nginx.ingress.kubernetes.io/canary-weight": "20",
+                "nginx.ingress.kubernetes.io/canary-by-header": "X-Canary"})),
+        ];
+        let w = world(&objs);
+        // 20% via the canary Ingress + 80% × 1/2 through the primary Service, which selects
+        // the canary pod too.
+        let m = shares(&w, &req(Via::Nginx, "shop.test", &[]), 30_000);
+        close(&m, "shop-canary-1", 0.2 + 0.8 * 0.5);
+        let m = shares(&w, &req(Via::Nginx, "shop.test", &[("x-canary", "always")]), 1000);
+        close(&m, "shop-canary-1", 1.0);
+        let m = shares(&w, &req(Via::Nginx, "shop.test", &[("x-canary", "never")]), 20_000);
+        close(&m, "shop-canary-1", 0.5);
+        let m = shares(&w, &req(Via::Nginx, "other.test", &[]), 10);
+        close(&m, "404", 1.0);
+    }
+
+    #[test]
+    fn httproute_header_rule_beats_weighted_rule() {
+        let objs = vec![
+            pod("a-1", json!({"app": "a"})),
+            pod("b-1", json!({"app": "b"})),
+            svc("a"), svc("b"),
+            slice("a", &[("a-1", true)]),
+            slice("b", &[("b-1", true)]),
+            (Kind::HttpRoute, json!({"metadata": {"name": "r"}, "spec": {"hostnames": ["web.test"], "rules": [
+                {"backendRefs": [{"name": "a", "port": 80, "weight": 3}, {"name": "b", "port": 80, "weight": 1}]},
+                {"matches": [{"headers": [{"name": "X-Canary", "value": "yes"}]}],
+                 "backendRefs": [{"name": "b", "port": 80}]}]}})),
+        ];
+        let w = world(&objs);
+        let m = shares(&w, &req(Via::Gateway, "web.test", &[]), 20_000);
+        close(&m, "b-1", 0.25);
+        let m = shares(&w, &req(Via::Gateway, "web.test", &[("x-canary", "yes")]), 1000);
+        close(&m, "b-1", 1.0);
+        assert!(gw_prefix("/foo", "/foo/x") && !gw_prefix("/foo", "/foox") && gw_prefix("/", "/x"));
+    }
+
+    #[test]
+    fn workload_name_strips_the_template_hash() {
+        let p = super::super::world::parse_pod(&json!({"metadata": {"name": "reviews-v1-7d9f-x",
+            "labels": {"pod-template-hash": "7d9f"},
+            "ownerReferences": [{"kind": "ReplicaSet", "name": "reviews-v1-7d9f"}]},
+            "status": {"phase": "Running"}}));
+        assert_eq!(p.deployment.as_deref(), Some("reviews-v1"));
+        assert!(p.running);
+    }
+}
