@@ -6,6 +6,7 @@ mod e2e_common;
 
 use e2e_common::*;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 const HOOK_POLICY: &str = r#"
 import "kafka-lag" as kafka;
@@ -60,7 +61,7 @@ async fn hook_flow(svc: &str, fault: Value, expect: Expect) {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("hooks.rhai");
     std::fs::write(&policy, HOOK_POLICY).unwrap();
-    let (ns, demo) = setup(&format!("e2e-hook-{svc}"), svc, p, 100.0, 0.0).await;
+    let (ns, _traffic) = setup(&format!("e2e-hook-{svc}"), svc, p, 100.0).await;
     let out = start(&ns.name, svc, p, &["--policy", policy.to_str().unwrap()]).await;
     assert_eq!(
         out.status.code(),
@@ -68,7 +69,9 @@ async fn hook_flow(svc: &str, fault: Value, expect: Expect) {
         "start: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    demo.as_ref().unwrap().inject_fault("canary", fault).await;
+    let canary = format!("{svc}-canary");
+    wait_serving(&ns.name, &canary, 1, Duration::from_secs(30)).await;
+    inject_fault(&ns.name, &canary, fault).await;
     let trace = run_traced(&ns.name, svc, p, "120s").await;
     let history = history_json(&ns.name, svc).await;
     assert_eq!(

@@ -26,7 +26,7 @@ async fn istio_latency_regression_rolls_back() {
     rollback_flow_with(
         Provider::Istio,
         "slow",
-        serde_json::json!({"latency_ms": 1500.0}),
+        Bad::Image("kubectl-canary/demo:2.0-lat1500"),
         "p99",
         "canary_p99_ms",
         1000.0,
@@ -42,7 +42,7 @@ async fn istio_unready_or_crashlooping_canary_rolls_back() {
         eprintln!("kwok pod behaviours only exist in the local environment; skipped");
         return;
     }
-    let (ns, _) = setup("e2e-istio-crash", "web", p, 0.0, 0.0).await;
+    let (ns, _) = setup("e2e-istio-crash", "web", p, 0.0).await;
     let t0 = Instant::now();
     let out = start(
         &ns.name,
@@ -117,7 +117,7 @@ async fn istio_unready_or_crashlooping_canary_rolls_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_steps_make_exactly_one_transition() {
     let p = Provider::Istio;
-    let (ns, _demo) = setup("e2e-istio-race", "web", p, 100.0, 0.0).await;
+    let (ns, _traffic) = setup("e2e-istio-race", "web", p, 100.0).await;
     let out = kc_out(
         &ns.name,
         &[
@@ -222,8 +222,7 @@ async fn concurrent_steps_make_exactly_one_transition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_drill_seed_000() {
     let p = Provider::Istio;
-    let (ns, demo) = setup("e2e-istio-drill", "web", p, 100.0, 0.0).await;
-    let demo = demo.unwrap();
+    let (ns, _traffic) = setup("e2e-istio-drill", "web", p, 100.0).await;
     let out = kc_out(
         &ns.name,
         &[
@@ -275,8 +274,12 @@ async fn rollback_drill_seed_000() {
         ns.name
     );
     let t0 = Instant::now();
-    demo.inject_fault("canary", serde_json::json!({"error_rate": 1.0}))
-        .await;
+    inject_fault(
+        &ns.name,
+        "web-canary",
+        serde_json::json!({"error_rate": 1.0}),
+    )
+    .await;
     let (mut visible, mut weight0, mut stable100) = (None, None, None);
     while t0.elapsed() < Duration::from_secs(90) && stable100.is_none() {
         if visible.is_none() && prom_query(&canary_5xx).await.unwrap_or(0.0) > 0.0 {
@@ -325,7 +328,7 @@ async fn rollback_drill_seed_000() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_commands_and_exit_codes() {
     let p = Provider::Istio;
-    let (ns, _) = setup("e2e-istio-manual", "web", p, 0.0, 0.0).await;
+    let (ns, _) = setup("e2e-istio-manual", "web", p, 0.0).await;
     let n = ns.name.as_str();
     let out = kc_out(
         n,
@@ -498,7 +501,7 @@ async fn manual_commands_and_exit_codes() {
 async fn rerun_after_crash_converges() {
     use kubectl_canary::core::rollout::{Cause, Event};
     let p = Provider::Istio;
-    let (ns, _) = setup("e2e-istio-crash-safe", "web", p, 0.0, 0.0).await;
+    let (ns, _) = setup("e2e-istio-crash-safe", "web", p, 0.0).await;
     let n = ns.name.as_str();
     assert_eq!(start(n, "web", p, &[]).await.status.code(), Some(0));
     let vs_has_header = |ns: String| async move {
@@ -645,7 +648,7 @@ async fn istio_host_split_weights() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stable_deleted_fails_the_rollout() {
     let p = Provider::Istio;
-    let (ns, _) = setup("e2e-istio-fail", "web", p, 0.0, 0.0).await;
+    let (ns, _) = setup("e2e-istio-fail", "web", p, 0.0).await;
     let n = ns.name.as_str();
     assert_eq!(start(n, "web", p, &[]).await.status.code(), Some(0));
     Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(ns.client.clone(), n)

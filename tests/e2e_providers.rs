@@ -41,7 +41,7 @@ async fn latency_flow(p: Provider) {
     rollback_flow_with(
         p,
         "slow",
-        serde_json::json!({"latency_ms": 1500.0}),
+        Bad::Image("kubectl-canary/demo:2.0-lat1500"),
         "p99",
         "canary_p99_ms",
         1000.0,
@@ -55,14 +55,7 @@ async fn crashloop_flow(p: Provider) {
         eprintln!("kwok pod behaviours only exist in the local environment; skipped");
         return;
     }
-    let (ns, _) = setup(
-        &format!("e2e-{}-crash", provider_name(p)),
-        "web",
-        p,
-        0.0,
-        0.0,
-    )
-    .await;
+    let (ns, _) = setup(&format!("e2e-{}-crash", provider_name(p)), "web", p, 0.0).await;
     let out = start(
         &ns.name,
         "web",

@@ -1,6 +1,7 @@
-//! PrometheusClient against the real test environment: a demo stable/canary pair exports
-//! the Istio, Linkerd, ingress-nginx and generic metric families at once, the driver splits
-//! traffic by an Istio VirtualService weight, Prometheus scrapes every second.
+//! PrometheusClient against the real test environment: stable and canary pods in the test
+//! data plane export the Istio, Linkerd, ingress-nginx and generic metric families; two
+//! clients (one inside the mesh through a VirtualService, one through ingress-nginx with a
+//! canary Ingress) both send 20 % to the canary; Prometheus scrapes every second.
 //!
 //! Needs the environment (`bash tests/run.sh`, or `tests/env/up` + `. env.sh`).
 
@@ -15,7 +16,7 @@ use kubectl_canary::metrics::prometheus::{
 };
 use kubectl_canary::metrics::{MetricsData, MetricsRequest, MetricsSource};
 use serde_json::json;
-use support::{DemoOptions, DemoPair, Provider, TestEnv, TestNamespace};
+use support::{Provider, TestEnv, TestNamespace, Traffic, TrafficOptions};
 
 const FLAVOURS: [&str; 4] = ["istio", "linkerd", "nginx", "generic"];
 const CANARY_WEIGHT: u32 = 20;
@@ -116,28 +117,38 @@ async fn prometheus_source_reads_every_flavour() {
     let ns = TestNamespace::create("metrics").await;
     let n = ns.name.clone();
     let svc = "web";
-    support::set_route(
+    // Stable pods behind `web` (this test reads metrics, it does not test routing: the
+    // Service selects stable only, so both clients' splits are exactly the weight).
+    support::create_stable(&ns.client, &n, svc, 2, true).await;
+    support::apply_value(
         &ns.client,
         &n,
-        Provider::Istio,
-        svc,
-        "web-route",
-        CANARY_WEIGHT,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": svc},
+               "spec": {"selector": {"app": svc, "track": "stable"},
+                        "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}),
     )
     .await;
-    let pair = DemoPair::start_with(
-        &n,
-        svc,
-        Provider::Istio,
-        "web-route",
-        DemoOptions {
-            rps: 100.0,
-            duration: Duration::from_secs(150),
-            latency_ms: 2.0,
-            ..DemoOptions::default()
-        },
-    );
-    pair.wait_scraped(Duration::from_secs(30)).await;
+    support::create_canary(&ns.client, &n, svc, 1, support::TEST_IMAGE).await;
+    for p in [Provider::Istio, Provider::Nginx] {
+        support::set_route(&ns.client, &n, p, svc, svc, CANARY_WEIGHT).await;
+    }
+    support::wait_serving(&n, svc, 2, Duration::from_secs(60)).await;
+    support::wait_serving(&n, "web-canary", 1, Duration::from_secs(60)).await;
+    let traffic: Vec<Traffic> = [Provider::Istio, Provider::Nginx]
+        .into_iter()
+        .map(|p| {
+            Traffic::start_with(
+                &n,
+                p.via(),
+                &p.entry_host(svc),
+                TrafficOptions {
+                    rps: 60.0,
+                    duration: Duration::from_secs(150),
+                    ..TrafficOptions::default()
+                },
+            )
+        })
+        .collect();
     let step_started = Utc::now();
     let c = client(&env.prometheus);
 
@@ -214,8 +225,9 @@ async fn prometheus_source_reads_every_flavour() {
     }
 
     // 2. Fault on the canary only: 50 % errors, ~200 ms latency, Kafka lag.
-    pair.inject_fault(
-        "canary",
+    support::inject_fault(
+        &n,
+        "web-canary",
         json!({"error_rate": 0.5, "latency_ms": 200.0, "kafka_lag": 5000}),
     )
     .await;
@@ -305,7 +317,7 @@ async fn prometheus_source_reads_every_flavour() {
             d.stable.latency_samples
         );
     }
-    drop(pair);
+    drop(traffic);
     eprintln!(
         "prometheus_source_reads_every_flavour took {:.1?}",
         t0.elapsed()

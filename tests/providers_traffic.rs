@@ -1,7 +1,6 @@
 //! SMI, ingress-nginx and Gateway API traffic providers against the real test
-//! environment: the objects they write are read by `canary-demo drive`, which splits
-//! real requests between a stable and a canary process; the split is measured in
-//! Prometheus.
+//! environment: the objects they write route real requests through the test data plane
+//! (Service → EndpointSlices → pod); the split is measured from the pods' own counters.
 //!
 //! Per provider: prepare (idempotent, user objects only created by the test), set_weight
 //! 10 → 50 (read back and measured), a race of set_weight calls against foreign edits
@@ -26,7 +25,7 @@ use kubectl_canary::providers::nginx::Nginx;
 use kubectl_canary::providers::smi::Smi;
 use kubectl_canary::providers::{HeaderRoute, Target, TrafficRouter};
 use serde_json::{Value, json};
-use support::{DemoOptions, DemoPair, Provider, TestEnv, TestNamespace};
+use support::{Provider, TestEnv, TestNamespace, Traffic, TrafficOptions};
 
 const SVC: &str = "web";
 const FOREIGN_ANN: &str = "example.com/owner";
@@ -126,35 +125,29 @@ async fn foreign_annotate(c: &Client, ns: &str, provider: Provider, key: &str, v
     }
 }
 
-/// Wait until the measured canary share is within `tol` of `target`, sampling only once
-/// the 5 s rate window lies entirely after the weight change at `since`; returns it.
-async fn wait_share(
-    pair: &DemoPair,
-    q: &str,
-    target: f64,
-    tol: f64,
-    since: Instant,
-    what: &str,
-) -> f64 {
+/// Wait until the canary's share of the requests served over 3 s windows, starting after the
+/// weight change at `since`, is within `tol` of `target`; returns it.
+async fn wait_share(traffic: &Traffic, ns: &str, target: f64, tol: f64, what: &str) -> f64 {
     let timeout = Duration::from_secs(40);
-    let settle = Duration::from_secs(7);
+    let t0 = Instant::now();
+    let canary = format!("{SVC}-canary");
     let mut last = None;
+    // The data plane reacts to the watch event within milliseconds; skip one window anyway.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     loop {
-        pair.assert_running();
-        if since.elapsed() >= settle {
-            last = support::prom_query(q).await.or(last);
-            if let Some(v) = last
-                && (v - target).abs() <= tol
-            {
-                return v;
-            }
+        traffic.assert_running();
+        let served = support::measure(ns, Duration::from_secs(3)).await;
+        last = served.share(&canary).or(last);
+        if let Some(v) = last
+            && (v - target).abs() <= tol
+        {
+            return v;
         }
         assert!(
-            since.elapsed() < timeout,
+            t0.elapsed() < timeout,
             "{what}: measured canary share did not reach {target}±{tol} within {timeout:?} \
-             (last {last:?}; query {q})"
+             (last {last:?}; {served:?})"
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -257,7 +250,7 @@ where
 {
     let t0 = Instant::now();
     TestEnv::get();
-    let ns = TestNamespace::create(&format!("prov-{}", provider.drive_kind())).await;
+    let ns = TestNamespace::create(&format!("prov-{}", provider.short())).await;
     let c = ns.client.clone();
     let target = Target::new(&ns.name, SVC);
     let name = router.name();
@@ -296,15 +289,16 @@ where
         None
     };
 
-    let pair = DemoPair::start_with(
+    // A canary Deployment as a rollout adds it; traffic from the provider's entry.
+    support::create_canary(&c, &ns.name, SVC, 1, support::TEST_IMAGE).await;
+    let traffic = Traffic::start_with(
         &ns.name,
-        SVC,
-        provider,
-        SVC,
-        DemoOptions {
-            rps: 80.0,
+        provider.via(),
+        &provider.entry_host(SVC),
+        TrafficOptions {
+            rps: 150.0,
             duration: Duration::from_secs(240),
-            ..DemoOptions::default()
+            ..TrafficOptions::default()
         },
     );
 
@@ -404,21 +398,25 @@ where
         _ => gateway_before.clone().unwrap_or(Value::Null),
     };
 
-    pair.wait_scraped(Duration::from_secs(30)).await;
-    let q = provider.canary_share_query(&ns.name, SVC, "5s");
+    support::wait_serving(&ns.name, SVC, 1, Duration::from_secs(60)).await;
+    support::wait_serving(
+        &ns.name,
+        &format!("{SVC}-canary"),
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
 
     // 10 %, twice (idempotent).
-    let since = Instant::now();
     router.set_weight(&c, &target, 10).await.unwrap();
     router.set_weight(&c, &target, 10).await.unwrap();
     assert_eq!(router.read_weight(&c, &target).await.unwrap(), Some(10));
-    let at10 = wait_share(&pair, &q, 0.10, 0.06, since, &format!("{name} weight 10")).await;
+    let at10 = wait_share(&traffic, &ns.name, 0.10, 0.05, &format!("{name} weight 10")).await;
 
     // 50 %.
-    let since = Instant::now();
     router.set_weight(&c, &target, 50).await.unwrap();
     assert_eq!(router.read_weight(&c, &target).await.unwrap(), Some(50));
-    let at50 = wait_share(&pair, &q, 0.50, 0.10, since, &format!("{name} weight 50")).await;
+    let at50 = wait_share(&traffic, &ns.name, 0.50, 0.08, &format!("{name} weight 50")).await;
     eprintln!(
         "{name}: written object at 50: {}",
         serde_json::to_string(&route_object(&c, &ns.name, provider).await.unwrap()["spec"])
@@ -497,19 +495,20 @@ where
     router.set_weight(&c, &target, 50).await.unwrap();
 
     // cleanup, twice.
-    let since = Instant::now();
     router.cleanup(&c, &target).await.unwrap();
     router.cleanup(&c, &target).await.unwrap();
     assert_eq!(router.read_weight(&c, &target).await.unwrap(), None);
     let after_cleanup = wait_share(
-        &pair,
-        &q,
+        &traffic,
+        &ns.name,
         0.0,
-        0.01,
-        since,
+        0.0,
         &format!("{name} after cleanup"),
     )
     .await;
+    // Nothing was left without an upstream on the way.
+    let served = support::measure(&ns.name, Duration::from_secs(2)).await;
+    assert_eq!(served.no_upstream(), 0, "{name}: {served:?}");
     assert!(
         Api::<Service>::namespaced(c.clone(), &ns.name)
             .get_opt(&target.canary_service)
@@ -573,7 +572,7 @@ where
          {after_cleanup:.3} after cleanup; {:.1}s",
         t0.elapsed().as_secs_f64()
     );
-    drop(pair);
+    drop(traffic);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

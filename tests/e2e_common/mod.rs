@@ -94,45 +94,48 @@ pub fn image_of(d: &Deployment) -> String {
         .unwrap_or_default()
 }
 
-/// Namespace + stable Deployment + route object at weight 0 (+ demo traffic when `rps` > 0).
+/// Namespace + stable Deployment + route object at weight 0 (+ client traffic into the data
+/// plane when `rps` > 0).
 pub async fn setup(
     prefix: &str,
     svc: &str,
     p: Provider,
     rps: f64,
-    canary_error_rate: f64,
-) -> (TestNamespace, Option<DemoPair>) {
+) -> (TestNamespace, Option<Traffic>) {
     let ns = TestNamespace::create(prefix).await;
     let split = p != Provider::Istio;
     create_stable(&ns.client, &ns.name, svc, 2, split).await;
     set_route(&ns.client, &ns.name, p, svc, svc, 0).await;
-    let demo = if rps > 0.0 {
-        let d = DemoPair::start_with(
+    let traffic = if rps > 0.0 {
+        wait_serving(&ns.name, svc, 2, Duration::from_secs(60)).await;
+        Some(Traffic::start_with(
             &ns.name,
-            svc,
-            p,
-            svc,
-            DemoOptions {
+            p.via(),
+            &p.entry_host(svc),
+            TrafficOptions {
                 rps,
                 duration: Duration::from_secs(300),
-                canary_error_rate,
-                ..DemoOptions::default()
+                ..TrafficOptions::default()
             },
-        );
-        d.wait_scraped(Duration::from_secs(30)).await;
-        Some(d)
+        ))
     } else {
         None
     };
-    (ns, demo)
+    (ns, traffic)
 }
 
 pub async fn start(ns: &str, svc: &str, p: Provider, extra: &[&str]) -> Output {
+    start_image(ns, svc, p, NEW_IMAGE, extra).await
+}
+
+/// `start` with canary image `image` (its tag can make the canary misbehave, e.g. `2.0-err50`).
+pub async fn start_image(ns: &str, svc: &str, p: Provider, image: &str, extra: &[&str]) -> Output {
+    let image = format!("app={image}");
     let mut args = vec![
         "start",
         svc,
         "--image",
-        "app=kubectl-canary/demo:2.0",
+        &image,
         "--provider",
         provider_name(p),
         "--schedule-override",
@@ -164,7 +167,9 @@ pub async fn run_traced(ns: &str, svc: &str, p: Provider, max: &str) -> RunTrace
     .stdout(std::process::Stdio::piped())
     .spawn()
     .unwrap();
-    let share_q = p.canary_share_query(ns, svc, "5s");
+    let canary = format!("{svc}-canary");
+    // The canary's share of requests over the last ~5 s, from the pods' own counters.
+    let mut window: std::collections::VecDeque<Counts> = std::collections::VecDeque::new();
     let mut weights = Vec::new();
     let mut max_share: f64 = 0.0;
     let status = loop {
@@ -176,9 +181,22 @@ pub async fn run_traced(ns: &str, svc: &str, p: Provider, max: &str) -> RunTrace
         {
             weights.push(w);
         }
-        if let Some(s) = prom_query(&share_q).await {
-            max_share = max_share.max(s);
+        let now = Counts::now(ns).await;
+        while window
+            .front()
+            .is_some_and(|c| c.at.unwrap().elapsed() > Duration::from_secs(5))
+        {
+            window.pop_front();
         }
+        if let Some(first) = window.front() {
+            let served = now.since(first);
+            if served.total() >= 100
+                && let Some(s) = served.share(&canary)
+            {
+                max_share = max_share.max(s);
+            }
+        }
+        window.push_back(now);
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let out = child.wait_with_output().await.unwrap();
@@ -204,7 +222,7 @@ fn events(h: &Value) -> Vec<String> {
 pub async fn promote_flow(p: Provider) {
     let t0 = Instant::now();
     let svc = "web";
-    let (ns, _demo) = setup(&format!("e2e-{}-ok", provider_name(p)), svc, p, 100.0, 0.0).await;
+    let (ns, _traffic) = setup(&format!("e2e-{}-ok", provider_name(p)), svc, p, 100.0).await;
     let out = start(&ns.name, svc, p, &[]).await;
     assert_eq!(out.status.code(), Some(0), "start");
     assert_eq!(route_weight(&ns.client, &ns.name, svc, p).await, Some(5));
@@ -268,12 +286,21 @@ pub async fn promote_flow(p: Provider) {
     );
 }
 
-/// 50% errors on the canary → rollback: weight 0, canary at 0 replicas, history recorded.
+/// How a canary misbehaves.
+pub enum Bad {
+    /// From its pod template: an image whose tag says so (see tests/env/README.md).
+    Image(&'static str),
+    /// Injected into the running canary pods (`/admin/fault`).
+    Fault(Value),
+}
+
+/// 50% errors on the canary (its image `2.0-err50`) → rollback: weight 0, canary at 0
+/// replicas, history recorded.
 pub async fn rollback_flow(p: Provider) {
     rollback_flow_with(
         p,
         "bad",
-        serde_json::json!({"error_rate": 0.5}),
+        Bad::Image("kubectl-canary/demo:2.0-err50"),
         "error",
         "canary_error_rate",
         0.05,
@@ -281,29 +308,22 @@ pub async fn rollback_flow(p: Provider) {
     .await;
 }
 
-/// A fault on the canary (`fault` for /admin/fault) → the policy rolls back, its reason
-/// containing `why`, and observation `obs` above `min` recorded with the transition.
-pub async fn rollback_flow_with(
-    p: Provider,
-    tag: &str,
-    fault: Value,
-    why: &str,
-    obs: &str,
-    min: f64,
-) {
+/// A misbehaving canary → the policy rolls back, its reason containing `why`, and
+/// observation `obs` above `min` recorded with the transition.
+pub async fn rollback_flow_with(p: Provider, tag: &str, bad: Bad, why: &str, obs: &str, min: f64) {
     let t0 = Instant::now();
     let svc = "web";
-    let (ns, demo) = setup(
-        &format!("e2e-{}-{tag}", provider_name(p)),
-        svc,
-        p,
-        100.0,
-        0.0,
-    )
-    .await;
-    let out = start(&ns.name, svc, p, &[]).await;
+    let (ns, _traffic) = setup(&format!("e2e-{}-{tag}", provider_name(p)), svc, p, 100.0).await;
+    let out = match &bad {
+        Bad::Image(image) => start_image(&ns.name, svc, p, image, &[]).await,
+        Bad::Fault(_) => start(&ns.name, svc, p, &[]).await,
+    };
     assert_eq!(out.status.code(), Some(0), "start");
-    demo.as_ref().unwrap().inject_fault("canary", fault).await;
+    let canary_name = format!("{svc}-canary");
+    if let Bad::Fault(fault) = bad {
+        wait_serving(&ns.name, &canary_name, 1, Duration::from_secs(30)).await;
+        inject_fault(&ns.name, &canary_name, fault).await;
+    }
     let trace = run_traced(&ns.name, svc, p, "120s").await;
     assert_eq!(trace.exit, Some(3), "run ends rolled back");
     assert_eq!(
@@ -318,6 +338,19 @@ pub async fn rollback_flow_with(
     assert_eq!(canary.spec.replicas, Some(0));
     let stable = deployment(&ns.client, &ns.name, svc).await.unwrap();
     assert_eq!(image_of(&stable), TEST_IMAGE, "stable untouched");
+    // Measured at the pods: after the rollback every request reaches a stable pod.
+    let served = measure(&ns.name, Duration::from_secs(3)).await;
+    assert!(served.total() > 100, "traffic still flows: {served:?}");
+    assert_eq!(
+        served.of(&canary_name),
+        0,
+        "canary pods get nothing after rollback: {served:?}"
+    );
+    assert_eq!(
+        served.no_upstream(),
+        0,
+        "no request without upstream: {served:?}"
+    );
     let st = status_json(&ns.name, svc).await;
     assert_eq!(st["phase"], "RolledBack");
     let h = history_json(&ns.name, svc).await;

@@ -8,7 +8,11 @@
 //! * `CANARY_TEST_PROMETHEUS`  Prometheus base URL (scrape interval 1 s),
 //! * `CANARY_TEST_FILE_SD_DIR` Prometheus file_sd directory for demo targets,
 //! * `CANARY_TEST_ENV_DIR`     state dir (demo pids are registered there so
-//!   `tests/env/down` can always clean up).
+//!   `tests/env/down` can always clean up),
+//! * `CANARY_TEST_MESH_PROXY` / `CANARY_TEST_MESH_ADMIN` the test data plane
+//!   (`canary-demo mesh`): it runs a process per Running pod and routes requests through
+//!   Services, EndpointSlices and route objects. Tests count what each pod served from the
+//!   pods' own counters ([`Counts`]), never from the route objects.
 //!
 //! Tests never silently pass without it: [`TestEnv::get`] panics with
 //! instructions when the variables are missing.
@@ -16,7 +20,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -46,6 +49,9 @@ pub struct TestEnv {
     pub env_dir: Option<PathBuf>,
     /// True when the cluster is a user-provided one (not the kwok control plane).
     pub external: bool,
+    /// The test data plane (`canary-demo mesh`): proxy and admin `host:port`.
+    pub mesh_proxy: String,
+    pub mesh_admin: String,
 }
 
 impl TestEnv {
@@ -79,6 +85,8 @@ impl TestEnv {
                 file_sd_dir: opt("CANARY_TEST_FILE_SD_DIR").map(PathBuf::from),
                 env_dir: opt("CANARY_TEST_ENV_DIR").map(PathBuf::from),
                 external: opt("CANARY_TEST_EXTERNAL_CLUSTER").as_deref() == Some("1"),
+                mesh_proxy: need("CANARY_TEST_MESH_PROXY"),
+                mesh_admin: need("CANARY_TEST_MESH_ADMIN"),
             }
         })
     }
@@ -280,6 +288,29 @@ pub async fn create_stable(
         .expect("get created Deployment")
 }
 
+/// A canary Deployment `<svc>-canary` as a rollout would add it (labels app=<svc>,
+/// track=canary, version=v2), for data-plane tests that run without the plugin.
+pub async fn create_canary(client: &Client, ns: &str, svc: &str, replicas: i32, image: &str) {
+    let labels = json!({"app": svc, "track": "canary", "version": "v2"});
+    apply_value(
+        client,
+        ns,
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": format!("{svc}-canary"), "labels": labels},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": svc, "track": "canary"}},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "app", "image": image}]}
+                }
+            }
+        }),
+    )
+    .await;
+}
+
 fn service_json(name: &str, app: &str, track: Option<&str>) -> Value {
     let mut selector = BTreeMap::new();
     selector.insert("app".to_string(), app.to_string());
@@ -322,13 +353,32 @@ impl Provider {
         Provider::GatewayApi,
     ];
 
-    /// `--kind` value for `canary-demo drive`.
-    pub fn drive_kind(self) -> &'static str {
+    /// Short name, for namespace prefixes and messages.
+    pub fn short(self) -> &'static str {
         match self {
-            Provider::Istio => "virtualservice",
-            Provider::Smi => "trafficsplit",
-            Provider::Nginx => "ingress",
-            Provider::GatewayApi => "httproute",
+            Provider::Istio => "istio",
+            Provider::Smi => "smi",
+            Provider::Nginx => "nginx",
+            Provider::GatewayApi => "gateway",
+        }
+    }
+
+    /// `--via` of `canary-demo drive`: how a client enters the data plane.
+    pub fn via(self) -> &'static str {
+        match self {
+            Provider::Istio => "istio",
+            Provider::Smi => "smi",
+            Provider::Nginx => "nginx",
+            Provider::GatewayApi => "gateway",
+        }
+    }
+
+    /// The host a client calls for service `svc`: the Service itself inside the mesh, the
+    /// Ingress/HTTPRoute host name (`<svc>.test`) from outside.
+    pub fn entry_host(self, svc: &str) -> String {
+        match self {
+            Provider::Istio | Provider::Smi => svc.to_string(),
+            Provider::Nginx | Provider::GatewayApi => format!("{svc}.test"),
         }
     }
 
@@ -340,25 +390,6 @@ impl Provider {
             Provider::Smi | Provider::GatewayApi => {
                 (format!("{svc}-stable"), format!("{svc}-canary"))
             }
-        }
-    }
-
-    /// PromQL for the canary's share of requests over `window`, using the
-    /// metric names the provider's data plane exports.
-    pub fn canary_share_query(self, ns: &str, svc: &str, window: &str) -> String {
-        match self {
-            Provider::Istio => format!(
-                "sum(rate(istio_requests_total{{destination_workload_namespace=\"{ns}\",destination_service_name=\"{svc}\",destination_version=\"v2\"}}[{window}])) / sum(rate(istio_requests_total{{destination_workload_namespace=\"{ns}\",destination_service_name=\"{svc}\"}}[{window}]))"
-            ),
-            Provider::Smi => format!(
-                "sum(rate(response_total{{direction=\"inbound\",namespace=\"{ns}\",deployment=\"{svc}-canary\"}}[{window}])) / sum(rate(response_total{{direction=\"inbound\",namespace=\"{ns}\",deployment=~\"{svc}|{svc}-canary\"}}[{window}]))"
-            ),
-            Provider::Nginx => format!(
-                "sum(rate(nginx_ingress_controller_requests{{namespace=\"{ns}\",canary!=\"\"}}[{window}])) / sum(rate(nginx_ingress_controller_requests{{namespace=\"{ns}\"}}[{window}]))"
-            ),
-            Provider::GatewayApi => format!(
-                "sum(rate(http_requests_total{{namespace=\"{ns}\",service=\"{svc}\",track=\"canary\"}}[{window}])) / sum(rate(http_requests_total{{namespace=\"{ns}\",service=\"{svc}\"}}[{window}]))"
-            ),
         }
     }
 }
@@ -524,9 +555,8 @@ pub fn canary_demo_bin() -> PathBuf {
     .clone()
 }
 
-/// A running `canary-demo serve` process.
+/// A running `canary-demo` child process (the traffic driver).
 pub struct DemoProcess {
-    pub addr: String,
     child: Mutex<Child>,
     what: String,
     _stdin: Option<ChildStdin>,
@@ -534,12 +564,12 @@ pub struct DemoProcess {
 }
 
 impl DemoProcess {
-    fn spawn(args: &[String], wait_addr: bool) -> DemoProcess {
+    fn spawn(args: &[String]) -> DemoProcess {
         let mut child = Command::new(canary_demo_bin())
             .arg("--exit-on-stdin-eof")
             .args(args)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn canary-demo");
@@ -550,26 +580,12 @@ impl DemoProcess {
             let _ = std::fs::write(&p, "");
             p
         });
-        let mut addr = String::new();
-        if wait_addr {
-            let out = child.stdout.take().expect("stdout");
-            BufReader::new(out)
-                .read_line(&mut addr)
-                .expect("read canary-demo address");
-            addr = addr.trim().to_string();
-            assert!(!addr.is_empty(), "canary-demo serve printed no address");
-        }
         DemoProcess {
-            addr,
             child: Mutex::new(child),
             what: args.first().cloned().unwrap_or_default(),
             _stdin: stdin,
             pid_file,
         }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.lock().unwrap().id()
     }
 
     /// Panic if the process has exited (it should run until dropped).
@@ -596,154 +612,273 @@ impl Drop for DemoProcess {
     }
 }
 
-/// Options for [`DemoPair::start_with`].
+/// Options for [`Traffic::start_with`].
 #[derive(Debug, Clone)]
-pub struct DemoOptions {
-    /// Total request rate of the driver.
+pub struct TrafficOptions {
     pub rps: f64,
     /// The driver stops by itself after this long.
     pub duration: Duration,
-    pub stable_error_rate: f64,
-    pub canary_error_rate: f64,
-    pub latency_ms: f64,
+    /// `NAME:VALUE` sent with `header_share` of the requests.
+    pub header: Option<String>,
+    pub header_share: f64,
 }
 
-impl Default for DemoOptions {
+impl Default for TrafficOptions {
     fn default() -> Self {
-        DemoOptions {
+        TrafficOptions {
             rps: 60.0,
             duration: Duration::from_secs(300),
-            stable_error_rate: 0.0,
-            canary_error_rate: 0.0,
-            latency_ms: 2.0,
+            header: None,
+            header_share: 0.0,
         }
     }
 }
 
-/// Stable + canary `canary-demo serve` processes registered with Prometheus,
-/// and a `canary-demo drive` splitting traffic by the route's weights.
-/// Everything is stopped and unregistered on drop.
-pub struct DemoPair {
-    pub namespace: String,
-    pub service: String,
-    pub provider: Provider,
-    pub route: String,
-    pub stable: DemoProcess,
-    pub canary: DemoProcess,
-    driver: Option<DemoProcess>,
-    sd_file: Option<PathBuf>,
+/// A client sending a steady request rate into the data plane (`canary-demo drive`), as a
+/// caller of `host` through `via`. Where requests land is measured with [`Counts`].
+pub struct Traffic {
+    driver: DemoProcess,
 }
 
-impl DemoPair {
-    /// Start with default options (60 rps for at most 300 s).
-    pub fn start(ns: &str, svc: &str, provider: Provider, route: &str) -> DemoPair {
-        Self::start_with(ns, svc, provider, route, DemoOptions::default())
+impl Traffic {
+    /// The client of `provider`'s entry for `svc`, 60 rps for at most 300 s.
+    pub fn start(ns: &str, provider: Provider, svc: &str) -> Traffic {
+        Self::start_with(
+            ns,
+            provider.via(),
+            &provider.entry_host(svc),
+            TrafficOptions::default(),
+        )
     }
 
-    pub fn start_with(
-        ns: &str,
-        svc: &str,
-        provider: Provider,
-        route: &str,
-        o: DemoOptions,
-    ) -> DemoPair {
+    pub fn start_with(ns: &str, via: &str, host: &str, o: TrafficOptions) -> Traffic {
         let env = TestEnv::get();
-        let (sk, ck) = provider.keys(svc);
-        let nginx_canary_svc = if provider == Provider::Nginx {
-            ck.clone()
-        } else {
-            format!("{svc}-canary")
-        };
-        let serve = |track: &str, workload: String, version: &str, err: f64| {
-            DemoProcess::spawn(
-                &[
-                    "serve".into(),
-                    "--listen".into(),
-                    "127.0.0.1:0".into(),
-                    "--service".into(),
-                    svc.into(),
-                    "--namespace".into(),
-                    ns.into(),
-                    "--workload".into(),
-                    workload,
-                    "--version".into(),
-                    version.into(),
-                    "--track".into(),
-                    track.into(),
-                    "--canary-service".into(),
-                    nginx_canary_svc.clone(),
-                    "--error-rate".into(),
-                    err.to_string(),
-                    "--latency-ms".into(),
-                    o.latency_ms.to_string(),
-                ],
-                true,
-            )
-        };
-        let stable = serve("stable", svc.to_string(), "v1", o.stable_error_rate);
-        let canary = serve("canary", format!("{svc}-canary"), "v2", o.canary_error_rate);
-
-        let sd_file = env.file_sd_dir.as_ref().map(|dir| {
-            let targets = json!([
-                {"targets": [stable.addr], "labels": {
-                    "canary_demo_namespace": ns, "canary_demo_service": svc, "canary_demo_track": "stable"}},
-                {"targets": [canary.addr], "labels": {
-                    "canary_demo_namespace": ns, "canary_demo_service": svc, "canary_demo_track": "canary"}}
+        let mut args: Vec<String> = [
+            "drive",
+            "--mesh",
+            &env.mesh_proxy,
+            "--via",
+            via,
+            "--namespace",
+            ns,
+            "--host",
+            host,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        args.extend([
+            "--rps".into(),
+            o.rps.to_string(),
+            "--duration".into(),
+            o.duration.as_secs_f64().to_string(),
+        ]);
+        if let Some(h) = &o.header {
+            args.extend([
+                "--header".into(),
+                h.clone(),
+                "--header-share".into(),
+                o.header_share.to_string(),
             ]);
-            let path = dir.join(format!("{ns}-{svc}.json"));
-            let tmp = dir.join(format!(".{ns}-{svc}.json.tmp"));
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&targets).unwrap()).expect("write file_sd");
-            std::fs::rename(&tmp, &path).expect("rename file_sd");
-            path
-        });
+        }
+        Traffic {
+            driver: DemoProcess::spawn(&args),
+        }
+    }
 
-        let driver = DemoProcess::spawn(
-            &[
-                "drive".into(),
-                "--kubeconfig".into(),
-                env.kubeconfig.display().to_string(),
-                "--namespace".into(),
-                ns.into(),
-                "--kind".into(),
-                provider.drive_kind().into(),
-                "--name".into(),
-                route.into(),
-                "--backend".into(),
-                format!("{sk}={}", stable.addr),
-                "--backend".into(),
-                format!("{ck}={}", canary.addr),
-                "--rps".into(),
-                o.rps.to_string(),
-                "--duration".into(),
-                o.duration.as_secs_f64().to_string(),
-            ],
-            false,
+    pub fn assert_running(&self) {
+        self.driver.assert_running();
+    }
+}
+
+/// One pod as the data plane runs it, with the requests its own process counted.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PodCount {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub deployment: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub addr: Option<String>,
+    /// false: the pod is gone and these counts are final.
+    pub live: bool,
+    pub requests: u64,
+    pub by_code: BTreeMap<String, u64>,
+}
+
+async fn mesh_get(path: &str) -> Value {
+    let url = format!("http://{}{path}", TestEnv::get().mesh_admin);
+    // A pooled connection the admin server just closed fails once; try again.
+    let mut last = None;
+    for _ in 0..3 {
+        match http().get(&url).send().await {
+            Ok(r) => return r.json().await.unwrap_or_else(|e| panic!("GET {url}: {e}")),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("GET {url}: {last:?} (is the data plane up? tests/env/up)")
+}
+
+/// Every pod of `ns` the data plane has run (live and departed).
+pub async fn mesh_pods(ns: &str) -> Vec<PodCount> {
+    serde_json::from_value(mesh_get(&format!("/pods?namespace={ns}")).await)
+        .expect("mesh /pods JSON")
+}
+
+/// What the pods of a namespace served, and what the data plane answered itself, at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    /// pod uid → (Deployment, requests, 5xx)
+    pub pods: BTreeMap<String, (String, u64, u64)>,
+    /// Requests the data plane answered itself, by status (503 = no healthy upstream).
+    pub local_replies: BTreeMap<u16, u64>,
+    pub at: Option<Instant>,
+}
+
+/// Requests over an interval: per Deployment, plus the data plane's own answers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Served {
+    pub by_deployment: BTreeMap<String, u64>,
+    pub errors_by_deployment: BTreeMap<String, u64>,
+    pub local_replies: BTreeMap<u16, u64>,
+}
+
+impl Counts {
+    pub async fn now(ns: &str) -> Counts {
+        let pods = mesh_pods(ns)
+            .await
+            .into_iter()
+            .map(|p| {
+                let errors = p
+                    .by_code
+                    .iter()
+                    .filter(|(c, _)| c.starts_with('5'))
+                    .map(|(_, n)| n)
+                    .sum();
+                (
+                    p.uid,
+                    (p.deployment.unwrap_or_default(), p.requests, errors),
+                )
+            })
+            .collect();
+        let mut local_replies = BTreeMap::new();
+        for row in mesh_get(&format!("/stats?namespace={ns}"))
+            .await
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if row["local_reply"] == true {
+                *local_replies
+                    .entry(row["status"].as_u64().unwrap_or(0) as u16)
+                    .or_default() += row["requests"].as_u64().unwrap_or(0);
+            }
+        }
+        Counts {
+            pods,
+            local_replies,
+            at: Some(Instant::now()),
+        }
+    }
+
+    /// What was served between `earlier` and `self`.
+    pub fn since(&self, earlier: &Counts) -> Served {
+        let mut s = Served::default();
+        for (uid, (dep, n, e)) in &self.pods {
+            let (n0, e0) = earlier
+                .pods
+                .get(uid)
+                .map(|(_, n, e)| (*n, *e))
+                .unwrap_or((0, 0));
+            *s.by_deployment.entry(dep.clone()).or_default() += n.saturating_sub(n0);
+            *s.errors_by_deployment.entry(dep.clone()).or_default() += e.saturating_sub(e0);
+        }
+        for (st, n) in &self.local_replies {
+            let n0 = earlier.local_replies.get(st).copied().unwrap_or(0);
+            s.local_replies.insert(*st, n.saturating_sub(n0));
+        }
+        s
+    }
+}
+
+impl Served {
+    /// All requests: served by a pod or answered by the data plane.
+    pub fn total(&self) -> u64 {
+        self.by_deployment.values().sum::<u64>() + self.local_replies.values().sum::<u64>()
+    }
+
+    pub fn of(&self, deployment: &str) -> u64 {
+        self.by_deployment.get(deployment).copied().unwrap_or(0)
+    }
+
+    /// Share of all requests that reached pods of `deployment` (None without requests).
+    pub fn share(&self, deployment: &str) -> Option<f64> {
+        let t = self.total();
+        (t > 0).then(|| self.of(deployment) as f64 / t as f64)
+    }
+
+    pub fn no_upstream(&self) -> u64 {
+        self.local_replies.get(&503).copied().unwrap_or(0)
+    }
+}
+
+/// Count what the pods of `ns` serve during `window`.
+pub async fn measure(ns: &str, window: Duration) -> Served {
+    let a = Counts::now(ns).await;
+    tokio::time::sleep(window).await;
+    Counts::now(ns).await.since(&a)
+}
+
+/// Wait until the data plane runs `n` live pods of Deployment `deployment` and Prometheus
+/// scrapes them.
+pub async fn wait_serving(ns: &str, deployment: &str, n: usize, timeout: Duration) {
+    wait_for(
+        timeout,
+        &format!("data plane running {n} pods of {ns}/{deployment}"),
+        || async move {
+            mesh_pods(ns)
+                .await
+                .iter()
+                .filter(|p| p.live && p.deployment.as_deref() == Some(deployment))
+                .count()
+                >= n
+        },
+    )
+    .await;
+    let q = format!(
+        "count(up{{job=\"canary-demo\",canary_demo_namespace=\"{ns}\",canary_demo_deployment=\"{deployment}\"}} == 1)"
+    );
+    wait_for(
+        timeout,
+        &format!("Prometheus scraping {n} pods of {ns}/{deployment} ({q})"),
+        || {
+            let q = q.clone();
+            async move { prom_query(&q).await.is_some_and(|v| v >= n as f64) }
+        },
+    )
+    .await;
+}
+
+/// POST a (partial) fault state, e.g. `json!({"error_rate": 0.5})`, to every live pod of
+/// `deployment` (for faults that start mid-run; a pod's initial behaviour comes from its
+/// image tag, see tests/env/README.md).
+pub async fn inject_fault(ns: &str, deployment: &str, fault: Value) {
+    let pods: Vec<PodCount> = mesh_pods(ns)
+        .await
+        .into_iter()
+        .filter(|p| p.live && p.deployment.as_deref() == Some(deployment))
+        .collect();
+    assert!(
+        !pods.is_empty(),
+        "no live pod of {ns}/{deployment} to inject {fault}"
+    );
+    for p in pods {
+        let url = format!(
+            "http://{}/admin/fault",
+            p.addr.expect("live pod has an address")
         );
-        DemoPair {
-            namespace: ns.into(),
-            service: svc.into(),
-            provider,
-            route: route.into(),
-            stable,
-            canary,
-            driver: Some(driver),
-            sd_file,
-        }
-    }
-
-    /// The serve process of `track` ("stable" or "canary").
-    pub fn process(&self, track: &str) -> &DemoProcess {
-        match track {
-            "stable" => &self.stable,
-            "canary" => &self.canary,
-            other => panic!("unknown track {other}"),
-        }
-    }
-
-    /// POST a (partial) fault state, e.g. `json!({"error_rate": 0.5})`.
-    pub async fn inject_fault(&self, track: &str, fault: Value) {
-        let url = format!("http://{}/admin/fault", self.process(track).addr);
-        let resp = reqwest::Client::new()
+        let resp = http()
             .post(&url)
             .json(&fault)
             .send()
@@ -755,42 +890,6 @@ impl DemoPair {
             "POST {url} -> {status}: {}",
             resp.text().await.unwrap_or_default()
         );
-    }
-
-    /// Panic if a serve process or the driver has died.
-    pub fn assert_running(&self) {
-        self.stable.assert_running();
-        self.canary.assert_running();
-        if let Some(d) = &self.driver {
-            d.assert_running();
-        }
-    }
-
-    /// Wait until Prometheus has scraped both serve processes.
-    pub async fn wait_scraped(&self, timeout: Duration) {
-        self.assert_running();
-        let q = format!(
-            "count(up{{job=\"canary-demo\",canary_demo_namespace=\"{}\",canary_demo_service=\"{}\"}} == 1)",
-            self.namespace, self.service
-        );
-        wait_for(
-            timeout,
-            &format!("Prometheus scraping both demo processes ({q})"),
-            || {
-                let q = q.clone();
-                async move { prom_query(&q).await == Some(2.0) }
-            },
-        )
-        .await;
-    }
-}
-
-impl Drop for DemoPair {
-    fn drop(&mut self) {
-        self.driver.take();
-        if let Some(p) = &self.sd_file {
-            let _ = std::fs::remove_file(p);
-        }
     }
 }
 

@@ -228,7 +228,12 @@ async fn proxy(shared: Arc<Shared>, req: HRequest<Incoming>) -> Result<Response<
     let headers: BTreeMap<String, String> = req
         .headers()
         .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_string())))
+        .filter_map(|(k, v)| {
+            Some((
+                k.as_str().to_ascii_lowercase(),
+                v.to_str().ok()?.to_string(),
+            ))
+        })
         .collect();
     let r = route::Request {
         via,
@@ -254,7 +259,8 @@ async fn proxy(shared: Arc<Shared>, req: HRequest<Incoming>) -> Result<Response<
                 let w = shared.world.read().unwrap();
                 let p = w.pods.get(&(pns.clone(), pod.clone()));
                 (
-                    p.and_then(|p| p.deployment.clone()).unwrap_or_else(|| pod.clone()),
+                    p.and_then(|p| p.deployment.clone())
+                        .unwrap_or_else(|| pod.clone()),
                     p.and_then(|p| p.labels.get("version").cloned())
                         .unwrap_or_else(|| "unknown".into()),
                 )
@@ -310,7 +316,12 @@ async fn proxy(shared: Arc<Shared>, req: HRequest<Incoming>) -> Result<Response<
                             (st, body, key, Some(pod))
                         }
                         // The pod went away mid-request: Envoy's upstream reset.
-                        _ => (503, "upstream connect error or disconnect/reset\n".into(), key, None),
+                        _ => (
+                            503,
+                            "upstream connect error or disconnect/reset\n".into(),
+                            key,
+                            None,
+                        ),
                     }
                 }
             }
@@ -360,20 +371,37 @@ fn render_source(m: &HashMap<SourceKey, u64>) -> String {
     let mut o = String::new();
     o.push_str("# TYPE istio_requests_total counter\n");
     for (k, n) in rows.iter().filter(|(k, _)| k.via == Via::Istio) {
-        let flags = if k.local_reply && k.status == 503 { "UH" } else { "-" };
+        let flags = if k.local_reply && k.status == 503 {
+            "UH"
+        } else {
+            "-"
+        };
         let _ = writeln!(
             o,
             "istio_requests_total{{reporter=\"source\",source_workload=\"canary-demo-client\",source_workload_namespace=\"{}\",destination_service_name=\"{}\",destination_workload=\"{}\",destination_workload_namespace=\"{}\",destination_version=\"{}\",response_code=\"{}\",response_flags=\"{flags}\"}} {n}",
-            esc(&k.namespace), esc(&k.service), esc(&k.workload), esc(&k.namespace), esc(&k.version), k.status
+            esc(&k.namespace),
+            esc(&k.service),
+            esc(&k.workload),
+            esc(&k.namespace),
+            esc(&k.version),
+            k.status
         );
     }
     o.push_str("# TYPE response_total counter\n");
     for (k, n) in rows.iter().filter(|(k, _)| k.via == Via::Smi) {
-        let class = if k.status >= 500 { "failure" } else { "success" };
+        let class = if k.status >= 500 {
+            "failure"
+        } else {
+            "success"
+        };
         let _ = writeln!(
             o,
             "response_total{{direction=\"outbound\",namespace=\"{}\",dst_deployment=\"{}\",dst_namespace=\"{}\",authority=\"{}\",classification=\"{class}\",status_code=\"{}\"}} {n}",
-            esc(&k.namespace), esc(&k.workload), esc(&k.namespace), esc(&k.service), k.status
+            esc(&k.namespace),
+            esc(&k.workload),
+            esc(&k.namespace),
+            esc(&k.service),
+            k.status
         );
     }
     // ingress-nginx: the controller's own answers (the pods report what they served).
@@ -385,7 +413,11 @@ fn render_source(m: &HashMap<SourceKey, u64>) -> String {
         let _ = writeln!(
             o,
             "nginx_ingress_controller_requests{{ingress=\"{}\",namespace=\"{}\",service=\"{}\",canary=\"{}\",status=\"{}\"}} {n}",
-            esc(&k.ingress), esc(&k.namespace), esc(&k.service), esc(&k.canary), k.status
+            esc(&k.ingress),
+            esc(&k.namespace),
+            esc(&k.service),
+            esc(&k.canary),
+            k.status
         );
     }
     o.push_str("# TYPE canary_demo_mesh_requests_total counter\n");
@@ -393,7 +425,12 @@ fn render_source(m: &HashMap<SourceKey, u64>) -> String {
         let _ = writeln!(
             o,
             "canary_demo_mesh_requests_total{{namespace=\"{}\",via=\"{}\",service=\"{}\",workload=\"{}\",status=\"{}\",local_reply=\"{}\"}} {n}",
-            esc(&k.namespace), k.via.as_str(), esc(&k.service), esc(&k.workload), k.status, k.local_reply
+            esc(&k.namespace),
+            k.via.as_str(),
+            esc(&k.service),
+            esc(&k.workload),
+            k.status,
+            k.local_reply
         );
     }
     o
@@ -412,7 +449,11 @@ async fn admin(shared: Arc<Shared>, req: HRequest<Incoming>) -> Result<Response<
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
         "/metrics" => {
             let m = shared.source.lock().unwrap().clone();
-            text(StatusCode::OK, "text/plain; version=0.0.4", render_source(&m))
+            text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                render_source(&m),
+            )
         }
         "/pods" => {
             let (mut live, gone) = {

@@ -192,7 +192,10 @@ impl Supervisor {
             .collect();
         for (k, p) in self.procs.iter_mut() {
             if let Ok(Some(st)) = p.child.try_wait() {
-                eprintln!("canary-demo mesh: process of pod {}/{} exited: {st}", k.0, k.1);
+                eprintln!(
+                    "canary-demo mesh: process of pod {}/{} exited: {st}",
+                    k.0, k.1
+                );
                 stale.push(k.clone());
             }
         }
@@ -309,6 +312,9 @@ mod tests {
         let b = Behaviour::of(&pod("reg:5000/demo", &[("DEMO_ERROR_RATE", "0.25")]));
         assert_eq!(b.error_rate, 0.25);
         let b = Behaviour::of(&pod("demo:2-lag5000-gw80", &[("DEMO_LATENCY_MS", "7")]));
-        assert_eq!((b.kafka_lag, b.gateway_overhead_ms, b.latency_ms), (5000.0, 80.0, 7.0));
+        assert_eq!(
+            (b.kafka_lag, b.gateway_overhead_ms, b.latency_ms),
+            (5000.0, 80.0, 7.0)
+        );
     }
 }

@@ -218,8 +218,7 @@ fn istio_match(m: &IstioMatch, req: &Request) -> bool {
     m.headers
         .iter()
         .all(|(n, sm)| hv(n).is_some_and(|v| sm.matches(v)))
-        && m
-            .without_headers
+        && m.without_headers
             .iter()
             .all(|(n, sm)| !hv(n).is_some_and(|v| sm.matches(v)))
 }
@@ -249,7 +248,10 @@ fn istio(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
         );
     };
     let weighted: Vec<(IstioDestination, f64)> = if route.route.len() == 1 {
-        vec![(route.route[0].clone(), route.route[0].weight.unwrap_or(100.0))]
+        vec![(
+            route.route[0].clone(),
+            route.route[0].weight.unwrap_or(100.0),
+        )]
     } else {
         route
             .route
@@ -366,7 +368,11 @@ fn nginx(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
         }
     }
     let Some((_, _, primary, host, ppath)) = best else {
-        return reply(404, None, format!("no Ingress in {ns} for host {}", req.host));
+        return reply(
+            404,
+            None,
+            format!("no Ingress in {ns} for host {}", req.host),
+        );
     };
     // The canary Ingress: same host and the same path text.
     let mut canaries: Vec<_> = w
@@ -380,12 +386,21 @@ fn nginx(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
                 .filter(|(h, _)| *h == host)
                 .flat_map(|(_, ps)| ps.iter())
                 .find(|p| p.path == ppath.path)?;
-            Some((ing.created.clone(), name.clone(), ing, backend.service.clone()))
+            Some((
+                ing.created.clone(),
+                name.clone(),
+                ing,
+                backend.service.clone(),
+            ))
         })
         .collect();
     canaries.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     let to_canary = canaries.first().and_then(|(_, _, ing, backend)| {
-        let a = |k: &str| ing.annotations.get(&format!("{NGINX}{k}")).map(|v| v.trim());
+        let a = |k: &str| {
+            ing.annotations
+                .get(&format!("{NGINX}{k}"))
+                .map(|v| v.trim())
+        };
         let mut decide = || -> bool {
             if let Some(h) = a("canary-by-header") {
                 let got = req.headers.get(&h.to_ascii_lowercase()).map(String::as_str);
@@ -482,11 +497,21 @@ fn hostname_matches(pattern: &str, host: &str) -> bool {
 fn gateway(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
     let ns = &req.namespace;
     // Precedence key, smaller wins.
-    type Prec<'a> = (u8, std::cmp::Reverse<usize>, u8, std::cmp::Reverse<usize>, std::cmp::Reverse<usize>, &'a str, &'a str, usize);
+    type Prec<'a> = (
+        u8,
+        std::cmp::Reverse<usize>,
+        u8,
+        std::cmp::Reverse<usize>,
+        std::cmp::Reverse<usize>,
+        &'a str,
+        &'a str,
+        usize,
+    );
     let mut best: Option<(Prec, &super::world::GwRule)> = None;
     for ((rns, name), hr) in &w.http_routes {
         if rns != ns
-            || !(hr.hostnames.is_empty() || hr.hostnames.iter().any(|h| hostname_matches(h, &req.host)))
+            || !(hr.hostnames.is_empty()
+                || hr.hostnames.iter().any(|h| hostname_matches(h, &req.host)))
         {
             continue;
         }
@@ -535,7 +560,10 @@ mod tests {
     fn world(objs: &[(Kind, Value)]) -> World {
         let mut w = World::default();
         for (k, o) in objs {
-            let ns = o["metadata"]["namespace"].as_str().unwrap_or("ns").to_string();
+            let ns = o["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("ns")
+                .to_string();
             let name = o["metadata"]["name"].as_str().unwrap().to_string();
             w.apply(*k, (ns, name), o);
         }
@@ -551,15 +579,20 @@ mod tests {
     }
 
     fn svc(name: &str) -> (Kind, Value) {
-        (Kind::Service, json!({"metadata": {"name": name}, "spec": {"selector": {"app": name}}}))
+        (
+            Kind::Service,
+            json!({"metadata": {"name": name}, "spec": {"selector": {"app": name}}}),
+        )
     }
 
     /// An EndpointSlice as the controller writes it.
     fn slice(svc: &str, pods: &[(&str, bool)]) -> (Kind, Value) {
         let eps: Vec<Value> = pods
             .iter()
-            .map(|(p, r)| json!({"addresses": ["10.244.0.1"], "conditions": {"ready": r},
-                                 "targetRef": {"kind": "Pod", "name": p}}))
+            .map(|(p, r)| {
+                json!({"addresses": ["10.244.0.1"], "conditions": {"ready": r},
+                                 "targetRef": {"kind": "Pod", "name": p}})
+            })
             .collect();
         (
             Kind::EndpointSlice,
@@ -614,7 +647,14 @@ mod tests {
             pod("reviews-v1-b", json!({"app": "reviews", "version": "v1"})),
             pod("reviews-v2-a", json!({"app": "reviews", "version": "v2"})),
             svc("reviews"),
-            slice("reviews", &[("reviews-v1-a", true), ("reviews-v1-b", true), ("reviews-v2-a", true)]),
+            slice(
+                "reviews",
+                &[
+                    ("reviews-v1-a", true),
+                    ("reviews-v1-b", true),
+                    ("reviews-v2-a", true),
+                ],
+            ),
         ]
     }
 
@@ -626,38 +666,55 @@ mod tests {
             close(&m, p, 1.0 / 3.0);
         }
         // The FQDN is the same host.
-        let m = shares(&w, &req(Via::Istio, "reviews.ns.svc.cluster.local", &[]), 3000);
+        let m = shares(
+            &w,
+            &req(Via::Istio, "reviews.ns.svc.cluster.local", &[]),
+            3000,
+        );
         assert!(!m.contains_key("503"), "{m:?}");
     }
 
     #[test]
     fn istio_subsets_header_route_first_and_empty_subset_503() {
         let mut objs = bookinfo();
-        objs.push((Kind::DestinationRule, json!({"metadata": {"name": "reviews"}, "spec": {
+        objs.push((
+            Kind::DestinationRule,
+            json!({"metadata": {"name": "reviews"}, "spec": {
             "host": "reviews", "subsets": [
                 {"name": "v1", "labels": {"version": "v1"}},
                 {"name": "v2", "labels": {"version": "v2"}},
-                {"name": "stable", "labels": {"track": "stable"}}]}})));
-        objs.push((Kind::VirtualService, json!({"metadata": {"name": "reviews"}, "spec": {
+                {"name": "stable", "labels": {"track": "stable"}}]}}),
+        ));
+        objs.push((
+            Kind::VirtualService,
+            json!({"metadata": {"name": "reviews"}, "spec": {
             "hosts": ["reviews"], "http": [
                 {"name": "hdr", "match": [{"headers": {"x-canary": {"exact": "yes"}}}],
                  "route": [{"destination": {"host": "reviews", "subset": "v2"}}]},
                 {"name": "main", "route": [
                     {"destination": {"host": "reviews", "subset": "v1"}, "weight": 90},
-                    {"destination": {"host": "reviews", "subset": "v2"}, "weight": 10}]}]}})));
+                    {"destination": {"host": "reviews", "subset": "v2"}, "weight": 10}]}]}}),
+        ));
         let w = world(&objs);
         let m = shares(&w, &req(Via::Istio, "reviews", &[]), 30_000);
         close(&m, "reviews-v2-a", 0.10);
         close(&m, "reviews-v1-a", 0.45);
-        let m = shares(&w, &req(Via::Istio, "reviews", &[("x-canary", "yes")]), 1000);
+        let m = shares(
+            &w,
+            &req(Via::Istio, "reviews", &[("x-canary", "yes")]),
+            1000,
+        );
         close(&m, "reviews-v2-a", 1.0);
         // A subset selecting no pod: 503, and an unknown subset too.
         for subset in ["stable", "nope"] {
             let mut objs = objs.clone();
-            objs.push((Kind::VirtualService, json!({"metadata": {"name": "reviews"}, "spec": {
+            objs.push((
+                Kind::VirtualService,
+                json!({"metadata": {"name": "reviews"}, "spec": {
                 "hosts": ["reviews"], "http": [{"route": [
                     {"destination": {"host": "reviews", "subset": subset}, "weight": 95},
-                    {"destination": {"host": "reviews", "subset": "v2"}, "weight": 5}]}]}})));
+                    {"destination": {"host": "reviews", "subset": "v2"}, "weight": 5}]}]}}),
+            ));
             let m = shares(&world(&objs), &req(Via::Istio, "reviews", &[]), 20_000);
             close(&m, "503", 0.95);
         }
@@ -666,11 +723,22 @@ mod tests {
     #[test]
     fn not_ready_endpoints_get_no_traffic() {
         let mut objs = bookinfo();
-        objs.push(slice("reviews", &[("reviews-v1-a", true), ("reviews-v1-b", false), ("reviews-v2-a", false)]));
+        objs.push(slice(
+            "reviews",
+            &[
+                ("reviews-v1-a", true),
+                ("reviews-v1-b", false),
+                ("reviews-v2-a", false),
+            ],
+        ));
         let m = shares(&world(&objs), &req(Via::Smi, "reviews", &[]), 1000);
         close(&m, "reviews-v1-a", 1.0);
         let objs = vec![svc("empty"), slice("empty", &[("gone", false)])];
-        close(&shares(&world(&objs), &req(Via::Istio, "empty", &[]), 100), "503", 1.0);
+        close(
+            &shares(&world(&objs), &req(Via::Istio, "empty", &[]), 100),
+            "503",
+            1.0,
+        );
     }
 
     #[test]
@@ -678,12 +746,17 @@ mod tests {
         let objs = vec![
             pod("web-1", json!({"app": "web"})),
             pod("web-canary-1", json!({"app": "web"})),
-            svc("web"), svc("web-stable"), svc("web-canary"),
+            svc("web"),
+            svc("web-stable"),
+            svc("web-canary"),
             slice("web", &[("web-1", true), ("web-canary-1", true)]),
             slice("web-stable", &[("web-1", true)]),
             slice("web-canary", &[("web-canary-1", true)]),
-            (Kind::TrafficSplit, json!({"metadata": {"name": "web-split"}, "spec": {"service": "web",
-                "backends": [{"service": "web-stable", "weight": 950}, {"service": "web-canary", "weight": 50}]}})),
+            (
+                Kind::TrafficSplit,
+                json!({"metadata": {"name": "web-split"}, "spec": {"service": "web",
+                "backends": [{"service": "web-stable", "weight": 950}, {"service": "web-canary", "weight": 50}]}}),
+            ),
         ];
         let m = shares(&world(&objs), &req(Via::Smi, "web", &[]), 30_000);
         close(&m, "web-canary-1", 0.05);
@@ -692,30 +765,52 @@ mod tests {
 
     #[test]
     fn nginx_header_then_weight() {
-        let ing = |name: &str, backend: &str, ann: Value| (Kind::Ingress, json!({
+        let ing = |name: &str, backend: &str, ann: Value| {
+            (
+                Kind::Ingress,
+                json!({
             "metadata": {"name": name, "annotations": ann},
             "spec": {"ingressClassName": "nginx", "rules": [{"host": "shop.test", "http": {"paths": [
-                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": backend, "port": {"number": 80}}}}]}}]}}));
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": backend, "port": {"number": 80}}}}]}}]}}),
+            )
+        };
         let objs = vec![
             pod("shop-1", json!({"app": "shop"})),
             pod("shop-canary-1", json!({"app": "shop"})),
-            svc("shop"), svc("shop-canary"),
+            svc("shop"),
+            svc("shop-canary"),
             slice("shop", &[("shop-1", true), ("shop-canary-1", true)]),
             slice("shop-canary", &[("shop-canary-1", true)]),
-            ing("shop", "shop", json!({"kubernetes.io/ingress.class": "nginx"})),
-            ing("shop-canary", "shop-canary", json!({
+            ing(
+                "shop",
+                "shop",
+                json!({"kubernetes.io/ingress.class": "nginx"}),
+            ),
+            ing(
+                "shop-canary",
+                "shop-canary",
+                json!({
                 "nginx.ingress.kubernetes.io/canary": "true",
                 "nginx.ingress.kubernetes.io/canary-weight": "20",
-                "nginx.ingress.kubernetes.io/canary-by-header": "X-Canary"})),
+                "nginx.ingress.kubernetes.io/canary-by-header": "X-Canary"}),
+            ),
         ];
         let w = world(&objs);
         // 20% via the canary Ingress + 80% × 1/2 through the primary Service, which selects
         // the canary pod too.
         let m = shares(&w, &req(Via::Nginx, "shop.test", &[]), 30_000);
         close(&m, "shop-canary-1", 0.2 + 0.8 * 0.5);
-        let m = shares(&w, &req(Via::Nginx, "shop.test", &[("x-canary", "always")]), 1000);
+        let m = shares(
+            &w,
+            &req(Via::Nginx, "shop.test", &[("x-canary", "always")]),
+            1000,
+        );
         close(&m, "shop-canary-1", 1.0);
-        let m = shares(&w, &req(Via::Nginx, "shop.test", &[("x-canary", "never")]), 20_000);
+        let m = shares(
+            &w,
+            &req(Via::Nginx, "shop.test", &[("x-canary", "never")]),
+            20_000,
+        );
         close(&m, "shop-canary-1", 0.5);
         let m = shares(&w, &req(Via::Nginx, "other.test", &[]), 10);
         close(&m, "404", 1.0);
@@ -726,18 +821,26 @@ mod tests {
         let objs = vec![
             pod("a-1", json!({"app": "a"})),
             pod("b-1", json!({"app": "b"})),
-            svc("a"), svc("b"),
+            svc("a"),
+            svc("b"),
             slice("a", &[("a-1", true)]),
             slice("b", &[("b-1", true)]),
-            (Kind::HttpRoute, json!({"metadata": {"name": "r"}, "spec": {"hostnames": ["web.test"], "rules": [
+            (
+                Kind::HttpRoute,
+                json!({"metadata": {"name": "r"}, "spec": {"hostnames": ["web.test"], "rules": [
                 {"backendRefs": [{"name": "a", "port": 80, "weight": 3}, {"name": "b", "port": 80, "weight": 1}]},
                 {"matches": [{"headers": [{"name": "X-Canary", "value": "yes"}]}],
-                 "backendRefs": [{"name": "b", "port": 80}]}]}})),
+                 "backendRefs": [{"name": "b", "port": 80}]}]}}),
+            ),
         ];
         let w = world(&objs);
         let m = shares(&w, &req(Via::Gateway, "web.test", &[]), 20_000);
         close(&m, "b-1", 0.25);
-        let m = shares(&w, &req(Via::Gateway, "web.test", &[("x-canary", "yes")]), 1000);
+        let m = shares(
+            &w,
+            &req(Via::Gateway, "web.test", &[("x-canary", "yes")]),
+            1000,
+        );
         close(&m, "b-1", 1.0);
         assert!(gw_prefix("/foo", "/foo/x") && !gw_prefix("/foo", "/foox") && gw_prefix("/", "/x"));
     }

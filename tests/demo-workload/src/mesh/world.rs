@@ -243,7 +243,9 @@ fn num(v: &Value) -> Option<f64> {
 }
 
 fn arr(v: Option<&Value>) -> &[Value] {
-    v.and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    v.and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 fn created(o: &Value) -> String {
@@ -509,7 +511,10 @@ pub fn parse_http_route(o: &Value) -> HttpRoute {
                 .map(|b| {
                     let is_service = b.get("kind").and_then(Value::as_str).unwrap_or("Service")
                         == "Service"
-                        && b.get("group").and_then(Value::as_str).unwrap_or("").is_empty();
+                        && b.get("group")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .is_empty();
                     let name = s(&b["name"]).filter(|_| is_service);
                     (name, b.get("weight").and_then(num).unwrap_or(1.0))
                 })
