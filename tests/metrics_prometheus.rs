@@ -124,7 +124,7 @@ async fn prometheus_source_reads_every_flavour() {
         &ns.client,
         &n,
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": svc},
-               "spec": {"selector": {"app": svc, "track": "stable"},
+               "spec": {"selector": {"app": svc, "version": "v1"},
                         "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}),
     )
     .await;

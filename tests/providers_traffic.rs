@@ -15,6 +15,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
@@ -23,7 +24,7 @@ use kube::{Client, ResourceExt};
 use kubectl_canary::providers::gateway_api::GatewayApi;
 use kubectl_canary::providers::nginx::Nginx;
 use kubectl_canary::providers::smi::Smi;
-use kubectl_canary::providers::{HeaderRoute, Target, TrafficRouter};
+use kubectl_canary::providers::{HeaderRoute, Target, TrafficRouter, VersionSelectors};
 use serde_json::{Value, json};
 use support::{Provider, TestEnv, TestNamespace, Traffic, TrafficOptions};
 
@@ -194,7 +195,7 @@ async fn user_objects(c: &Client, ns: &str, provider: Provider) {
                 json!({
                     "apiVersion": "v1", "kind": "Service",
                     "metadata": {"name": format!("{SVC}-stable")},
-                    "spec": {"selector": {"app": SVC, "track": "stable"},
+                    "spec": {"selector": {"app": SVC, "version": "v1"},
                              "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
                 }),
             )
@@ -252,7 +253,12 @@ where
     TestEnv::get();
     let ns = TestNamespace::create(&format!("prov-{}", provider.short())).await;
     let c = ns.client.clone();
-    let target = Target::new(&ns.name, SVC);
+    let mut target = Target::new(&ns.name, SVC);
+    // Selectors as a rollout resolves them (placeholders until the Deployments exist).
+    target.pods = Some(VersionSelectors {
+        stable: BTreeMap::from([("app".to_string(), SVC.to_string())]),
+        canary: BTreeMap::from([("app".to_string(), SVC.to_string())]),
+    });
     let name = router.name();
 
     // Errors name the object and say what to do.
@@ -291,6 +297,22 @@ where
 
     // A canary Deployment as a rollout adds it; traffic from the provider's entry.
     support::create_canary(&c, &ns.name, SVC, 1, support::TEST_IMAGE).await;
+    let deps: Api<Deployment> = Api::namespaced(c.clone(), &ns.name);
+    let (stable_dep, canary_dep) = (
+        deps.get(SVC).await.unwrap(),
+        deps.get(&format!("{SVC}-canary")).await.unwrap(),
+    );
+    target.pods = Some(
+        kubectl_canary::cluster::workloads::version_selectors(
+            &c,
+            &ns.name,
+            &stable_dep,
+            &canary_dep,
+        )
+        .await
+        .unwrap(),
+    );
+    eprintln!("{name}: pinned selectors {:?}", target.pods);
     let traffic = Traffic::start_with(
         &ns.name,
         provider.via(),
@@ -494,7 +516,22 @@ where
     eprintln!("{name}: race settled at weight {w}, all 6 foreign edits kept");
     router.set_weight(&c, &target, 50).await.unwrap();
 
-    // cleanup, twice.
+    // Weight 0 with the canary still running: no request reaches it (the stable side is
+    // pinned to stable's pods even where the user's Service selects both).
+    router.set_weight(&c, &target, 0).await.unwrap();
+    let at0 = wait_share(&traffic, &ns.name, 0.0, 0.0, &format!("{name} weight 0")).await;
+    // The lifecycle's order: canary gone, then cleanup, twice.
+    kubectl_canary::cluster::workloads::scale(&c, &ns.name, &format!("{SVC}-canary"), 0)
+        .await
+        .unwrap();
+    kubectl_canary::cluster::workloads::wait_pods_gone(
+        &c,
+        &ns.name,
+        &format!("{SVC}-canary"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     router.cleanup(&c, &target).await.unwrap();
     router.cleanup(&c, &target).await.unwrap();
     assert_eq!(router.read_weight(&c, &target).await.unwrap(), None);
@@ -569,7 +606,7 @@ where
     }
     eprintln!(
         "{name}: measured canary share {at10:.3} at weight 10, {at50:.3} at weight 50, \
-         {after_cleanup:.3} after cleanup; {:.1}s",
+         {at0:.3} at weight 0, {after_cleanup:.3} after cleanup; {:.1}s",
         t0.elapsed().as_secs_f64()
     );
     drop(traffic);

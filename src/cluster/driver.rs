@@ -26,6 +26,8 @@ use crate::providers::{Router, Target};
 use chrono::Utc;
 use std::time::Duration;
 
+/// How long rollback and promote wait for the canary's pods to go before removing our pins.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long `promote` waits for the stable Deployment to roll out.
 pub const PROMOTE_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -216,6 +218,11 @@ pub async fn converge(l: &mut Loaded, show: bool) -> Result<Vec<Transition>> {
                     workloads::scale(&l.sess.client, l.ns(), &canary, 0).await?;
                     "canary scaled to 0"
                 };
+                // The canary's pods leave the endpoints before the user's objects lose our
+                // pins (a Service over both versions would otherwise still reach them), then
+                // everything of ours goes: header route, subsets, pins, canary Service.
+                workloads::wait_pods_gone(&l.sess.client, l.ns(), &canary, DRAIN_TIMEOUT).await?;
+                l.router.cleanup(&l.sess.client, &l.target).await?;
                 let actor = last_actor(l.rollout());
                 let t = apply_event(
                     l,
@@ -233,14 +240,15 @@ pub async fn converge(l: &mut Loaded, show: bool) -> Result<Vec<Transition>> {
                     .await?;
                 let stable = workloads::get_stable(&client, &ns, &l.target.service).await?;
                 if let Some(c) = &canary {
+                    // Stable's pods are pinned by their template hash, which the new template
+                    // changes: the canary serves everything while stable rolls out.
+                    l.router.set_weight(&client, &l.target, 100).await?;
                     workloads::promote_stable(&client, &ns, &l.target.service, c).await?;
                 }
-                let selector = workloads::selector_of(&stable);
                 let waited = workloads::wait_rolled_out(
                     &client,
                     &ns,
                     &l.target.service,
-                    &selector,
                     PROMOTE_TIMEOUT,
                     &format!("stable {}", l.target.service),
                     show,
@@ -253,9 +261,20 @@ pub async fn converge(l: &mut Loaded, show: bool) -> Result<Vec<Transition>> {
                         l.target.service
                     )));
                 }
+                if let Some(c) = &canary {
+                    // Move the stable pin to the new ReplicaSet before stable takes traffic back.
+                    let stable = workloads::get_stable(&client, &ns, &l.target.service).await?;
+                    l.target.pods =
+                        Some(workloads::version_selectors(&client, &ns, &stable, c).await?);
+                    l.router.prepare(&client, &l.target, None).await?;
+                } else {
+                    let _ = stable;
+                }
                 l.router.set_weight(&client, &l.target, 0).await?;
-                l.router.cleanup(&client, &l.target).await?;
                 workloads::delete(&client, &ns, &l.target.canary_service).await?;
+                workloads::wait_pods_gone(&client, &ns, &l.target.canary_service, DRAIN_TIMEOUT)
+                    .await?;
+                l.router.cleanup(&client, &l.target).await?;
                 let actor = last_actor(l.rollout());
                 let t = apply_event(
                     l,
@@ -308,10 +327,7 @@ pub async fn gather<M: MetricsSource + Sync>(
         let facts_of = |d: Option<k8s_openapi::api::apps::v1::Deployment>| async move {
             match d {
                 None => Ok::<_, Error>(PodFacts::default()),
-                Some(d) => {
-                    let desired = d.spec.replicas.unwrap_or(1).max(0) as u32;
-                    workloads::pod_facts(client, ns, &workloads::selector_of(&d), desired).await
-                }
+                Some(d) => workloads::deployment_pod_facts(client, ns, &d).await,
             }
         };
         let (s, c) = futures::try_join!(facts_of(stable), facts_of(canary))?;

@@ -4,7 +4,8 @@
 
 use crate::core::facts::PodFacts;
 use crate::error::{Error, Result};
-use k8s_openapi::api::apps::v1::Deployment;
+use crate::providers::VersionSelectors;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -201,7 +202,6 @@ pub async fn wait_rolled_out(
     client: &Client,
     ns: &str,
     name: &str,
-    selector: &BTreeMap<String, String>,
     timeout: Duration,
     what: &str,
     show: bool,
@@ -234,7 +234,7 @@ pub async fn wait_rolled_out(
         if done {
             break Ok(());
         }
-        let pods = pod_facts(client, ns, selector, desired).await?;
+        let pods = deployment_pod_facts(client, ns, &d).await?;
         if pods.crash_looping {
             break Err(format!(
                 "{what}: pods are crash-looping ({} restarts, {}/{} ready)",
@@ -253,29 +253,127 @@ pub async fn wait_rolled_out(
     Ok(outcome)
 }
 
-/// Pod health of the pods matching `selector`.
-pub async fn pod_facts(
-    client: &Client,
-    ns: &str,
-    selector: &BTreeMap<String, String>,
-    desired: u32,
-) -> Result<PodFacts> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let sel = selector
+/// The label the ReplicaSet controller puts on every pod (and ReplicaSet) of one template.
+pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
+const REVISION_ANN: &str = "deployment.kubernetes.io/revision";
+
+fn label_query(selector: &BTreeMap<String, String>) -> String {
+    selector
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
-        .join(",");
-    let pods = api.list(&ListParams::default().labels(&sel)).await?;
+        .join(",")
+}
+
+/// The ReplicaSets `d` owns.
+async fn replica_sets_of(client: &Client, ns: &str, d: &Deployment) -> Result<Vec<ReplicaSet>> {
+    let uid = d.metadata.uid.clone().unwrap_or_default();
+    let api: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+    let list = api
+        .list(&ListParams::default().labels(&label_query(&selector_of(d))))
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|rs| {
+            rs.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == uid)
+        })
+        .collect())
+}
+
+/// The `pod-template-hash` of `d`'s current ReplicaSet (the one of its current revision).
+pub async fn current_template_hash(
+    client: &Client,
+    ns: &str,
+    d: &Deployment,
+) -> Result<Option<String>> {
+    let rev = d
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REVISION_ANN))
+        .cloned();
+    let sets = replica_sets_of(client, ns, d).await?;
+    let current = sets.iter().find(|rs| {
+        rev.is_some()
+            && rs
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(REVISION_ANN))
+                == rev.as_ref()
+    });
+    Ok(current.and_then(|rs| {
+        rs.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(POD_TEMPLATE_HASH))
+            .cloned()
+    }))
+}
+
+/// The selectors that pin each version's pods on labels they already carry: stable's
+/// selector + its current `pod-template-hash` (the canary's pods share stable's app labels,
+/// never its template hash), the canary Deployment's own selector.
+pub async fn version_selectors(
+    client: &Client,
+    ns: &str,
+    stable: &Deployment,
+    canary: &Deployment,
+) -> Result<VersionSelectors> {
+    let name = stable.metadata.name.clone().unwrap_or_default();
+    // A Deployment just updated has its new ReplicaSet within moments.
+    let mut hash = None;
+    for _ in 0..20 {
+        let live = deployments(client, ns).get(&name).await?;
+        hash = current_template_hash(client, ns, &live).await?;
+        if hash.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let hash = hash.ok_or_else(|| {
+        Error::Cluster(format!(
+            "Deployment {ns}/{name} has no ReplicaSet for its current revision yet; wait until it has rolled out"
+        ))
+    })?;
+    let mut stable_sel = selector_of(stable);
+    stable_sel.insert(POD_TEMPLATE_HASH.into(), hash);
+    Ok(VersionSelectors {
+        stable: stable_sel,
+        canary: selector_of(canary),
+    })
+}
+
+/// Pod health of the pods Deployment `d` owns (through its ReplicaSets). Its selector alone
+/// would also count the other version where both share the app labels.
+pub async fn deployment_pod_facts(client: &Client, ns: &str, d: &Deployment) -> Result<PodFacts> {
+    let desired = d.spec.replicas.unwrap_or(1).max(0) as u32;
+    let sets: Vec<String> = replica_sets_of(client, ns, d)
+        .await?
+        .into_iter()
+        .filter_map(|rs| rs.metadata.name)
+        .collect();
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pods = api
+        .list(&ListParams::default().labels(&label_query(&selector_of(d))))
+        .await?;
     let mut f = PodFacts {
         desired,
         ..Default::default()
     };
-    for p in pods
-        .items
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-    {
+    for p in pods.items.iter().filter(|p| {
+        p.metadata.deletion_timestamp.is_none()
+            && p.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.kind == "ReplicaSet" && sets.contains(&o.name))
+    }) {
         let st = p.status.clone().unwrap_or_default();
         let ready = st
             .conditions
@@ -298,6 +396,38 @@ pub async fn pod_facts(
         }
     }
     Ok(f)
+}
+
+/// Waits (up to `timeout`) until no pod of Deployment `name` is left.
+pub async fn wait_pods_gone(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let left = api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|p| {
+                p.metadata.owner_references.iter().flatten().any(|o| {
+                    o.kind == "ReplicaSet"
+                        && o.name
+                            .strip_prefix(name)
+                            .is_some_and(|r| r.starts_with('-') && !r[1..].contains('-'))
+                })
+            })
+            .count();
+        if left == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
 }
 
 /// The canary's pod selector (from the live object, else stable's selector + track: canary).
@@ -347,15 +477,8 @@ pub async fn promote_stable(
         let spec = &mut stable.spec;
         let mut template = canary_template.clone();
         let stable_meta = spec.template.metadata.clone().unwrap_or_default();
-        let mut labels = stable_meta.labels.clone().unwrap_or_default();
-        if let Some(v) = canary_template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.labels.as_ref())
-            .and_then(|l| l.get(VERSION_LABEL))
-        {
-            labels.insert(VERSION_LABEL.into(), v.clone());
-        }
+        // Stable keeps exactly its own pod labels: none of ours is left on it.
+        let labels = stable_meta.labels.clone().unwrap_or_default();
         let meta = template.metadata.get_or_insert_with(Default::default);
         meta.labels = Some(labels);
         meta.annotations = stable_meta.annotations.clone();

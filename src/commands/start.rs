@@ -187,13 +187,11 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
         store.save(&mut stored).await?;
     }
 
-    workloads::apply_canary(&client, &ns, &canary).await?;
-    let selector = workloads::selector_of(&canary);
+    let canary = workloads::apply_canary(&client, &ns, &canary).await?;
     let ready = workloads::wait_rolled_out(
         &client,
         &ns,
         &target.canary_service,
-        &selector,
         args.timeout.into(),
         &format!("canary {}", target.canary_service),
         true,
@@ -227,8 +225,11 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
                 );
             }
             let traffic = async {
+                l.target.pods =
+                    Some(workloads::version_selectors(&client, &ns, &stable, &canary).await?);
                 l.router.prepare(&client, &l.target, header).await?;
-                l.router.set_weight(&client, &l.target, first).await
+                l.router.set_weight(&client, &l.target, first).await?;
+                Ok::<_, Error>(())
             }
             .await;
             if let Err(e) = traffic {

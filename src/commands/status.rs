@@ -50,10 +50,7 @@ async fn pods(sess: &Session, ns: &str, name: &str) -> Result<PodFacts> {
         .await?
     {
         None => Ok(PodFacts::default()),
-        Some(d) => {
-            let desired = d.spec.replicas.unwrap_or(1).max(0) as u32;
-            workloads::pod_facts(&sess.client, ns, &workloads::selector_of(&d), desired).await
-        }
+        Some(d) => workloads::deployment_pod_facts(&sess.client, ns, &d).await,
     }
 }
 

@@ -25,8 +25,8 @@ use kube::{Client, Resource};
 use serde_json::{Value, json};
 
 use super::shared::{
-    api_error, check_weight, delete_managed_service, ensure_track_service, modify, num, percent,
-    remember_stable_weight, take_stable_weight, user_service,
+    api_error, check_weight, delete_managed_service, ensure_version_service, modify, num, percent,
+    pin_service, remember_stable_weight, take_stable_weight, unpin_service, user_service,
 };
 use super::{HeaderRoute, ProviderError, Target, TrafficRouter};
 
@@ -327,7 +327,11 @@ impl TrafficRouter for GatewayApi {
             return Err(missing(target));
         }
         let user = user_service(client, target).await?;
-        ensure_track_service(client, target, &user, &target.canary_service, "canary").await?;
+        let pods = target.selectors()?;
+        ensure_version_service(client, target, &user, &target.canary_service, &pods.canary).await?;
+        // The stable backend may be the user's Service over both versions: pin it.
+        pin_service(client, target, &target.service).await?;
+        pin_service(client, target, &target.stable_service).await?;
         modify(&api, KIND, &target.namespace, &target.route, |o| {
             hr_prepare(spec_mut(o, target)?, target, header).map_err(|m| invalid(target, m))
         })
@@ -383,6 +387,8 @@ impl TrafficRouter for GatewayApi {
             Ok(changed || had)
         })
         .await?;
+        unpin_service(client, &target.namespace, &target.service).await?;
+        unpin_service(client, &target.namespace, &target.stable_service).await?;
         delete_managed_service(client, &target.namespace, &target.canary_service).await
     }
 }

@@ -1,10 +1,14 @@
-//! Istio subset split: DestinationRule subsets `stable`/`canary` (by the `track` label) and
-//! the weights of the VirtualService route to the service's host. Host split: when the
-//! route names `<svc>-stable`, the canary destination is the Service `<svc>-canary`
-//! (created like the SMI provider does when missing) and no subsets are used. Only our entries are
-//! touched: the canary destination, the `kubectl-canary-header` http route and the canary
-//! subset; everything else in the user's objects is kept. Writes are read-modify-write with
-//! resourceVersion, retried on 409.
+//! Istio subset split: our DestinationRule subsets `kubectl-canary-stable` and
+//! `kubectl-canary-canary`, whose labels pin each version's pods (stable: its Deployment's
+//! selector + the current `pod-template-hash`; canary: the canary Deployment's selector), and
+//! the weights of the VirtualService route to the service's host. The route's stable
+//! destination points at our stable subset during the rollout; the subset it named before
+//! (the user's `v1`, or none) is remembered in an annotation and restored by cleanup, which
+//! also removes our subsets (and the DestinationRule when we created it).
+//! Host split: when the route names `<svc>-stable`, the canary destination is the Service
+//! `<svc>-canary` (created when missing), the user's `<svc>-stable` is pinned, and no subsets
+//! are used. Only our entries are touched; everything else in the user's objects is kept.
+//! Writes are read-modify-write with resourceVersion, retried on 409.
 
 use super::shared::modify;
 use super::{HeaderRoute, ProviderError, Target, TrafficRouter};
@@ -12,9 +16,12 @@ use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use kube::core::GroupVersionKind;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
-pub const STABLE_SUBSET: &str = "stable";
-pub const CANARY_SUBSET: &str = "canary";
+pub const STABLE_SUBSET: &str = "kubectl-canary-stable";
+pub const CANARY_SUBSET: &str = "kubectl-canary-canary";
+/// VirtualService annotation: the subset the stable destination named before ("" = none).
+pub const STABLE_SUBSET_ANN: &str = "kubectl-canary.io/stable-subset";
 pub const HEADER_ROUTE_NAME: &str = "kubectl-canary-header";
 const GROUP: &str = "networking.istio.io";
 
@@ -79,7 +86,7 @@ impl IstioRouter {
         mut f: F,
     ) -> Result<(), ProviderError>
     where
-        F: FnMut(&mut Value) -> Result<bool, String> + Send,
+        F: FnMut(&mut Value, &mut BTreeMap<String, String>) -> Result<bool, String> + Send,
     {
         let api = self.api(client, &target.namespace, kind);
         let found = modify(
@@ -92,7 +99,11 @@ impl IstioRouter {
                     .data
                     .get_mut("spec")
                     .ok_or_else(|| invalid(kind, target, name, "has no spec"))?;
-                f(spec).map_err(|m| invalid(kind, target, name, &m))
+                let ann = obj
+                    .metadata
+                    .annotations
+                    .get_or_insert_with(Default::default);
+                f(spec, ann).map_err(|m| invalid(kind, target, name, &m))
             },
         )
         .await?;
@@ -168,6 +179,7 @@ fn main_route(spec: &Value, t: &Target) -> Option<usize> {
 /// Adds the canary destination (weight 0) and the header route; idempotent.
 pub fn prepare_vs(
     spec: &mut Value,
+    ann: &mut BTreeMap<String, String>,
     t: &Target,
     header: Option<&HeaderRoute>,
 ) -> Result<bool, String> {
@@ -187,8 +199,13 @@ pub fn prepare_vs(
         .iter()
         .position(|d| is_stable(d, t))
         .ok_or("has no stable destination")?;
-    if !host_split && dest_subset(&route[stable_pos]).is_none() {
+    let mut changed = false;
+    if !host_split && dest_subset(&route[stable_pos]) != Some(STABLE_SUBSET) {
+        // The user's own subset (or the whole host) may select the canary's pods too.
+        let original = dest_subset(&route[stable_pos]).unwrap_or("").to_string();
+        ann.entry(STABLE_SUBSET_ANN.to_string()).or_insert(original);
         route[stable_pos]["destination"]["subset"] = json!(STABLE_SUBSET);
+        changed = true;
     }
     let stable_dest = route[stable_pos]["destination"].clone();
     let canary_dest = {
@@ -219,7 +236,7 @@ pub fn prepare_vs(
             }),
         );
     }
-    Ok(*spec != before)
+    Ok(changed || *spec != before)
 }
 
 /// Sets canary weight `w` and stable `100 - w` in the main route.
@@ -274,9 +291,12 @@ pub fn read_weight_vs(spec: &Value, t: &Target) -> Option<u32> {
     Some(((w * 100) as f64 / total as f64).round() as u32)
 }
 
-/// Removes the canary destination and the header route; stable gets 100.
-pub fn cleanup_vs(spec: &mut Value, t: &Target) -> bool {
+/// Removes the canary destination and the header route; stable gets 100 and the subset it
+/// named before the rollout.
+pub fn cleanup_vs(spec: &mut Value, ann: &mut BTreeMap<String, String>, t: &Target) -> bool {
     let before = spec.clone();
+    let original = ann.remove(STABLE_SUBSET_ANN);
+    let had_ann = original.is_some();
     if let Some(http) = spec.get_mut("http").and_then(Value::as_array_mut) {
         http.retain(|h| h.get("name").and_then(Value::as_str) != Some(HEADER_ROUTE_NAME));
     }
@@ -288,26 +308,56 @@ pub fn cleanup_vs(spec: &mut Value, t: &Target) -> bool {
         if route.len() == 1 {
             route[0]["weight"] = json!(100);
         }
+        if let Some(original) = original {
+            for d in route
+                .iter_mut()
+                .filter(|d| dest_subset(d) == Some(STABLE_SUBSET))
+            {
+                let dest = d["destination"].as_object_mut().expect("has a subset");
+                if original.is_empty() {
+                    dest.remove("subset");
+                } else {
+                    dest.insert("subset".into(), json!(original));
+                }
+            }
+        }
     }
-    *spec != before
+    had_ann || *spec != before
 }
 
-/// Ensures subsets stable/canary exist (labels `track`), without touching others.
-pub fn prepare_dr(spec: &mut Value) -> bool {
+/// Upserts our two subsets with the pinned selectors, without touching the user's subsets.
+pub fn prepare_dr(spec: &mut Value, pods: &super::VersionSelectors) -> bool {
     let before = spec.clone();
     if !spec.get("subsets").is_some_and(Value::is_array) {
         spec["subsets"] = json!([]);
     }
     let subsets = spec["subsets"].as_array_mut().expect("just set");
-    for name in [STABLE_SUBSET, CANARY_SUBSET] {
-        if !subsets
-            .iter()
-            .any(|s| s.get("name").and_then(Value::as_str) == Some(name))
+    for (name, labels) in [(STABLE_SUBSET, &pods.stable), (CANARY_SUBSET, &pods.canary)] {
+        let want = json!({"name": name, "labels": labels});
+        match subsets
+            .iter_mut()
+            .find(|s| s.get("name").and_then(Value::as_str) == Some(name))
         {
-            subsets.push(json!({"name": name, "labels": {"track": name}}));
+            Some(s) => *s = want,
+            None => subsets.push(want),
         }
     }
     *spec != before
+}
+
+/// Removes our subsets (after the VirtualService no longer names them).
+pub fn cleanup_dr(spec: &mut Value) -> bool {
+    let Some(subsets) = spec.get_mut("subsets").and_then(Value::as_array_mut) else {
+        return false;
+    };
+    let n = subsets.len();
+    subsets.retain(|s| {
+        !matches!(
+            s.get("name").and_then(Value::as_str),
+            Some(STABLE_SUBSET | CANARY_SUBSET)
+        )
+    });
+    subsets.len() != n
 }
 
 impl TrafficRouter for IstioRouter {
@@ -331,30 +381,34 @@ impl TrafficRouter for IstioRouter {
         if host_split {
             // Two Services: `<svc>-canary` must exist before the route names it.
             let user = super::shared::user_service(client, target).await?;
-            super::shared::ensure_track_service(
+            let pods = target.selectors()?;
+            super::shared::ensure_version_service(
                 client,
                 target,
                 &user,
                 &target.canary_service,
-                "canary",
+                &pods.canary,
             )
             .await?;
+            super::shared::pin_service(client, target, &target.stable_service).await?;
             let route = target.route.clone();
             return self
-                .update(client, target, "VirtualService", &route, |spec| {
-                    prepare_vs(spec, target, header)
+                .update(client, target, "VirtualService", &route, |spec, ann| {
+                    prepare_vs(spec, ann, target, header)
                 })
                 .await;
         }
         // DestinationRule first: the VirtualService must never name a subset that does not exist.
+        let pods = target.selectors()?;
         let dr_api = self.api(client, &target.namespace, "DestinationRule");
         if dr_api.get_opt(&target.service).await?.is_none() {
             let gvk = GroupVersionKind::gvk(GROUP, &self.version, "DestinationRule");
             let ar = ApiResource::from_gvk(&gvk);
             let mut obj = DynamicObject::new(&target.service, &ar).within(&target.namespace);
+            obj.metadata.labels = Some(super::shared::managed_labels());
             obj.data = json!({"spec": {"host": target.service, "subsets": [
-                {"name": STABLE_SUBSET, "labels": {"track": STABLE_SUBSET}},
-                {"name": CANARY_SUBSET, "labels": {"track": CANARY_SUBSET}},
+                {"name": STABLE_SUBSET, "labels": pods.stable},
+                {"name": CANARY_SUBSET, "labels": pods.canary},
             ]}});
             match dr_api.create(&PostParams::default(), &obj).await {
                 Ok(_) => {}
@@ -363,13 +417,13 @@ impl TrafficRouter for IstioRouter {
             }
         }
         let svc = target.service.clone();
-        self.update(client, target, "DestinationRule", &svc, |spec| {
-            Ok(prepare_dr(spec))
+        self.update(client, target, "DestinationRule", &svc, |spec, _| {
+            Ok(prepare_dr(spec, pods))
         })
         .await?;
         let route = target.route.clone();
-        self.update(client, target, "VirtualService", &route, |spec| {
-            prepare_vs(spec, target, header)
+        self.update(client, target, "VirtualService", &route, |spec, ann| {
+            prepare_vs(spec, ann, target, header)
         })
         .await
     }
@@ -381,7 +435,7 @@ impl TrafficRouter for IstioRouter {
         weight: u32,
     ) -> Result<(), ProviderError> {
         let route = target.route.clone();
-        self.update(client, target, "VirtualService", &route, |spec| {
+        self.update(client, target, "VirtualService", &route, |spec, _| {
             set_weight_vs(spec, target, weight.min(100))
         })
         .await
@@ -401,16 +455,42 @@ impl TrafficRouter for IstioRouter {
     async fn cleanup(&self, client: &Client, target: &Target) -> Result<(), ProviderError> {
         let route = target.route.clone();
         match self
-            .update(client, target, "VirtualService", &route, |spec| {
-                Ok(cleanup_vs(spec, target))
+            .update(client, target, "VirtualService", &route, |spec, ann| {
+                Ok(cleanup_vs(spec, ann, target))
             })
             .await
         {
-            Ok(()) | Err(ProviderError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
+            Ok(()) | Err(ProviderError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
         }
-        // The subsets stay: a subset that selects no pods routes nothing, and removing it
-        // while a sidecar still holds the old route would turn requests into 503s.
+        // Then our subsets (the route no longer names them); a DestinationRule we created
+        // and that holds nothing else goes too.
+        let svc = target.service.clone();
+        match self
+            .update(client, target, "DestinationRule", &svc, |spec, _| {
+                Ok(cleanup_dr(spec))
+            })
+            .await
+        {
+            Ok(()) | Err(ProviderError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let dr_api = self.api(client, &target.namespace, "DestinationRule");
+        if let Some(dr) = dr_api.get_opt(&svc).await?
+            && super::shared::is_managed(&dr.metadata)
+            && dr.data["spec"]["subsets"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+        {
+            match dr_api.delete(&svc, &Default::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        super::shared::unpin_service(client, &target.namespace, &target.stable_service).await?;
+        super::shared::delete_managed_service(client, &target.namespace, &target.canary_service)
+            .await
     }
 }
 
@@ -420,6 +500,10 @@ mod tests {
 
     fn target() -> Target {
         Target::new("shop", "web")
+    }
+
+    fn ann() -> BTreeMap<String, String> {
+        BTreeMap::new()
     }
 
     fn vs() -> Value {
@@ -436,33 +520,52 @@ mod tests {
             name: "x-canary".into(),
             value: "true".into(),
         };
-        assert!(prepare_vs(&mut s, &target(), Some(&hr)).unwrap());
+        let mut a = ann();
+        assert!(prepare_vs(&mut s, &mut a, &target(), Some(&hr)).unwrap());
+        assert_eq!(
+            a[STABLE_SUBSET_ANN], "",
+            "the stable destination named no subset"
+        );
         assert_eq!(s["http"][0]["name"], HEADER_ROUTE_NAME);
-        assert_eq!(s["http"][0]["route"][0]["destination"]["subset"], "canary");
+        assert_eq!(
+            s["http"][0]["route"][0]["destination"]["subset"],
+            CANARY_SUBSET
+        );
         assert_eq!(s["http"][1]["name"], "other");
         assert_eq!(s["http"][2]["retries"]["attempts"], 3);
-        assert_eq!(s["http"][2]["route"][0]["destination"]["subset"], "stable");
+        assert_eq!(
+            s["http"][2]["route"][0]["destination"]["subset"],
+            STABLE_SUBSET
+        );
         assert_eq!(
             s["http"][2]["route"][1]["destination"]["port"]["number"],
             80
         );
         assert_eq!(read_weight_vs(&s, &target()), Some(0));
         let again = s.clone();
-        assert!(!prepare_vs(&mut s, &target(), Some(&hr)).unwrap());
+        assert!(!prepare_vs(&mut s, &mut a, &target(), Some(&hr)).unwrap());
         assert_eq!(s, again);
     }
 
     #[test]
     fn weights_and_cleanup() {
         let mut s = vs();
-        prepare_vs(&mut s, &target(), None).unwrap();
+        let mut a = ann();
+        prepare_vs(&mut s, &mut a, &target(), None).unwrap();
         assert!(set_weight_vs(&mut s, &target(), 25).unwrap());
         assert_eq!(read_weight_vs(&s, &target()), Some(25));
         assert_eq!(s["http"][1]["route"][0]["weight"], 75);
         assert!(!set_weight_vs(&mut s, &target(), 25).unwrap());
-        assert!(cleanup_vs(&mut s, &target()));
+        assert!(cleanup_vs(&mut s, &mut a, &target()));
         assert_eq!(s["http"][1]["route"].as_array().unwrap().len(), 1);
         assert_eq!(s["http"][1]["route"][0]["weight"], 100);
+        assert!(
+            s["http"][1]["route"][0]["destination"]
+                .get("subset")
+                .is_none(),
+            "back to the whole host: {s}"
+        );
+        assert!(a.is_empty());
         assert_eq!(read_weight_vs(&s, &target()), None);
         // weight 0 without a canary destination is a no-op, anything else an error
         assert!(!set_weight_vs(&mut s, &target(), 0).unwrap());
@@ -479,7 +582,8 @@ mod tests {
             name: "x-canary".into(),
             value: "true".into(),
         };
-        assert!(prepare_vs(&mut s, &target(), Some(&hr)).unwrap());
+        let mut a = ann();
+        assert!(prepare_vs(&mut s, &mut a, &target(), Some(&hr)).unwrap());
         assert_eq!(
             s["http"][0]["route"][0]["destination"]["host"],
             "web-canary"
@@ -491,19 +595,58 @@ mod tests {
         assert!(set_weight_vs(&mut s, &target(), 30).unwrap());
         assert_eq!(s["http"][1]["route"][0]["weight"], 70);
         assert_eq!(read_weight_vs(&s, &target()), Some(30));
-        assert!(cleanup_vs(&mut s, &target()));
+        assert!(cleanup_vs(&mut s, &mut a, &target()));
         assert_eq!(s["http"].as_array().unwrap().len(), 1);
         assert_eq!(s["http"][0]["route"].as_array().unwrap().len(), 1);
         assert_eq!(s["http"][0]["route"][0]["weight"], 100);
     }
 
     #[test]
-    fn dr_subsets_added_once() {
+    fn users_subset_is_replaced_by_the_pin_and_restored() {
+        let mut s = json!({"hosts": ["reviews"], "http": [{"route": [
+            {"destination": {"host": "reviews", "subset": "v1"}}]}]});
+        let t = Target::new("bookinfo", "reviews");
+        let mut a = ann();
+        prepare_vs(&mut s, &mut a, &t, None).unwrap();
+        assert_eq!(a[STABLE_SUBSET_ANN], "v1");
+        assert_eq!(
+            s["http"][0]["route"][0]["destination"]["subset"],
+            STABLE_SUBSET
+        );
+        assert!(cleanup_vs(&mut s, &mut a, &t));
+        assert_eq!(
+            s,
+            json!({"hosts": ["reviews"], "http": [{"route": [
+                {"destination": {"host": "reviews", "subset": "v1"}, "weight": 100}]}]})
+        );
+    }
+
+    #[test]
+    fn dr_subsets_pinned_upserted_and_removed() {
+        let pods = |hash: &str| super::super::VersionSelectors {
+            stable: BTreeMap::from([
+                ("app".to_string(), "web".to_string()),
+                ("pod-template-hash".to_string(), hash.to_string()),
+            ]),
+            canary: BTreeMap::from([
+                ("app".to_string(), "web".to_string()),
+                ("track".to_string(), "canary".to_string()),
+            ]),
+        };
         let mut dr =
-            json!({"host": "web", "subsets": [{"name": "stable", "labels": {"version": "v1"}}]});
-        assert!(prepare_dr(&mut dr));
+            json!({"host": "web", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]});
+        assert!(prepare_dr(&mut dr, &pods("abc")));
         assert_eq!(dr["subsets"][0]["labels"]["version"], "v1");
-        assert_eq!(dr["subsets"][1]["name"], "canary");
-        assert!(!prepare_dr(&mut dr));
+        assert_eq!(dr["subsets"][1]["name"], STABLE_SUBSET);
+        assert_eq!(dr["subsets"][1]["labels"]["pod-template-hash"], "abc");
+        assert!(!prepare_dr(&mut dr, &pods("abc")));
+        // After promote the pin moves to the new ReplicaSet.
+        assert!(prepare_dr(&mut dr, &pods("def")));
+        assert_eq!(dr["subsets"][1]["labels"]["pod-template-hash"], "def");
+        assert!(cleanup_dr(&mut dr));
+        assert_eq!(
+            dr,
+            json!({"host": "web", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]})
+        );
     }
 }

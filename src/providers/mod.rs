@@ -17,6 +17,18 @@ pub struct Target {
     /// Route object name (VirtualService, TrafficSplit, primary Ingress, HTTPRoute);
     /// by default the service name.
     pub route: String,
+    /// The pods of each version, pinned on labels the pods already carry: stable = its
+    /// Deployment's selector + the current ReplicaSet's `pod-template-hash` (so a Service or
+    /// subset that also matches canary pods stops doing so), canary = the canary
+    /// Deployment's selector. Only `prepare` needs them (empty otherwise).
+    pub pods: Option<VersionSelectors>,
+}
+
+/// Label selectors of the stable and canary pods (see [`Target::pods`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionSelectors {
+    pub stable: std::collections::BTreeMap<String, String>,
+    pub canary: std::collections::BTreeMap<String, String>,
 }
 
 impl Target {
@@ -27,7 +39,18 @@ impl Target {
             canary_service: format!("{service}-canary"),
             stable_service: format!("{service}-stable"),
             route: service.to_string(),
+            pods: None,
         }
+    }
+
+    /// The pod selectors, or an error naming what is missing (prepare needs them).
+    pub fn selectors(&self) -> Result<&VersionSelectors, ProviderError> {
+        self.pods.as_ref().ok_or_else(|| ProviderError::Invalid {
+            kind: "Deployment",
+            namespace: self.namespace.clone(),
+            name: self.service.clone(),
+            message: "the stable and canary pod selectors were not resolved before prepare".into(),
+        })
     }
 }
 

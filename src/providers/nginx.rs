@@ -26,8 +26,8 @@ use kube::core::ObjectMeta;
 use kube::{Client, Resource};
 
 use super::shared::{
-    api_error, check_weight, delete_managed_service, ensure_track_service, is_managed, is_status,
-    managed_labels, modify, user_service,
+    api_error, check_weight, delete_managed_service, ensure_version_service, is_managed, is_status,
+    managed_labels, modify, pin_service, unpin_service, user_service,
 };
 use super::{HeaderRoute, ProviderError, Target, TrafficRouter};
 
@@ -193,7 +193,11 @@ impl TrafficRouter for Nginx {
                 ))
             })?;
         let user = user_service(client, target).await?;
-        ensure_track_service(client, target, &user, &target.canary_service, "canary").await?;
+        let pods = target.selectors()?;
+        ensure_version_service(client, target, &user, &target.canary_service, &pods.canary).await?;
+        // The stable backend may be the user's Service over both versions: pin it.
+        pin_service(client, target, &target.service).await?;
+        pin_service(client, target, &target.stable_service).await?;
 
         let name = canary_ingress_name(target);
         let owner = OwnerReference {
@@ -340,6 +344,8 @@ impl TrafficRouter for Nginx {
                 Err(e) => return Err(api_error(KIND, ns, &name, e)),
             }
         }
+        unpin_service(client, ns, &target.service).await?;
+        unpin_service(client, ns, &target.stable_service).await?;
         delete_managed_service(client, ns, &target.canary_service).await
     }
 }

@@ -22,8 +22,6 @@ pub(crate) const MANAGED_BY: &str = "kubectl-canary";
 /// Annotation on a route object remembering the stable backend's weight before we touched
 /// it ("" = it had no weight), restored by cleanup.
 pub(crate) const STABLE_WEIGHT_ANN: &str = "kubectl-canary.io/stable-weight";
-/// Label selecting stable / canary pods.
-pub(crate) const TRACK_LABEL: &str = "track";
 
 pub(crate) fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
@@ -137,37 +135,36 @@ pub(crate) async fn user_service(client: &Client, t: &Target) -> Result<Service,
         })
 }
 
-/// Ensure the Service `name` exists; when missing create it from the user's Service:
-/// same ports, selector = user's selector + `track: <track>`. Existing ones are left alone.
-pub(crate) async fn ensure_track_service(
+/// Ensure the Service `name` selects exactly `selector` (one version's pinned pods): create
+/// it from the user's Service (same ports) when missing, re-pin it when it is ours. A Service
+/// of that name the user made is left alone.
+pub(crate) async fn ensure_version_service(
     client: &Client,
     t: &Target,
     user: &Service,
     name: &str,
-    track: &str,
+    selector: &BTreeMap<String, String>,
 ) -> Result<(), ProviderError> {
     let api: Api<Service> = Api::namespaced(client.clone(), &t.namespace);
-    if api
+    if let Some(mut existing) = api
         .get_opt(name)
         .await
         .map_err(|e| api_error("Service", &t.namespace, name, e))?
-        .is_some()
     {
-        return Ok(());
+        if !is_managed(&existing.metadata) {
+            return Ok(());
+        }
+        let spec = existing.spec.get_or_insert_with(Default::default);
+        if spec.selector.as_ref() == Some(selector) {
+            return Ok(());
+        }
+        spec.selector = Some(selector.clone());
+        return match api.replace(name, &PostParams::default(), &existing).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(api_error("Service", &t.namespace, name, e)),
+        };
     }
     let uspec = user.spec.clone().unwrap_or_default();
-    let mut selector = uspec.selector.clone().unwrap_or_default();
-    if selector.is_empty() {
-        return Err(ProviderError::Invalid {
-            kind: "Service",
-            namespace: t.namespace.clone(),
-            name: t.service.clone(),
-            message: format!(
-                "has no selector, so {name} cannot be derived from it: create {name} yourself"
-            ),
-        });
-    }
-    selector.insert(TRACK_LABEL.to_string(), track.to_string());
     let ports: Vec<ServicePort> = uspec
         .ports
         .unwrap_or_default()
@@ -191,7 +188,7 @@ pub(crate) async fn ensure_track_service(
             ..Default::default()
         },
         spec: Some(ServiceSpec {
-            selector: Some(selector),
+            selector: Some(selector.clone()),
             ports: Some(ports),
             ..Default::default()
         }),
@@ -201,6 +198,128 @@ pub(crate) async fn ensure_track_service(
         Ok(_) => Ok(()),
         Err(e) if is_status(&e, 409) => Ok(()), // created concurrently
         Err(e) => Err(api_error("Service", &t.namespace, name, e)),
+    }
+}
+
+/// Annotation on a user's Service whose selector we pinned: its selector before (JSON).
+pub(crate) const ORIGINAL_SELECTOR_ANN: &str = "kubectl-canary.io/original-selector";
+
+/// Pin the user's Service `name` to the stable pods for the rollout: its own selector plus
+/// the stable pin (`pod-template-hash`), so a Service that also selects the canary's pods
+/// (they carry the same app labels) feeds stable only. The selector it had is remembered
+/// and [`unpin_service`] puts it back. Our own Services and missing ones are skipped.
+/// Re-pinning (after promote) keeps the first remembered selector.
+pub(crate) async fn pin_service(
+    client: &Client,
+    t: &Target,
+    name: &str,
+) -> Result<(), ProviderError> {
+    let stable = &t.selectors()?.stable;
+    modify_service(client, &t.namespace, name, |svc| {
+        if is_managed(&svc.metadata) {
+            return false;
+        }
+        let ann = svc
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default);
+        let spec = svc.spec.get_or_insert_with(Default::default);
+        let original: BTreeMap<String, String> = match ann.get(ORIGINAL_SELECTOR_ANN) {
+            Some(j) => serde_json::from_str(j).unwrap_or_default(),
+            None => {
+                let o = spec.selector.clone().unwrap_or_default();
+                if o.is_empty() {
+                    // No selector: its endpoints are not the controller's; nothing to pin.
+                    return false;
+                }
+                ann.insert(
+                    ORIGINAL_SELECTOR_ANN.into(),
+                    serde_json::to_string(&o).unwrap_or_default(),
+                );
+                o
+            }
+        };
+        let mut pinned = original;
+        pinned.extend(stable.clone());
+        if spec.selector.as_ref() == Some(&pinned) {
+            return false;
+        }
+        spec.selector = Some(pinned);
+        true
+    })
+    .await
+}
+
+/// Put back the selector [`pin_service`] replaced (no-op when it was never pinned).
+pub(crate) async fn unpin_service(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<(), ProviderError> {
+    modify_service(client, ns, name, |svc| {
+        let Some(original) = svc
+            .metadata
+            .annotations
+            .as_mut()
+            .and_then(|a| a.remove(ORIGINAL_SELECTOR_ANN))
+        else {
+            return false;
+        };
+        let original: BTreeMap<String, String> =
+            serde_json::from_str(&original).unwrap_or_default();
+        svc.spec.get_or_insert_with(Default::default).selector = Some(original);
+        true
+    })
+    .await
+}
+
+/// Set the selector of our Service `name` (a user's Service of that name is left alone).
+pub(crate) async fn repin_managed_service(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    selector: &BTreeMap<String, String>,
+) -> Result<(), ProviderError> {
+    modify_service(client, ns, name, |svc| {
+        if !is_managed(&svc.metadata) {
+            return false;
+        }
+        let spec = svc.spec.get_or_insert_with(Default::default);
+        if spec.selector.as_ref() == Some(selector) {
+            return false;
+        }
+        spec.selector = Some(selector.clone());
+        true
+    })
+    .await
+}
+
+/// Read-modify-write of Service `name` (missing = nothing to do); `f` returns whether it changed.
+async fn modify_service<F>(client: &Client, ns: &str, name: &str, f: F) -> Result<(), ProviderError>
+where
+    F: Fn(&mut Service) -> bool,
+{
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let mut backoff = conflict_backoff();
+    loop {
+        let Some(mut svc) = api
+            .get_opt(name)
+            .await
+            .map_err(|e| api_error("Service", ns, name, e))?
+        else {
+            return Ok(());
+        };
+        if !f(&mut svc) {
+            return Ok(());
+        }
+        match api.replace(name, &PostParams::default(), &svc).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_status(&e, 409) => match backoff.next() {
+                Some(d) => tokio::time::sleep(d).await,
+                None => return Err(api_error("Service", ns, name, e)),
+            },
+            Err(e) => return Err(api_error("Service", ns, name, e)),
+        }
     }
 }
 

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 use super::shared::{
-    api_error, check_weight, delete_managed_service, ensure_track_service, is_status,
+    api_error, check_weight, delete_managed_service, ensure_version_service, is_status,
     managed_labels, modify, num, percent, remember_stable_weight, take_stable_weight, user_service,
 };
 use super::{HeaderRoute, ProviderError, Target, TrafficRouter};
@@ -211,8 +211,9 @@ impl TrafficRouter for Smi {
             });
         }
         let user = user_service(client, target).await?;
-        ensure_track_service(client, target, &user, &target.stable_service, "stable").await?;
-        ensure_track_service(client, target, &user, &target.canary_service, "canary").await?;
+        let pods = target.selectors()?;
+        ensure_version_service(client, target, &user, &target.stable_service, &pods.stable).await?;
+        ensure_version_service(client, target, &user, &target.canary_service, &pods.canary).await?;
         let api = self.api(client, &target.namespace).await?;
         let (ns, name) = (&target.namespace, &target.route);
         for _ in 0..3 {
@@ -307,6 +308,19 @@ impl TrafficRouter for Smi {
             Ok(changed || had)
         })
         .await?;
+        // Our `-stable` Service stays behind the TrafficSplit: unpin it (back to the root
+        // Service's selector), or the next change of stable's template would empty it.
+        if let Ok(root) = user_service(client, target).await
+            && let Some(sel) = root.spec.and_then(|s| s.selector)
+        {
+            super::shared::repin_managed_service(
+                client,
+                &target.namespace,
+                &target.stable_service,
+                &sel,
+            )
+            .await?;
+        }
         delete_managed_service(client, &target.namespace, &target.canary_service).await
     }
 }

@@ -154,7 +154,67 @@ pub struct RunTrace {
     pub exit: Option<i32>,
     pub weights: Vec<u32>,
     pub max_share: f64,
+    /// The canary's measured share over the last ≥5 s spent at each weight (≥100 requests).
+    pub share_at: std::collections::BTreeMap<u32, (f64, u64)>,
     pub elapsed: Duration,
+}
+
+/// At every weight the rollout held for a while, the canary's share of requests (counted by
+/// the pods) equals the weight within sampling noise (4 standard errors + 2 points).
+pub fn assert_weights_measured(trace: &RunTrace) {
+    eprintln!("measured canary share per weight: {:?}", trace.share_at);
+    for (w, (share, n)) in &trace.share_at {
+        let p = f64::from(*w) / 100.0;
+        let tol = 4.0 * (p * (1.0 - p) / *n as f64).sqrt() + 0.02;
+        assert!(
+            (share - p).abs() <= tol,
+            "at weight {w} the canary got {share:.3} of {n} requests (±{tol:.3}): {:?}",
+            trace.share_at
+        );
+    }
+}
+
+/// Nothing of ours is left in the user's objects: no pin, subset, header route, canary
+/// backend or annotation (SMI's TrafficSplit is ours and stays, with stable at 100).
+pub async fn assert_no_leftovers(ns: &str, svc: &str, p: Provider) {
+    let mut objs = vec![format!("service/{svc}")];
+    match p {
+        Provider::Istio => objs.extend([
+            format!("virtualservice.networking.istio.io/{svc}"),
+            format!("destinationrule.networking.istio.io/{svc}"),
+        ]),
+        Provider::Nginx => objs.extend([
+            format!("ingress.networking.k8s.io/{svc}"),
+            format!("ingress.networking.k8s.io/{svc}-canary"),
+        ]),
+        Provider::GatewayApi => objs.push(format!("httproute.gateway.networking.k8s.io/{svc}")),
+        Provider::Smi => objs.push(format!("service/{svc}-stable")),
+    }
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&TestEnv::get().kubeconfig)
+        .args(["-n", ns, "get", "--ignore-not-found", "-o", "json"])
+        .args(&objs)
+        .output()
+        .expect("kubectl get");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        format!("{svc}-canary"),
+        "pod-template-hash".to_string(),
+        "kubectl-canary-".to_string(),
+        "kubectl-canary.io/".to_string(),
+    ] {
+        assert!(
+            !text.contains(&needle),
+            "{needle:?} left behind in {objs:?}:\n{text}"
+        );
+    }
+    if p == Provider::Istio {
+        assert!(
+            !text.contains("DestinationRule"),
+            "the DestinationRule we created is gone: {text}"
+        );
+    }
 }
 
 pub async fn run_traced(ns: &str, svc: &str, p: Provider, max: &str) -> RunTrace {
@@ -172,14 +232,20 @@ pub async fn run_traced(ns: &str, svc: &str, p: Provider, max: &str) -> RunTrace
     let mut window: std::collections::VecDeque<Counts> = std::collections::VecDeque::new();
     let mut weights = Vec::new();
     let mut max_share: f64 = 0.0;
+    let mut share_at = std::collections::BTreeMap::new();
+    let mut held_since = Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
             break st;
         }
-        if let Some(w) = route_weight(&client, ns, svc, p).await
+        let w = route_weight(&client, ns, svc, p).await;
+        if let Some(w) = w
             && weights.last() != Some(&w)
         {
             weights.push(w);
+            // A new weight: measure only requests sent after it was written.
+            window.clear();
+            held_since = Instant::now();
         }
         let now = Counts::now(ns).await;
         while window
@@ -194,6 +260,12 @@ pub async fn run_traced(ns: &str, svc: &str, p: Provider, max: &str) -> RunTrace
                 && let Some(s) = served.share(&canary)
             {
                 max_share = max_share.max(s);
+                // Skip the first second at a weight: requests already in flight.
+                if let (Some(w), true) = (w, held_since.elapsed() > Duration::from_secs(6))
+                    && weights.last() == Some(&w)
+                {
+                    share_at.insert(w, (s, served.total()));
+                }
             }
         }
         window.push_back(now);
@@ -205,6 +277,7 @@ pub async fn run_traced(ns: &str, svc: &str, p: Provider, max: &str) -> RunTrace
         exit: status.code(),
         weights,
         max_share,
+        share_at,
         elapsed: t0.elapsed(),
     }
 }
@@ -259,10 +332,19 @@ pub async fn promote_flow(p: Provider) {
         .clone()
         .unwrap();
     assert_eq!(
-        labels.get("track").map(String::as_str),
-        Some("stable"),
-        "stable keeps its labels"
+        labels,
+        std::collections::BTreeMap::from([
+            ("app".to_string(), svc.to_string()),
+            ("version".to_string(), "v1".to_string())
+        ]),
+        "stable keeps exactly its own pod labels"
     );
+    assert_weights_measured(&trace);
+    // After promotion every request reaches the (new) stable pods, none is lost.
+    let served = measure(&ns.name, Duration::from_secs(3)).await;
+    assert!(served.total() > 100, "traffic still flows: {served:?}");
+    assert_eq!(served.of(svc), served.total(), "all on stable: {served:?}");
+    assert_no_leftovers(&ns.name, svc, p).await;
     assert!(
         deployment(&ns.client, &ns.name, &format!("{svc}-canary"))
             .await
@@ -284,6 +366,18 @@ pub async fn promote_flow(p: Provider) {
         provider_name(p),
         t0.elapsed()
     );
+}
+
+/// UIDs of the live pods of Deployment `name`, as the data plane runs them.
+pub async fn stable_pod_uids(ns: &str, name: &str) -> Vec<String> {
+    let mut v: Vec<String> = mesh_pods(ns)
+        .await
+        .into_iter()
+        .filter(|p| p.live && p.deployment.as_deref() == Some(name))
+        .map(|p| p.uid)
+        .collect();
+    v.sort();
+    v
 }
 
 /// How a canary misbehaves.
@@ -314,6 +408,7 @@ pub async fn rollback_flow_with(p: Provider, tag: &str, bad: Bad, why: &str, obs
     let t0 = Instant::now();
     let svc = "web";
     let (ns, _traffic) = setup(&format!("e2e-{}-{tag}", provider_name(p)), svc, p, 100.0).await;
+    let stable_before = stable_pod_uids(&ns.name, svc).await;
     let out = match &bad {
         Bad::Image(image) => start_image(&ns.name, svc, p, image, &[]).await,
         Bad::Fault(_) => start(&ns.name, svc, p, &[]).await,
@@ -351,6 +446,10 @@ pub async fn rollback_flow_with(p: Provider, tag: &str, bad: Bad, why: &str, obs
         0,
         "no request without upstream: {served:?}"
     );
+    assert_weights_measured(&trace);
+    assert_no_leftovers(&ns.name, svc, p).await;
+    let stable_after = stable_pod_uids(&ns.name, svc).await;
+    assert_eq!(stable_before, stable_after, "no stable pod was restarted");
     let st = status_json(&ns.name, svc).await;
     assert_eq!(st["phase"], "RolledBack");
     let h = history_json(&ns.name, svc).await;

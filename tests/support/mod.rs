@@ -242,8 +242,11 @@ pub async fn apply_value(client: &Client, ns: &str, v: Value) -> DynamicObject {
     .unwrap_or_else(|e| panic!("applying {} {name}: {e}", tm.kind))
 }
 
-/// Create the stable Deployment `<svc>` (labels app=<svc>, track=stable) and
-/// Service `<svc>`; with `split_services` also `<svc>-stable` and `<svc>-canary`.
+/// The stable Deployment `<svc>` as users have it: pods labelled `app: <svc>, version: v1`
+/// (none of our labels), selector `app: <svc>`, and Service `<svc>` selecting `app: <svc>`
+/// (so it selects a canary's pods too). With `split_services` also the per-version Services
+/// a user of host splits keeps: `<svc>-stable` (`version: v1`) and `<svc>-canary` (the
+/// canary's documented `track: canary`).
 pub async fn create_stable(
     client: &Client,
     ns: &str,
@@ -253,12 +256,12 @@ pub async fn create_stable(
 ) -> Deployment {
     let dep = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": svc, "labels": {"app": svc, "track": "stable"}},
+        "metadata": {"name": svc, "labels": {"app": svc}},
         "spec": {
             "replicas": replicas,
-            "selector": {"matchLabels": {"app": svc, "track": "stable"}},
+            "selector": {"matchLabels": {"app": svc}},
             "template": {
-                "metadata": {"labels": {"app": svc, "track": "stable", "version": "v1"}},
+                "metadata": {"labels": {"app": svc, "version": "v1"}},
                 "spec": {"containers": [{
                     "name": "app", "image": TEST_IMAGE,
                     "ports": [{"containerPort": 8080, "name": "http"}]
@@ -272,13 +275,13 @@ pub async fn create_stable(
         apply_value(
             client,
             ns,
-            service_json(&format!("{svc}-stable"), svc, Some("stable")),
+            service_json(&format!("{svc}-stable"), svc, Some(("version", "v1"))),
         )
         .await;
         apply_value(
             client,
             ns,
-            service_json(&format!("{svc}-canary"), svc, Some("canary")),
+            service_json(&format!("{svc}-canary"), svc, Some(("track", "canary"))),
         )
         .await;
     }
@@ -286,6 +289,37 @@ pub async fn create_stable(
         .get(svc)
         .await
         .expect("get created Deployment")
+}
+
+/// The route object of `provider` for `svc` as a user has it before any rollout: a
+/// VirtualService to host `<svc>` (no subsets, no DestinationRule), an Ingress for
+/// `<svc>.test` with an unrelated annotation, an HTTPRoute for `<svc>.test` to `<svc>`.
+/// SMI users have no TrafficSplit yet (the rollout creates it).
+pub async fn user_route(client: &Client, ns: &str, provider: Provider, svc: &str) {
+    let host = provider.entry_host(svc);
+    let obj = match provider {
+        Provider::Istio => json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": svc},
+            "spec": {"hosts": [svc], "http": [{"name": "primary", "timeout": "5s",
+                "route": [{"destination": {"host": svc}}]}]}
+        }),
+        Provider::Smi => return,
+        Provider::Nginx => json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": svc, "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "8m"}},
+            "spec": {"ingressClassName": "nginx", "rules": [{"host": host, "http": {"paths": [
+                {"path": "/", "pathType": "Prefix",
+                 "backend": {"service": {"name": svc, "port": {"number": 80}}}}]}}]}
+        }),
+        Provider::GatewayApi => json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": svc},
+            "spec": {"parentRefs": [{"name": "public"}], "hostnames": [host],
+                "rules": [{"backendRefs": [{"name": svc, "port": 80}]}]}
+        }),
+    };
+    apply_value(client, ns, obj).await;
 }
 
 /// A canary Deployment `<svc>-canary` as a rollout would add it (labels app=<svc>,
@@ -311,11 +345,11 @@ pub async fn create_canary(client: &Client, ns: &str, svc: &str, replicas: i32, 
     .await;
 }
 
-fn service_json(name: &str, app: &str, track: Option<&str>) -> Value {
+fn service_json(name: &str, app: &str, extra: Option<(&str, &str)>) -> Value {
     let mut selector = BTreeMap::new();
     selector.insert("app".to_string(), app.to_string());
-    if let Some(t) = track {
-        selector.insert("track".to_string(), t.to_string());
+    if let Some((k, v)) = extra {
+        selector.insert(k.to_string(), v.to_string());
     }
     json!({
         "apiVersion": "v1", "kind": "Service",
@@ -394,9 +428,10 @@ impl Provider {
     }
 }
 
-/// Create or update the route object of `provider` named `route` for service
-/// `svc`, sending `canary_weight` percent to the canary (0..=100).
-/// Istio also gets the DestinationRule `<svc>` with subsets stable/canary; the
+/// A hand-made split (no plugin): the route object of `provider` named `route` for service
+/// `svc`, sending `canary_weight` percent to the canary (0..=100), for pods made with
+/// [`create_stable`] (`version: v1`) and [`create_canary`] (`version: v2`).
+/// Istio also gets the DestinationRule `<svc>` with subsets stable/canary on `version`; the
 /// nginx canary Ingress is `<route>-canary` (host `<svc>.test`).
 pub async fn set_route(
     client: &Client,
@@ -418,8 +453,8 @@ pub async fn set_route(
                     "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
                     "metadata": {"name": svc},
                     "spec": {"host": svc, "subsets": [
-                        {"name": "stable", "labels": {"track": "stable"}},
-                        {"name": "canary", "labels": {"track": "canary"}}
+                        {"name": "stable", "labels": {"version": "v1"}},
+                        {"name": "canary", "labels": {"version": "v2"}}
                     ]}
                 }),
             )

@@ -122,6 +122,9 @@ struct State {
     fault: Mutex<Fault>,
     metrics: Mutex<Metrics>,
     id: Identity,
+    /// Requests received (counted on arrival: a request in flight when the route changes
+    /// was still sent before the change).
+    arrived: std::sync::atomic::AtomicU64,
 }
 
 type Body = Full<Bytes>;
@@ -147,9 +150,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             let counts = state.metrics.lock().unwrap().counts();
             let by_code: BTreeMap<String, u64> =
                 counts.iter().map(|(c, n)| (c.to_string(), *n)).collect();
+            let arrived = state.arrived.load(std::sync::atomic::Ordering::SeqCst);
+            let done: u64 = counts.values().sum();
             let body = serde_json::json!({
                 "pod": state.id.pod,
-                "requests": counts.values().sum::<u64>(),
+                "requests": arrived,
+                "in_flight": arrived.saturating_sub(done),
                 "by_code": by_code,
             });
             text(StatusCode::OK, "application/json", body.to_string())
@@ -215,6 +221,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
 }
 
 async fn serve_request(state: &State, ctx: &RouteCtx) -> Response<Body> {
+    state
+        .arrived
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let start = Instant::now();
     let f = state.fault.lock().unwrap().clone();
     let delay = rng::exp(f.latency_ms);
@@ -273,6 +282,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         }),
         metrics: Mutex::new(Metrics::new(id.clone())),
         id,
+        arrived: Default::default(),
     });
     let listener = TcpListener::bind(a.listen).await?;
     let addr = listener.local_addr()?;

@@ -83,7 +83,9 @@ pub struct PodInfo {
     pub behaviour: Behaviour,
     /// false once the pod is gone; its counts are then final.
     pub live: bool,
+    /// Requests received (on arrival), and answered, by status code.
     pub requests: u64,
+    pub in_flight: u64,
     pub by_code: BTreeMap<String, u64>,
 }
 
@@ -94,10 +96,17 @@ struct Proc {
     _stdin: ChildStdin,
 }
 
+/// How long a gone pod's process may finish the requests it has (the default
+/// terminationGracePeriodSeconds).
+const GRACE: Duration = Duration::from_secs(30);
+
 /// The processes, by pod.
 #[derive(Default)]
 pub struct Supervisor {
     procs: HashMap<Key, Proc>,
+    /// Pods that went away whose process still finishes its requests in flight (as a
+    /// terminating pod does: out of the endpoints, but not killed mid-request).
+    draining: Vec<(std::time::Instant, Proc)>,
     /// Pods that went away, with the last counts their process reported.
     departed: Vec<PodInfo>,
 }
@@ -144,6 +153,7 @@ async fn spawn(key: &Key, pod: &Pod) -> anyhow::Result<Proc> {
             behaviour: b,
             live: true,
             requests: 0,
+            in_flight: 0,
             by_code: BTreeMap::new(),
         },
         child,
@@ -163,6 +173,7 @@ pub async fn fetch_stats(http: &reqwest::Client, info: &mut PodInfo) {
         && let Ok(v) = r.json::<serde_json::Value>().await
     {
         info.requests = v["requests"].as_u64().unwrap_or(0);
+        info.in_flight = v["in_flight"].as_u64().unwrap_or(0);
         info.by_code = v["by_code"]
             .as_object()
             .map(|m| {
@@ -200,18 +211,28 @@ impl Supervisor {
             }
         }
         for k in stale {
-            if let Some(mut p) = self.procs.remove(&k) {
-                fetch_stats(http, &mut p.info).await;
+            if let Some(p) = self.procs.remove(&k) {
+                self.draining.push((std::time::Instant::now(), p));
+                changed = true;
+            }
+        }
+        let mut still = Vec::new();
+        for (since, mut p) in std::mem::take(&mut self.draining) {
+            fetch_stats(http, &mut p.info).await;
+            let exited = matches!(p.child.try_wait(), Ok(Some(_)));
+            if exited || p.info.in_flight == 0 || since.elapsed() > GRACE {
                 let _ = p.child.kill().await;
                 p.info.live = false;
                 eprintln!(
                     "canary-demo mesh: stopped pod {}/{} after {} requests",
-                    k.0, k.1, p.info.requests
+                    p.info.namespace, p.info.name, p.info.requests
                 );
                 self.departed.push(p.info);
-                changed = true;
+            } else {
+                still.push((since, p));
             }
         }
+        self.draining = still;
         // Keep the history bounded.
         if self.departed.len() > 5000 {
             self.departed.drain(..1000);
@@ -249,10 +270,15 @@ impl Supervisor {
             .map(|p| p.info.clone())
             .collect();
         let gone = self
-            .departed
+            .draining
             .iter()
+            .map(|(_, p)| {
+                let mut i = p.info.clone();
+                i.live = false;
+                i
+            })
+            .chain(self.departed.iter().cloned())
             .filter(|p| ns_ok(&p.namespace))
-            .cloned()
             .collect();
         (live, gone)
     }
