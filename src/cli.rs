@@ -198,6 +198,10 @@ pub struct StartArgs {
     /// Route object name (VirtualService, TrafficSplit, Ingress, HTTPRoute); default: the service name.
     #[arg(long, value_name = "NAME")]
     pub route: Option<String>,
+    /// The stable Deployment (default: the Deployment named like the service, else the one
+    /// whose pods the Service selects, e.g. bookinfo's reviews-v1 for Service reviews).
+    #[arg(long, value_name = "DEPLOYMENT")]
+    pub stable: Option<String>,
 }
 
 /// Where metrics come from (Prometheus HTTP API).

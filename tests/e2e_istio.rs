@@ -72,7 +72,7 @@ async fn istio_unready_or_crashlooping_canary_rolls_back() {
 
     // Never ready (readiness failing, no restarts): rolled back at --timeout.
     create_stable(&ns.client, &ns.name, "api", 1, false).await;
-    set_route(&ns.client, &ns.name, p, "api", "api", 0).await;
+    user_route(&ns.client, &ns.name, p, "api").await;
     let t1 = Instant::now();
     let out = kc_out(
         &ns.name,

@@ -78,6 +78,9 @@ pub async fn load(sess: &Session, service: &str) -> Result<Loaded> {
     let router = Router::by_name(&sess.client, &rec.provider).await?;
     let mut target = Target::new(&sess.namespace, service);
     target.route = rec.route.clone();
+    if let Some(stable) = &rec.stable {
+        target.stable_deployment = stable.clone();
+    }
     Ok(Loaded {
         sess: sess.clone(),
         target,
@@ -181,13 +184,20 @@ async fn persist(l: &mut Loaded, transitions: &[Transition]) -> Result<()> {
     l.store.save(&mut l.stored).await?;
     if !transitions.is_empty() {
         let uid = workloads::deployments(&l.sess.client, l.ns())
-            .get_opt(&l.target.service)
+            .get_opt(&l.target.stable_deployment)
             .await
             .ok()
             .flatten()
             .and_then(|d| d.metadata.uid);
         for t in transitions {
-            events::emit(&l.sess.client, l.ns(), &l.target.service, uid.clone(), t).await;
+            events::emit(
+                &l.sess.client,
+                l.ns(),
+                &l.target.stable_deployment,
+                uid.clone(),
+                t,
+            )
+            .await;
         }
     }
     Ok(())
@@ -209,11 +219,10 @@ pub async fn converge(l: &mut Loaded, show: bool) -> Result<Vec<Transition>> {
         let phase = l.rollout().phase;
         match phase {
             Phase::RollingBack | Phase::Aborting => {
-                l.router.set_weight(&l.sess.client, &l.target, 0).await?;
+                l.router.route_to_stable(&l.sess.client, &l.target).await?;
                 let canary = l.target.canary_service.clone();
                 let how = if l.record().delete_on_rollback {
-                    workloads::delete(&l.sess.client, l.ns(), &canary).await?;
-                    "canary deleted"
+                    workloads::remove_canary(&l.sess.client, l.ns(), &canary).await?
                 } else {
                     workloads::scale(&l.sess.client, l.ns(), &canary, 0).await?;
                     "canary scaled to 0"
@@ -238,19 +247,20 @@ pub async fn converge(l: &mut Loaded, show: bool) -> Result<Vec<Transition>> {
                 let canary = workloads::deployments(&client, &ns)
                     .get_opt(&l.target.canary_service)
                     .await?;
-                let stable = workloads::get_stable(&client, &ns, &l.target.service).await?;
+                let stable =
+                    workloads::get_stable(&client, &ns, &l.target.stable_deployment).await?;
                 if let Some(c) = &canary {
                     // Stable's pods are pinned by their template hash, which the new template
                     // changes: the canary serves everything while stable rolls out.
                     l.router.set_weight(&client, &l.target, 100).await?;
-                    workloads::promote_stable(&client, &ns, &l.target.service, c).await?;
+                    workloads::promote_stable(&client, &ns, &l.target.stable_deployment, c).await?;
                 }
                 let waited = workloads::wait_rolled_out(
                     &client,
                     &ns,
-                    &l.target.service,
+                    &l.target.stable_deployment,
                     PROMOTE_TIMEOUT,
-                    &format!("stable {}", l.target.service),
+                    &format!("stable {}", l.target.stable_deployment),
                     show,
                 )
                 .await?;
@@ -263,7 +273,8 @@ pub async fn converge(l: &mut Loaded, show: bool) -> Result<Vec<Transition>> {
                 }
                 if let Some(c) = &canary {
                     // Move the stable pin to the new ReplicaSet before stable takes traffic back.
-                    let stable = workloads::get_stable(&client, &ns, &l.target.service).await?;
+                    let stable =
+                        workloads::get_stable(&client, &ns, &l.target.stable_deployment).await?;
                     l.target.pods =
                         Some(workloads::version_selectors(&client, &ns, &stable, c).await?);
                     l.router.prepare(&client, &l.target, None).await?;
@@ -271,7 +282,7 @@ pub async fn converge(l: &mut Loaded, show: bool) -> Result<Vec<Transition>> {
                     let _ = stable;
                 }
                 l.router.set_weight(&client, &l.target, 0).await?;
-                workloads::delete(&client, &ns, &l.target.canary_service).await?;
+                workloads::remove_canary(&client, &ns, &l.target.canary_service).await?;
                 workloads::wait_pods_gone(&client, &ns, &l.target.canary_service, DRAIN_TIMEOUT)
                     .await?;
                 l.router.cleanup(&client, &l.target).await?;
@@ -308,7 +319,7 @@ pub async fn gather<M: MetricsSource + Sync>(
     let req = MetricsRequest {
         namespace: ns.to_string(),
         service: l.target.service.clone(),
-        stable_workload: l.target.service.clone(),
+        stable_workload: l.target.stable_deployment.clone(),
         canary_workload: l.target.canary_service.clone(),
         flavour: schedule
             .metrics
@@ -321,7 +332,7 @@ pub async fn gather<M: MetricsSource + Sync>(
     let pods = async {
         let api = workloads::deployments(client, ns);
         let (stable, canary) = futures::try_join!(
-            api.get_opt(&l.target.service),
+            api.get_opt(&l.target.stable_deployment),
             api.get_opt(&l.target.canary_service)
         )?;
         let facts_of = |d: Option<k8s_openapi::api::apps::v1::Deployment>| async move {
@@ -420,14 +431,20 @@ pub async fn step<M: MetricsSource + Sync>(
             if !stable_exists {
                 // Outside the policy: nothing to promote into or roll back to. The route is
                 // left as it is (weight 0 would send everything to a backend that is gone).
-                report.note = format!("stable Deployment {} was deleted", l.target.service);
+                report.note = format!(
+                    "stable Deployment {} was deleted",
+                    l.target.stable_deployment
+                );
                 if !cx.dry_run {
                     let t = apply_event(
                         l,
                         Event::Fail,
                         Cause::new(
                             "kubectl-canary",
-                            format!("stable Deployment {} no longer exists", l.target.service),
+                            format!(
+                                "stable Deployment {} no longer exists",
+                                l.target.stable_deployment
+                            ),
                         ),
                     )?;
                     persist(l, std::slice::from_ref(&t)).await?;
@@ -472,7 +489,7 @@ pub async fn step<M: MetricsSource + Sync>(
             } else {
                 let event = evaluated.step.event.clone();
                 if matches!(event, Some(Event::BeginRollback)) {
-                    l.router.set_weight(&l.sess.client, &l.target, 0).await?;
+                    l.router.route_to_stable(&l.sess.client, &l.target).await?;
                 }
                 let t = controller::apply(&mut l.record_mut().rollout, evaluated, now)
                     .map_err(|e| Error::Other(format!("internal: {e}")))?;
@@ -533,7 +550,7 @@ pub async fn manual(
         )));
     }
     if matches!(event, Event::BeginRollback | Event::Abort) {
-        l.router.set_weight(&l.sess.client, &l.target, 0).await?;
+        l.router.route_to_stable(&l.sess.client, &l.target).await?;
     }
     let resume = matches!(event, Event::Resume);
     let t = apply_event(l, event, Cause::new(actor, reason))?;

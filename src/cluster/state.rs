@@ -37,6 +37,9 @@ pub struct PolicyRef {
 pub struct RolloutRecord {
     pub namespace: String,
     pub service: String,
+    /// The stable Deployment (None in records from before it was configurable: the service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<String>,
     /// container → new image.
     pub images: BTreeMap<String, String>,
     /// container → image of stable when the rollout started.

@@ -22,12 +22,75 @@ pub fn deployments(client: &Client, ns: &str) -> Api<Deployment> {
     Api::namespaced(client.clone(), ns)
 }
 
-pub async fn get_stable(client: &Client, ns: &str, service: &str) -> Result<Deployment> {
-    deployments(client, ns).get_opt(service).await?.ok_or_else(|| {
-        Error::Cluster(format!(
-            "Deployment {ns}/{service} not found: the stable Deployment must be named like the service"
-        ))
-    })
+pub async fn get_stable(client: &Client, ns: &str, name: &str) -> Result<Deployment> {
+    deployments(client, ns)
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| Error::Cluster(format!("stable Deployment {ns}/{name} not found")))
+}
+
+/// The stable Deployment of `service`: `explicit` (`--stable`) if given; else the Deployment
+/// named like the service; else the one Deployment whose pod template the Service's selector
+/// matches, leaving out `<service>-canary` (ours, or a canary the user keeps). None or several
+/// is an error naming the candidates.
+pub async fn find_stable(
+    client: &Client,
+    ns: &str,
+    service: &str,
+    explicit: Option<&str>,
+) -> Result<Deployment> {
+    if let Some(name) = explicit {
+        return deployments(client, ns)
+            .get_opt(name)
+            .await?
+            .ok_or_else(|| Error::Usage(format!("--stable {name}: no Deployment {ns}/{name}")));
+    }
+    if let Some(d) = deployments(client, ns).get_opt(service).await? {
+        return Ok(d);
+    }
+    let svc: Option<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), ns).get_opt(service).await?;
+    let Some(selector) = svc
+        .and_then(|s| s.spec)
+        .and_then(|s| s.selector)
+        .filter(|s| !s.is_empty())
+    else {
+        return Err(Error::Usage(format!(
+            "no Deployment {ns}/{service} and no Service {ns}/{service} with a selector to find it by; pass --stable DEPLOYMENT"
+        )));
+    };
+    let canary = format!("{service}-canary");
+    let mut found: Vec<Deployment> = deployments(client, ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|d| d.metadata.name.as_deref() != Some(canary.as_str()))
+        .filter(|d| {
+            let labels = d
+                .spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
+            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        })
+        .collect();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(Error::Usage(format!(
+            "no Deployment in {ns} has pods that Service {service} selects ({selector:?}); pass --stable DEPLOYMENT"
+        ))),
+        _ => Err(Error::Usage(format!(
+            "Service {service} selects the pods of several Deployments ({}); pass --stable DEPLOYMENT",
+            found
+                .iter()
+                .filter_map(|d| d.metadata.name.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 /// Parses `--image CONTAINER=IMAGE` pairs and checks the containers exist in stable.
@@ -165,6 +228,67 @@ pub fn canary_deployment(
     }))
     .map_err(|e| Error::Other(format!("building canary Deployment: {e}")))?;
     Ok(d)
+}
+
+/// Whether kubectl-canary created this Deployment (a canary the user keeps is not ours).
+pub fn is_ours(d: &Deployment) -> bool {
+    d.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(crate::cluster::state::MANAGED_BY.0))
+        .is_some_and(|v| v == crate::cluster::state::MANAGED_BY.1)
+}
+
+/// A canary Deployment the user keeps (seed 002 keeps one at 0 replicas between rollouts):
+/// set its containers' images and its replicas; nothing else of it changes.
+pub async fn reimage_user_canary(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    images: &BTreeMap<String, String>,
+    replicas: u32,
+) -> Result<Deployment> {
+    let api = deployments(client, ns);
+    for _ in 0..5 {
+        let mut d = api.get(name).await?;
+        let pod = d
+            .spec
+            .template
+            .spec
+            .as_mut()
+            .ok_or_else(|| Error::Cluster(format!("Deployment {ns}/{name} has no pod spec")))?;
+        for (c, img) in images {
+            let container = pod.containers.iter_mut().find(|x| &x.name == c).ok_or_else(|| {
+                Error::Usage(format!(
+                    "--image {c}=…: the existing canary Deployment {ns}/{name} has no container {c:?}"
+                ))
+            })?;
+            container.image = Some(img.clone());
+        }
+        d.spec.replicas = Some(replicas as i32);
+        match api.replace(name, &PostParams::default(), &d).await {
+            Ok(d) => return Ok(d),
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Cluster(format!(
+        "Deployment {ns}/{name} kept changing while re-imaging it; re-run start"
+    )))
+}
+
+/// Removes the canary: ours is deleted, a canary the user keeps goes back to 0 replicas.
+pub async fn remove_canary(client: &Client, ns: &str, name: &str) -> Result<&'static str> {
+    match deployments(client, ns).get_opt(name).await? {
+        Some(d) if !is_ours(&d) => {
+            scale(client, ns, name, 0).await?;
+            Ok("the user's canary scaled to 0")
+        }
+        _ => {
+            delete(client, ns, name).await?;
+            Ok("canary deleted")
+        }
+    }
 }
 
 /// Creates or updates the canary (server-side apply; re-running converges).
@@ -467,13 +591,13 @@ pub async fn delete(client: &Client, ns: &str, name: &str) -> Result<()> {
 pub async fn promote_stable(
     client: &Client,
     ns: &str,
-    service: &str,
+    stable_name: &str,
     canary: &Deployment,
 ) -> Result<()> {
     let api = deployments(client, ns);
     let canary_template = canary.spec.template.clone();
     for _ in 0..5 {
-        let mut stable = get_stable(client, ns, service).await?;
+        let mut stable = get_stable(client, ns, stable_name).await?;
         let spec = &mut stable.spec;
         let mut template = canary_template.clone();
         let stable_meta = spec.template.metadata.clone().unwrap_or_default();
@@ -483,14 +607,17 @@ pub async fn promote_stable(
         meta.labels = Some(labels);
         meta.annotations = stable_meta.annotations.clone();
         spec.template = template;
-        match api.replace(service, &PostParams::default(), &stable).await {
+        match api
+            .replace(stable_name, &PostParams::default(), &stable)
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
             Err(e) => return Err(e.into()),
         }
     }
     Err(Error::Cluster(format!(
-        "Deployment {ns}/{service} kept changing while promoting; re-run `kubectl canary promote {service}`"
+        "Deployment {ns}/{stable_name} kept changing while promoting; re-run `kubectl canary promote`"
     )))
 }
 

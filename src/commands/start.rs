@@ -99,9 +99,23 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
         _ => false,
     };
 
-    let stable = workloads::get_stable(&client, &ns, &service).await?;
+    let resumed_stable = stored
+        .doc
+        .current
+        .as_ref()
+        .filter(|_| resuming)
+        .and_then(|r| r.stable.clone());
+    let stable = workloads::find_stable(
+        &client,
+        &ns,
+        &service,
+        args.stable.as_deref().or(resumed_stable.as_deref()),
+    )
+    .await?;
+    let stable_name = stable.metadata.name.clone().unwrap_or_default();
     let images = workloads::parse_images(&args.image, &stable)?;
     let mut target = Target::new(&ns, &service);
+    target.stable_deployment = stable_name.clone();
     if let Some(r) = &args.route {
         target.route = r.clone();
     }
@@ -164,6 +178,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
         let record = RolloutRecord {
             namespace: ns.clone(),
             service: service.clone(),
+            stable: (stable_name != service).then(|| stable_name.clone()),
             images: images.clone(),
             previous_images: workloads::container_images(&stable),
             provider: router.name().to_string(),
@@ -187,7 +202,17 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
         store.save(&mut stored).await?;
     }
 
-    let canary = workloads::apply_canary(&client, &ns, &canary).await?;
+    // A canary Deployment the user keeps (seed 002) is re-imaged and scaled, not replaced.
+    let existing = workloads::deployments(&client, &ns)
+        .get_opt(&target.canary_service)
+        .await?;
+    let canary = match existing {
+        Some(d) if !workloads::is_ours(&d) => {
+            workloads::reimage_user_canary(&client, &ns, &target.canary_service, &images, replicas)
+                .await?
+        }
+        _ => workloads::apply_canary(&client, &ns, &canary).await?,
+    };
     let ready = workloads::wait_rolled_out(
         &client,
         &ns,
@@ -234,7 +259,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
             .await;
             if let Err(e) = traffic {
                 // Never leave a ready canary without a rollout driving it: back to stable.
-                let _ = l.router.set_weight(&client, &l.target, 0).await;
+                let _ = l.router.route_to_stable(&client, &l.target).await;
                 roll_back_unrouted(&mut l, &sess.actor, format!("traffic setup failed: {e}"))
                     .await?;
                 return Err(Error::Cluster(format!(
@@ -290,10 +315,10 @@ async fn roll_back_unrouted(l: &mut driver::Loaded, actor: &str, reason: String)
 
 async fn emit(l: &driver::Loaded, t: &crate::core::rollout::Transition) {
     let uid = workloads::deployments(&l.sess.client, l.ns())
-        .get_opt(&l.target.service)
+        .get_opt(&l.target.stable_deployment)
         .await
         .ok()
         .flatten()
         .and_then(|d| d.metadata.uid);
-    crate::cluster::events::emit(&l.sess.client, l.ns(), &l.target.service, uid, t).await;
+    crate::cluster::events::emit(&l.sess.client, l.ns(), &l.target.stable_deployment, uid, t).await;
 }

@@ -57,12 +57,15 @@ async fn pods(sess: &Session, ns: &str, name: &str) -> Result<PodFacts> {
 pub async fn view(sess: &Session, rec: &RolloutRecord) -> Result<StatusView> {
     let mut target = Target::new(&rec.namespace, &rec.service);
     target.route = rec.route.clone();
+    if let Some(stable) = &rec.stable {
+        target.stable_deployment = stable.clone();
+    }
     let route_weight = match Router::by_name(&sess.client, &rec.provider).await {
         Ok(r) => r.read_weight(&sess.client, &target).await.ok().flatten(),
         Err(_) => None,
     };
     let (stable_pods, canary_pods) = futures::try_join!(
-        pods(sess, &rec.namespace, &target.service),
+        pods(sess, &rec.namespace, &target.stable_deployment),
         pods(sess, &rec.namespace, &target.canary_service)
     )?;
     let r = &rec.rollout;

@@ -8,8 +8,10 @@ use kube::Client;
 #[derive(Debug, Clone)]
 pub struct Target {
     pub namespace: String,
-    /// The Service users call; also the stable Deployment's name.
+    /// The Service users call.
     pub service: String,
+    /// The stable Deployment (by default named like the service).
+    pub stable_deployment: String,
     /// `<service>-canary`: the canary Deployment and, for host split, its Service.
     pub canary_service: String,
     /// `<service>-stable`: the stable-only Service for host split (SMI, NGINX, Gateway API).
@@ -36,6 +38,7 @@ impl Target {
         Target {
             namespace: namespace.to_string(),
             service: service.to_string(),
+            stable_deployment: service.to_string(),
             canary_service: format!("{service}-canary"),
             stable_service: format!("{service}-stable"),
             route: service.to_string(),
@@ -248,6 +251,20 @@ impl Router {
             Router::Smi(r) => r.set_weight(client, target, weight).await,
             Router::Nginx(r) => r.set_weight(client, target, weight).await,
             Router::GatewayApi(r) => r.set_weight(client, target, weight).await,
+        }
+    }
+
+    /// All traffic to stable. A route object that was never prepared (or is gone) sends
+    /// nothing to the canary, so "not found" is success here: rollback and abort must reach
+    /// a terminal state whatever happened to the route.
+    pub async fn route_to_stable(
+        &self,
+        client: &Client,
+        target: &Target,
+    ) -> Result<(), ProviderError> {
+        match self.set_weight(client, target, 0).await {
+            Ok(()) | Err(ProviderError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 

@@ -149,14 +149,23 @@ fn ts_read_weight(spec: &Value, t: &Target) -> Option<u32> {
     Some(percent(w(&t.stable_service).unwrap_or(0.0), canary))
 }
 
-/// cleanup: drop the canary backend, stable back to `stable_weight`.
-fn ts_cleanup(spec: &mut Value, t: &Target, stable_weight: u32) -> bool {
+/// Annotation on a TrafficSplit whose canary backend the user had before the rollout
+/// (seed 002 keeps it at weight 0): cleanup sets it back to 0 instead of removing it.
+const USER_CANARY_BACKEND_ANN: &str = "kubectl-canary.io/user-canary-backend";
+
+/// cleanup: drop the canary backend (or back to 0 when it is the user's), stable back to
+/// `stable_weight`.
+fn ts_cleanup(spec: &mut Value, t: &Target, stable_weight: u32, users_canary: bool) -> bool {
     let Some(b) = spec.get_mut("backends").and_then(Value::as_array_mut) else {
         return false;
     };
-    let before = b.len();
-    b.retain(|x| x.get("service").and_then(Value::as_str) != Some(t.canary_service.as_str()));
-    let mut changed = b.len() != before;
+    let before = b.clone();
+    if users_canary {
+        set_backend(b, &t.canary_service, 0);
+    } else {
+        b.retain(|x| x.get("service").and_then(Value::as_str) != Some(t.canary_service.as_str()));
+    }
+    let mut changed = *b != before;
     if backend_pos(b, &t.stable_service).is_some() {
         changed |= set_backend(b, &t.stable_service, stable_weight);
     }
@@ -222,7 +231,20 @@ impl TrafficRouter for Smi {
                 if !o.data.get("spec").is_some_and(Value::is_object) {
                     o.data["spec"] = json!({"service": target.service});
                 }
-                Ok(ts_prepare(&mut o.data["spec"], target))
+                let users_canary = o.data["spec"]["backends"]
+                    .as_array()
+                    .is_some_and(|b| backend_pos(b, &target.canary_service).is_some());
+                let ann = o.metadata.annotations.get_or_insert_with(Default::default);
+                let marked = users_canary
+                    && !ann.contains_key(USER_CANARY_BACKEND_ANN)
+                    && !super::shared::is_managed(&o.metadata);
+                if marked {
+                    o.metadata
+                        .annotations
+                        .get_or_insert_with(Default::default)
+                        .insert(USER_CANARY_BACKEND_ANN.into(), "true".into());
+                }
+                Ok(ts_prepare(&mut o.data["spec"], target) || marked)
             })
             .await?;
             if updated.is_some() {
@@ -296,13 +318,19 @@ impl TrafficRouter for Smi {
         // traffic to every pod its selector matches, canary pods included.
         modify(&api, KIND, &target.namespace, &target.route, |o| {
             let restore = take_stable_weight(&mut o.metadata);
-            let had = restore.is_some();
+            let users_canary = o
+                .metadata
+                .annotations
+                .as_mut()
+                .and_then(|a| a.remove(USER_CANARY_BACKEND_ANN))
+                .is_some();
+            let had = restore.is_some() || users_canary;
             let stable = match restore {
                 Some(Some(w)) if w > 0 => w as u32,
                 _ => 100,
             };
             let changed = match o.data.get_mut("spec") {
-                Some(spec) => ts_cleanup(spec, target, stable),
+                Some(spec) => ts_cleanup(spec, target, stable, users_canary),
                 None => false,
             };
             Ok(changed || had)
@@ -347,13 +375,20 @@ mod tests {
             spec["backends"][1],
             json!({"service": "web-mirror", "weight": 5})
         );
-        assert!(ts_cleanup(&mut spec, &t(), 100));
-        assert!(!ts_cleanup(&mut spec, &t(), 100));
+        let mut users = spec.clone();
+        assert!(ts_cleanup(&mut spec, &t(), 100, false));
+        assert!(!ts_cleanup(&mut spec, &t(), 100, false));
         assert_eq!(
             spec["backends"],
             json!([{"service": "web-stable", "weight": 100}, {"service": "web-mirror", "weight": 5}])
         );
         assert_eq!(ts_read_weight(&spec, &t()), None);
+        // A canary backend the user had stays, at 0.
+        assert!(ts_cleanup(&mut users, &t(), 100, true));
+        assert_eq!(
+            users["backends"][2],
+            json!({"service": "web-canary", "weight": 0})
+        );
     }
 
     #[test]

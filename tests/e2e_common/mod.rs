@@ -94,8 +94,9 @@ pub fn image_of(d: &Deployment) -> String {
         .unwrap_or_default()
 }
 
-/// Namespace + stable Deployment + route object at weight 0 (+ client traffic into the data
-/// plane when `rps` > 0).
+/// Namespace + the user's layout (stable Deployment without labels of ours, a Service over
+/// every version, the provider's route as users write it) + client traffic into the data
+/// plane when `rps` > 0.
 pub async fn setup(
     prefix: &str,
     svc: &str,
@@ -103,9 +104,8 @@ pub async fn setup(
     rps: f64,
 ) -> (TestNamespace, Option<Traffic>) {
     let ns = TestNamespace::create(prefix).await;
-    let split = p != Provider::Istio;
-    create_stable(&ns.client, &ns.name, svc, 2, split).await;
-    set_route(&ns.client, &ns.name, p, svc, svc, 0).await;
+    create_stable(&ns.client, &ns.name, svc, 2, false).await;
+    user_route(&ns.client, &ns.name, p, svc).await;
     let traffic = if rps > 0.0 {
         wait_serving(&ns.name, svc, 2, Duration::from_secs(60)).await;
         Some(Traffic::start_with(

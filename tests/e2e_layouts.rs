@@ -1,0 +1,314 @@
+//! End-to-end on the layouts users already have, measured at the pods: bookinfo's
+//! `reviews-v1` behind Service `reviews` with DestinationRule subsets v1/v2 (seed 000), seed
+//! 002's Linkerd layout with its own canary Deployment at 0 replicas and a TrafficSplit
+//! named `auth-service-split`, and an ingress-nginx Service that selects both versions.
+//! Each shows the canary's share at the first weight, header route and share 0 after
+//! rollback, the user's objects as they were, the same stable pods, and per-version counts.
+
+mod e2e_common;
+
+use e2e_common::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn kubectl_json(ns: &str, what: &str) -> Value {
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&TestEnv::get().kubeconfig)
+        .args(["-n", ns, "get", what, "-o", "json"])
+        .output()
+        .expect("kubectl get");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "kubectl get {what}: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The user-owned parts of an object (what must be exactly as before after a rollout).
+fn user_view(o: &Value) -> Value {
+    json!({"spec": o["spec"], "annotations": o["metadata"]["annotations"], "labels": o["metadata"]["labels"]})
+}
+
+/// Share of the canary Deployment over a few seconds, with enough requests to be sure.
+async fn canary_share(ns: &str, canary: &str) -> (f64, Served) {
+    let s = measure(ns, Duration::from_secs(6)).await;
+    (s.share(canary).unwrap_or(0.0), s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookinfo_reviews_v1_with_user_subsets() {
+    TestEnv::get();
+    let ns = TestNamespace::create("lay-bookinfo").await;
+    let n = ns.name.as_str();
+    apply(
+        &ns.client,
+        n,
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews-v1, labels: {app: reviews, version: v1}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: reviews, version: v1}}
+  template:
+    metadata: {labels: {app: reviews, version: v1}}
+    spec: {containers: [{name: reviews, image: "kubectl-canary/demo:1.0"}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, labels: {app: reviews}}
+spec: {selector: {app: reviews}, ports: [{name: http, port: 9080, targetPort: 9080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+"#,
+    )
+    .await;
+    wait_serving(n, "reviews-v1", 2, Duration::from_secs(60)).await;
+    let (vs0, dr0, svc0) = (
+        user_view(&kubectl_json(n, "virtualservice/reviews")),
+        user_view(&kubectl_json(n, "destinationrule/reviews")),
+        user_view(&kubectl_json(n, "service/reviews")),
+    );
+    let stable_before = stable_pod_uids(n, "reviews-v1").await;
+    let _traffic = Traffic::start_with(
+        n,
+        "istio",
+        "reviews",
+        TrafficOptions {
+            rps: 200.0,
+            duration: Duration::from_secs(120),
+            ..TrafficOptions::default()
+        },
+    );
+    // Found from the Service: no --stable, no --route.
+    let out = kc_out(
+        n,
+        &[
+            "start",
+            "reviews",
+            "--image",
+            "reviews=kubectl-canary/demo:2.0",
+            "--schedule-override",
+            FAST,
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "start reviews on bookinfo");
+    let st = status_json(n, "reviews").await;
+    assert_eq!(st["route_weight"], 5);
+    assert_eq!(st["stable_pods"]["ready"], 2, "{st}");
+    assert_eq!(st["stable_pods"]["desired"], 2, "{st}");
+    assert_eq!(st["canary_pods"]["ready"], 1, "{st}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(n, "reviews-canary").await;
+    eprintln!("bookinfo: canary share {share:.3} at weight 5 ({served:?})");
+    assert!((share - 0.05).abs() < 0.03, "{served:?}");
+    assert_eq!(served.no_upstream(), 0, "{served:?}");
+    let vs = kubectl_json(n, "virtualservice/reviews");
+    assert!(
+        vs.to_string().contains("kubectl-canary-header"),
+        "the policy's header route is set up: {vs}"
+    );
+
+    let out = kc_out(n, &["rollback", "reviews"]).await;
+    assert_eq!(out.status.code(), Some(3), "rollback exits 3 (rolled back)");
+    assert_eq!(status_json(n, "reviews").await["phase"], "RolledBack");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(n, "reviews-canary").await;
+    assert_eq!(share, 0.0, "{served:?}");
+    assert_eq!(served.no_upstream(), 0, "{served:?}");
+    assert_eq!(served.of("reviews-v1"), served.total(), "{served:?}");
+    let vs1 = user_view(&kubectl_json(n, "virtualservice/reviews"));
+    // Cleanup writes the single destination's weight as 100; nothing else of ours stays.
+    let mut vs1_no_weight = vs1.clone();
+    if let Some(r) = vs1_no_weight["spec"]["http"][0]["route"][0].as_object_mut() {
+        r.remove("weight");
+    }
+    assert_eq!(vs1_no_weight, vs0, "VirtualService as the user had it");
+    assert_eq!(user_view(&kubectl_json(n, "destinationrule/reviews")), dr0);
+    assert_eq!(user_view(&kubectl_json(n, "service/reviews")), svc0);
+    assert_eq!(stable_pod_uids(n, "reviews-v1").await, stable_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_002_linkerd_layout_with_its_own_canary() {
+    TestEnv::get();
+    let ns = TestNamespace::create("lay-seed002").await;
+    let n = ns.name.as_str();
+    let dep = |name: &str, version: &str, replicas: u32| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  \
+             selector: {{matchLabels: {{app: auth-service, version: {version}}}}}\n  template:\n    \
+             metadata: {{labels: {{app: auth-service, version: {version}}}}}\n    \
+             spec: {{containers: [{{name: auth, image: \"kubectl-canary/demo:1.0\"}}]}}\n---\n"
+        )
+    };
+    let svc = |name: &str, version: Option<&str>| {
+        let sel = match version {
+            Some(v) => format!("{{app: auth-service, version: {v}}}"),
+            None => "{app: auth-service}".to_string(),
+        };
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{selector: {sel}, ports: [{{port: 80, targetPort: 8080}}]}}\n---\n"
+        )
+    };
+    let m: String = [
+        dep("auth-service-stable", "stable", 2),
+        dep("auth-service-canary", "canary", 0),
+        svc("auth-service", None),
+        svc("auth-service-stable", Some("stable")),
+        svc("auth-service-canary", Some("canary")),
+    ]
+    .concat()
+        + r#"
+apiVersion: split.smi-spec.io/v1alpha2
+kind: TrafficSplit
+metadata: {name: auth-service-split}
+spec:
+  service: auth-service
+  backends:
+  - {service: auth-service-stable, weight: 100}
+  - {service: auth-service-canary, weight: 0}
+"#;
+    apply(&ns.client, n, &m).await;
+    wait_serving(n, "auth-service-stable", 2, Duration::from_secs(60)).await;
+    let stable_before = stable_pod_uids(n, "auth-service-stable").await;
+    let _traffic = Traffic::start_with(
+        n,
+        "smi",
+        "auth-service",
+        TrafficOptions {
+            rps: 200.0,
+            duration: Duration::from_secs(120),
+            ..TrafficOptions::default()
+        },
+    );
+    let out = kc_out(
+        n,
+        &[
+            "start",
+            "auth-service",
+            "--image",
+            "auth=kubectl-canary/demo:2.0",
+            "--provider",
+            "smi",
+            "--route",
+            "auth-service-split",
+            "--schedule-override",
+            FAST,
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "start auth-service on seed 002's layout"
+    );
+    // The user's canary was re-imaged and scaled; no other Deployment was created.
+    let deps = kubectl_json(n, "deployments");
+    let names: Vec<&str> = deps["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["auth-service-canary", "auth-service-stable"],
+        "{names:?}"
+    );
+    let canary = kubectl_json(n, "deployment/auth-service-canary");
+    assert_eq!(canary["spec"]["replicas"], 1);
+    assert_eq!(
+        canary["spec"]["template"]["spec"]["containers"][0]["image"],
+        "kubectl-canary/demo:2.0"
+    );
+    let st = status_json(n, "auth-service").await;
+    assert_eq!(st["stable_pods"]["ready"], 2, "{st}");
+    assert_eq!(st["canary_pods"]["ready"], 1, "{st}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(n, "auth-service-canary").await;
+    eprintln!("seed 002: canary share {share:.3} at weight 5 ({served:?})");
+    assert!((share - 0.05).abs() < 0.03, "{served:?}");
+
+    assert_eq!(
+        kc_out(n, &["rollback", "auth-service"]).await.status.code(),
+        Some(3)
+    );
+    let canary = kubectl_json(n, "deployment/auth-service-canary");
+    assert_eq!(
+        canary["spec"]["replicas"], 0,
+        "the user's canary is kept, at 0"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(n, "auth-service-canary").await;
+    assert_eq!(share, 0.0, "{served:?}");
+    assert_eq!(served.no_upstream(), 0, "{served:?}");
+    let ts = kubectl_json(n, "trafficsplit/auth-service-split");
+    assert_eq!(
+        ts["spec"]["backends"],
+        json!([{"service": "auth-service-stable", "weight": 100}, {"service": "auth-service-canary", "weight": 0}])
+    );
+    for s in ["auth-service-stable", "auth-service-canary"] {
+        let o = kubectl_json(n, &format!("service/{s}"));
+        assert!(!o.to_string().contains("pod-template-hash"), "{o}");
+    }
+    assert_eq!(
+        stable_pod_uids(n, "auth-service-stable").await,
+        stable_before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_service_over_both_versions_counts_each_version() {
+    let p = Provider::Nginx;
+    let (ns, _traffic) = setup("lay-nginx", "shop", p, 200.0).await;
+    let n = ns.name.as_str();
+    let out = start(n, "shop", p, &[]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let st = status_json(n, "shop").await;
+    assert_eq!(st["stable_pods"]["ready"], 2, "not 3/2: {st}");
+    assert_eq!(st["stable_pods"]["desired"], 2, "{st}");
+    assert_eq!(st["canary_pods"]["ready"], 1, "{st}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(n, "shop-canary").await;
+    eprintln!("nginx: canary share {share:.3} at weight 5 ({served:?})");
+    assert!((share - 0.05).abs() < 0.03, "not 37%: {served:?}");
+    let ing = kubectl_json(n, "ingress/shop");
+    assert_eq!(
+        ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"],
+        "8m"
+    );
+    assert_eq!(kc_out(n, &["abort", "shop"]).await.status.code(), Some(3));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(n, "shop-canary").await;
+    assert_eq!(share, 0.0, "{served:?}");
+    assert_no_leftovers(n, "shop", p).await;
+    let ing = kubectl_json(n, "ingress/shop");
+    assert_eq!(
+        ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"], "8m",
+        "the user's annotation survives"
+    );
+}
