@@ -167,8 +167,17 @@ pub struct StartArgs {
     #[command(flatten)]
     pub service: ServiceArg,
     /// New image for a container, CONTAINER=IMAGE (repeatable).
-    #[arg(long, required = true, value_name = "CONTAINER=IMAGE")]
+    #[arg(
+        long,
+        required_unless_present = "filename",
+        value_name = "CONTAINER=IMAGE"
+    )]
     pub image: Vec<String>,
+    /// The canary's whole pod template from a manifest with the stable Deployment in it
+    /// (e.g. `helm template` output), so env, config and resource changes can be canaried;
+    /// promote gives stable exactly that template. `--image` then overrides images in it.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub filename: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// Traffic provider (default: detected from the objects that exist).

@@ -210,10 +210,6 @@ spec:
             "auth-service",
             "--image",
             "auth=kubectl-canary/demo:2.0",
-            "--provider",
-            "smi",
-            "--route",
-            "auth-service-split",
             "--schedule-override",
             FAST,
             "--timeout",
@@ -226,6 +222,11 @@ spec:
         Some(0),
         "start auth-service on seed 002's layout"
     );
+    // Found by itself: stable auth-service-stable (the Service's pods minus <svc>-canary),
+    // provider smi and the TrafficSplit auth-service-split (its root is auth-service).
+    let st = status_json(n, "auth-service").await;
+    assert_eq!(st["provider"], "smi", "{st}");
+    assert_eq!(st["route"], "auth-service-split", "{st}");
     // The user's canary was re-imaged and scaled; no other Deployment was created.
     let deps = kubectl_json(n, "deployments");
     let names: Vec<&str> = deps["items"]
@@ -311,4 +312,111 @@ async fn nginx_service_over_both_versions_counts_each_version() {
         ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"], "8m",
         "the user's annotation survives"
     );
+}
+
+/// `start -f` takes the canary's whole pod template from a manifest (an env and an annotation
+/// change, as `helm template` would render them); promote gives stable exactly that
+/// template, so applying the same manifest afterwards restarts no stable pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_template_is_canaried_and_promoted_exactly() {
+    let p = Provider::Istio;
+    let (ns, _traffic) = setup("lay-manifest", "web", p, 100.0).await;
+    let n = ns.name.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("rendered.yaml");
+    std::fs::write(
+        &manifest,
+        r#"# rendered by helm template
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: web-config}
+data: {FEATURE: "on"}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, labels: {app: web}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata:
+      labels: {app: web, version: v1}
+      annotations: {checksum/config: "2"}
+    spec:
+      containers:
+      - name: app
+        image: kubectl-canary/demo:2.0
+        ports: [{containerPort: 8080, name: http}]
+        env: [{name: FEATURE, value: "on"}]
+"#,
+    )
+    .unwrap();
+    let f = manifest.to_str().unwrap();
+    let out = kc_out(
+        n,
+        &[
+            "start",
+            "web",
+            "-f",
+            f,
+            "--schedule-override",
+            FAST,
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "start -f");
+    let canary = kubectl_json(n, "deployment/web-canary");
+    let tpl = &canary["spec"]["template"];
+    assert_eq!(
+        tpl["spec"]["containers"][0]["env"][0]["value"], "on",
+        "{tpl}"
+    );
+    assert_eq!(tpl["metadata"]["annotations"]["checksum/config"], "2");
+    assert_eq!(kc_out(n, &["promote", "web"]).await.status.code(), Some(0));
+    let stable = kubectl_json(n, "deployment/web");
+    let tpl = &stable["spec"]["template"];
+    assert_eq!(
+        tpl["metadata"]["labels"],
+        json!({"app": "web", "version": "v1"}),
+        "exactly the manifest's labels"
+    );
+    assert_eq!(
+        tpl["metadata"]["annotations"],
+        json!({"checksum/config": "2"})
+    );
+    assert_eq!(
+        tpl["spec"]["containers"][0]["env"],
+        json!([{"name": "FEATURE", "value": "on"}])
+    );
+    wait_serving(n, "web", 2, Duration::from_secs(60)).await;
+    let (pods_before, generation) = (
+        stable_pod_uids(n, "web").await,
+        stable["metadata"]["generation"].clone(),
+    );
+    // The user's next deploy with the same values.
+    let apply = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&TestEnv::get().kubeconfig)
+        .args(["-n", n, "apply", "-f", f])
+        .output()
+        .unwrap();
+    assert!(
+        apply.status.success(),
+        "{}",
+        String::from_utf8_lossy(&apply.stderr)
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stable = kubectl_json(n, "deployment/web");
+    assert_eq!(
+        stable["metadata"]["generation"], generation,
+        "the template did not change"
+    );
+    assert_eq!(
+        stable_pod_uids(n, "web").await,
+        pods_before,
+        "no stable pod restarted"
+    );
+    assert_no_leftovers(n, "web", p).await;
 }

@@ -98,3 +98,124 @@ fn decide(ctx) {
     assert_eq!(deep.outcome, Outcome::Paused, "{}", deep.reason);
     assert!(deep.reason.contains("queue depth"), "{}", deep.reason);
 }
+
+/// Every `kubectl canary …` example in README.md (code blocks and the command table) is a
+/// command line the plugin accepts: none ends in a usage error (exit 2), so an example with a
+/// flag a command does not have cannot recur. Cluster commands point at a cluster that does
+/// not answer and fail with exit 1 (a cluster error) after parsing; offline ones just run.
+#[test]
+fn every_command_example_parses() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    // A cluster on a loopback port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n\
+             users: [{{name: u, user: {{token: x}}}}]\ncontexts: [{{name: c, context: {{cluster: c, user: u}}}}]\ncurrent-context: c\n"
+        ),
+    )
+    .unwrap();
+    // The README's own policy file, as `checkout.rhai`, and the repository's files it names.
+    std::fs::write(
+        dir.path().join("checkout.rhai"),
+        readme_block("// checkout.rhai"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("checkout-bad-build.yaml"),
+        readme_block("name: checkout-bad-build"),
+    )
+    .unwrap();
+    for d in ["policies", "plugins", "tests"] {
+        std::os::unix::fs::symlink(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/").to_string() + d,
+            dir.path().join(d),
+        )
+        .unwrap();
+    }
+    let mut examples = Vec::new();
+    let mut pending = String::new();
+    for line in readme.lines() {
+        // Inline examples in the table: `kubectl canary …`.
+        for part in line.split('`').skip(1).step_by(2) {
+            if let Some(rest) = part.strip_prefix("kubectl canary ")
+                && !line.trim_start().starts_with("kubectl")
+            {
+                examples.push(rest.to_string());
+            }
+        }
+        let t = line.trim();
+        if !pending.is_empty() {
+            pending.push(' ');
+            pending.push_str(t.trim_end_matches('\\'));
+            if !t.ends_with('\\') {
+                examples.push(std::mem::take(&mut pending));
+            }
+            continue;
+        }
+        if let Some(rest) = t.strip_prefix("kubectl canary ") {
+            let rest = rest.split(" #").next().unwrap_or(rest).trim();
+            if rest.ends_with('\\') {
+                pending = rest.trim_end_matches('\\').to_string();
+            } else {
+                examples.push(rest.to_string());
+            }
+        }
+    }
+    assert!(examples.len() >= 20, "examples found: {examples:?}");
+    let mut checked = 0;
+    for ex in &examples {
+        let words = shell_words(ex);
+        // Shell constructs and placeholders are not command lines.
+        if words
+            .iter()
+            .any(|w| w.contains('<') || w.contains('…') || w.contains('|') || w.contains('*'))
+        {
+            continue;
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-canary"))
+            .args(&words)
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("KUBECTL_CANARY_PROMETHEUS_URL")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let code = out.status.code();
+        assert_ne!(
+            code,
+            Some(2),
+            "README example `kubectl canary {ex}` is refused as a usage error:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "checked only {checked} of {examples:?}");
+}
+
+/// Words of a shell command line: whitespace-separated, double quotes group.
+fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}

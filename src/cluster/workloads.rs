@@ -166,10 +166,62 @@ pub fn version_label(images: &BTreeMap<String, String>) -> String {
     }
 }
 
-/// The canary Deployment: stable's pod template with the new images, `track: canary`,
-/// selector = stable's selector with `track: canary`.
+/// Annotation on the canary Deployment: the pod labels we set on its template and the value
+/// each had before (null: absent), so promote gives stable the template without them.
+pub const REPLACED_LABELS_ANNOTATION: &str = "kubectl-canary/replaced-labels";
+
+/// The pod template of the Deployment named `stable_name` in the manifest file `path`
+/// (several YAML documents, e.g. `helm template` output; a List works too). Errors name the
+/// file (and line, for YAML errors) and the Deployments found.
+pub fn template_from_manifest(
+    path: &std::path::Path,
+    stable_name: &str,
+) -> Result<k8s_openapi::api::core::v1::PodTemplateSpec> {
+    let shown = path.display();
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::Usage(format!("-f {shown}: {e}")))?;
+    let mut deployments: Vec<serde_json::Value> = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let v: serde_json::Value = serde::Deserialize::deserialize(doc)
+            .map_err(|e| Error::Usage(format!("-f {shown}: {e}")))?;
+        let items = match v.get("kind").and_then(serde_json::Value::as_str) {
+            Some("List") => v["items"].as_array().cloned().unwrap_or_default(),
+            _ => vec![v],
+        };
+        deployments.extend(items.into_iter().filter(|o| o["kind"] == "Deployment"));
+    }
+    let name_of = |o: &serde_json::Value| o["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let chosen = match deployments.iter().find(|o| name_of(o) == stable_name) {
+        Some(d) => d.clone(),
+        None if deployments.len() == 1 => deployments[0].clone(),
+        None => {
+            return Err(Error::Usage(format!(
+                "-f {shown}: no Deployment {stable_name:?} in it (Deployments: {})",
+                if deployments.is_empty() {
+                    "none".to_string()
+                } else {
+                    deployments
+                        .iter()
+                        .map(name_of)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            )));
+        }
+    };
+    serde_json::from_value(chosen["spec"]["template"].clone()).map_err(|e| {
+        Error::Usage(format!(
+            "-f {shown}: Deployment {}: spec.template: {e}",
+            name_of(&chosen)
+        ))
+    })
+}
+
+/// The canary Deployment: stable's pod template (or `template`, from `-f`) with the new
+/// images, `track: canary`, selector = stable's selector with `track: canary`.
 pub fn canary_deployment(
     stable: &Deployment,
+    template: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>,
     canary_name: &str,
     service: &str,
     images: &BTreeMap<String, String>,
@@ -188,15 +240,26 @@ pub fn canary_deployment(
             "Deployment {service} uses matchExpressions in its selector; only matchLabels are supported"
         )));
     }
-    selector.insert(TRACK_LABEL.into(), "canary".into());
-    let mut template = spec.template.clone();
+    let mut template = template.cloned().unwrap_or_else(|| spec.template.clone());
     let meta = template.metadata.get_or_insert_with(Default::default);
     let labels = meta.labels.get_or_insert_with(Default::default);
-    labels.insert(TRACK_LABEL.into(), "canary".into());
-    labels.insert(VERSION_LABEL.into(), version_label(images));
-    for (k, v) in extra_labels {
-        labels.insert(k.clone(), v.clone());
+    if let Some((k, v)) = selector.iter().find(|(k, v)| labels.get(*k) != Some(*v)) {
+        return Err(Error::Usage(format!(
+            "the canary's pod template must carry stable's selector labels, but it has {k}={:?} (stable selects {k}={v:?})",
+            labels.get(k)
+        )));
     }
+    selector.insert(TRACK_LABEL.into(), "canary".into());
+    let mut ours = BTreeMap::from([
+        (TRACK_LABEL.to_string(), "canary".to_string()),
+        (VERSION_LABEL.to_string(), version_label(images)),
+    ]);
+    ours.extend(extra_labels.clone());
+    let replaced: BTreeMap<String, Option<String>> = ours
+        .keys()
+        .map(|k| (k.clone(), labels.get(k).cloned()))
+        .collect();
+    labels.extend(ours);
     let pod = template
         .spec
         .as_mut()
@@ -218,7 +281,10 @@ pub fn canary_deployment(
         "metadata": {
             "name": canary_name,
             "labels": dep_labels,
-            "annotations": {ROLLOUT_ANNOTATION: service},
+            "annotations": {
+                ROLLOUT_ANNOTATION: service,
+                REPLACED_LABELS_ANNOTATION: serde_json::to_string(&replaced).unwrap_or_default(),
+            },
         },
         "spec": {
             "replicas": replicas,
@@ -596,16 +662,37 @@ pub async fn promote_stable(
 ) -> Result<()> {
     let api = deployments(client, ns);
     let canary_template = canary.spec.template.clone();
+    // The labels we set on the canary's template, with what they were before.
+    let replaced: Option<BTreeMap<String, Option<String>>> = canary
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REPLACED_LABELS_ANNOTATION))
+        .and_then(|j| serde_json::from_str(j).ok());
     for _ in 0..5 {
         let mut stable = get_stable(client, ns, stable_name).await?;
         let spec = &mut stable.spec;
         let mut template = canary_template.clone();
-        let stable_meta = spec.template.metadata.clone().unwrap_or_default();
-        // Stable keeps exactly its own pod labels: none of ours is left on it.
-        let labels = stable_meta.labels.clone().unwrap_or_default();
         let meta = template.metadata.get_or_insert_with(Default::default);
-        meta.labels = Some(labels);
-        meta.annotations = stable_meta.annotations.clone();
+        match &replaced {
+            // Exactly the canary's template without our labels: stable's own labels, or
+            // those of the `-f` manifest (so the next `helm upgrade` changes nothing).
+            Some(replaced) => {
+                let labels = meta.labels.get_or_insert_with(Default::default);
+                for (k, before) in replaced {
+                    match before {
+                        Some(v) => labels.insert(k.clone(), v.clone()),
+                        None => labels.remove(k),
+                    };
+                }
+            }
+            // A canary we did not build (the user's own): stable keeps its labels.
+            None => {
+                let stable_meta = spec.template.metadata.clone().unwrap_or_default();
+                meta.labels = stable_meta.labels.clone();
+                meta.annotations = stable_meta.annotations.clone();
+            }
+        }
         spec.template = template;
         match api
             .replace(stable_name, &PostParams::default(), &stable)

@@ -113,7 +113,22 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
     )
     .await?;
     let stable_name = stable.metadata.name.clone().unwrap_or_default();
-    let images = workloads::parse_images(&args.image, &stable)?;
+    let manifest = args
+        .filename
+        .as_deref()
+        .map(|f| workloads::template_from_manifest(f, &stable_name))
+        .transpose()?;
+    // With -f the images are the manifest's, and --image overrides some of them.
+    let images = match &manifest {
+        None => workloads::parse_images(&args.image, &stable)?,
+        Some(t) => {
+            let mut from_file = stable.clone();
+            from_file.spec.template = t.clone();
+            let mut imgs = workloads::container_images(&from_file);
+            imgs.extend(workloads::parse_images(&args.image, &from_file)?);
+            imgs
+        }
+    };
     let mut target = Target::new(&ns, &service);
     target.stable_deployment = stable_name.clone();
     if let Some(r) = &args.route {
@@ -126,10 +141,12 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
             Router::by_name(&client, &rec.provider).await?
         }
         (false, Some(p)) => Router::by_name(&client, provider_name(p)).await?,
-        (false, None) => Router::detect(&client, &target).await?,
+        (false, None) if args.route.is_some() => Router::detect(&client, &target).await?,
+        (false, None) => Router::discover(&client, &mut target).await?,
     };
     let canary = workloads::canary_deployment(
         &stable,
+        manifest.as_ref(),
         &target.canary_service,
         &service,
         &images,

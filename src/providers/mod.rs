@@ -202,6 +202,142 @@ impl Router {
         })
     }
 
+    /// Like [`Router::detect`], and when no route object is named like the service: the one
+    /// route object that routes the service (a TrafficSplit whose root is it, a
+    /// VirtualService for its host, an HTTPRoute or Ingress with a backend to it or to
+    /// `<svc>-stable`), e.g. seed 002's TrafficSplit `auth-service-split`. Several are an
+    /// error naming them. Returns the provider and sets `target.route`.
+    pub async fn discover(client: &Client, target: &mut Target) -> Result<Router, ProviderError> {
+        match Router::detect(client, target).await {
+            Err(ProviderError::NotFound { .. }) => {}
+            other => return other,
+        }
+        let svc = target.service.clone();
+        let stable = target.stable_service.clone();
+        let names = |v: &serde_json::Value, ptrs: &[&str]| -> Vec<String> {
+            ptrs.iter()
+                .filter_map(|p| v.pointer(p).and_then(serde_json::Value::as_str))
+                .map(str::to_string)
+                .collect()
+        };
+        // (kind label, group, version, kind, plural, does this object route the service?)
+        type Routes = fn(&serde_json::Value, &str, &str) -> bool;
+        let kinds: [(&str, &str, &str, &str, Routes); 4] = [
+            (
+                "istio",
+                "networking.istio.io",
+                "v1",
+                "VirtualService",
+                |o, svc, _| {
+                    o.pointer("/spec/hosts")
+                        .and_then(serde_json::Value::as_array)
+                        .is_some_and(|h| {
+                            h.iter().any(|h| {
+                                h.as_str()
+                                    .is_some_and(|h| h == svc || h.starts_with(&format!("{svc}.")))
+                            })
+                        })
+                },
+            ),
+            (
+                "smi",
+                "split.smi-spec.io",
+                "v1alpha2",
+                "TrafficSplit",
+                |o, svc, _| {
+                    o.pointer("/spec/service")
+                        .and_then(serde_json::Value::as_str)
+                        == Some(svc)
+                },
+            ),
+            (
+                "gateway-api",
+                "gateway.networking.k8s.io",
+                "v1",
+                "HTTPRoute",
+                |o, svc, stable| {
+                    o.pointer("/spec/rules")
+                        .and_then(serde_json::Value::as_array)
+                        .is_some_and(|rules| {
+                            rules.iter().any(|r| {
+                                r["backendRefs"].as_array().is_some_and(|refs| {
+                                    refs.iter().any(|b| b["name"] == svc || b["name"] == stable)
+                                })
+                            })
+                        })
+                },
+            ),
+            (
+                "nginx",
+                "networking.k8s.io",
+                "v1",
+                "Ingress",
+                |o, svc, stable| {
+                    let canary = o
+                        .pointer("/metadata/annotations/nginx.ingress.kubernetes.io~1canary")
+                        .and_then(serde_json::Value::as_str)
+                        == Some("true");
+                    !canary
+                        && o.pointer("/spec/rules")
+                            .and_then(serde_json::Value::as_array)
+                            .is_some_and(|rules| {
+                                rules.iter().any(|r| {
+                                    r.pointer("/http/paths")
+                                        .and_then(serde_json::Value::as_array)
+                                        .is_some_and(|ps| {
+                                            ps.iter().any(|p| {
+                                                let b = p.pointer("/backend/service/name");
+                                                b == Some(&serde_json::json!(svc))
+                                                    || b == Some(&serde_json::json!(stable))
+                                            })
+                                        })
+                                })
+                            })
+                },
+            ),
+        ];
+        let mut found: Vec<(&str, String)> = Vec::new();
+        for (provider, group, version, kind, routes) in kinds {
+            let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
+            let ar = kube::api::ApiResource::from_gvk(&gvk);
+            let api: kube::Api<kube::api::DynamicObject> =
+                kube::Api::namespaced_with(client.clone(), &target.namespace, &ar);
+            // A kind that is not served (CRD absent) routes nothing.
+            let Ok(list) = api.list(&Default::default()).await else {
+                continue;
+            };
+            for o in list.items {
+                let v = serde_json::to_value(&o).unwrap_or_default();
+                if routes(&v, &svc, &stable) {
+                    found.extend(
+                        names(&v, &["/metadata/name"])
+                            .into_iter()
+                            .map(|n| (provider, n)),
+                    );
+                }
+            }
+        }
+        match found.as_slice() {
+            [(provider, name)] => {
+                target.route = name.clone();
+                Router::by_name(client, provider).await
+            }
+            [] => Router::detect(client, target).await,
+            many => Err(ProviderError::Invalid {
+                kind: "route object",
+                namespace: target.namespace.clone(),
+                name: svc,
+                message: format!(
+                    "several route objects route this service ({}); pass --route NAME and --provider",
+                    many.iter()
+                        .map(|(p, n)| format!("{p} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Router::Istio(r) => r.name(),
