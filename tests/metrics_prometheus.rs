@@ -118,7 +118,8 @@ async fn prometheus_source_reads_every_flavour() {
     let n = ns.name.clone();
     let svc = "web";
     // Stable pods behind `web` (this test reads metrics, it does not test routing: the
-    // Service selects stable only, so both clients' splits are exactly the weight).
+    // Service selects stable only, as a rollout pins it, so both clients' splits are exactly
+    // the weight).
     support::create_stable(&ns.client, &n, svc, 2, true).await;
     support::apply_value(
         &ns.client,
@@ -129,9 +130,20 @@ async fn prometheus_source_reads_every_flavour() {
     )
     .await;
     support::create_canary(&ns.client, &n, svc, 1, support::TEST_IMAGE).await;
-    for p in [Provider::Istio, Provider::Nginx] {
-        support::set_route(&ns.client, &n, p, svc, svc, CANARY_WEIGHT).await;
-    }
+    // ingress-nginx: primary Ingress → `web` (stable), canary Ingress → `web-canary`.
+    support::set_route(&ns.client, &n, Provider::Nginx, svc, svc, CANARY_WEIGHT).await;
+    // Istio: a host split (`web` selects stable only, so subsets of it could not reach the
+    // canary: the data plane would answer 503, as Envoy would).
+    support::apply_value(
+        &ns.client,
+        &n,
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+               "metadata": {"name": svc},
+               "spec": {"hosts": [svc], "http": [{"route": [
+                   {"destination": {"host": "web-stable"}, "weight": 100 - CANARY_WEIGHT},
+                   {"destination": {"host": "web-canary"}, "weight": CANARY_WEIGHT}]}]}}),
+    )
+    .await;
     support::wait_serving(&n, svc, 2, Duration::from_secs(60)).await;
     support::wait_serving(&n, "web-canary", 1, Duration::from_secs(60)).await;
     let traffic: Vec<Traffic> = [Provider::Istio, Provider::Nginx]

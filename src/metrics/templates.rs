@@ -20,6 +20,8 @@
 //!
 //! Only in the built-in per-track templates (they are rendered once per track):
 //! `{{workload}}` (the track's Deployment), `{{track}}` (`stable`/`canary`),
+//! `{{track_selector}}` (`track!="canary"` for stable, whose pods carry no label of ours;
+//! `track="canary"` for the canary),
 //! `{{track_service}}` (`<service>` / `<service>-canary`), `{{nginx_canary}}` (empty for
 //! stable, the canary Service name for canary: ingress-nginx's `canary` label) and
 //! `{{quantile}}` (0.5, 0.95, 0.99).
@@ -82,7 +84,7 @@ pub struct FlavourTemplates {
 //   linkerd: inbound side of the track's Deployment
 //   nginx:   the canary Ingress labels its requests canary="<canary Service>"; the primary
 //            Ingress leaves canary="" (the service label keeps other apps of the namespace out)
-//   generic: an explicit track label
+//   generic: the canary's `track: canary` label (stable = every other pod of the service)
 const ISTIO: FlavourTemplates = FlavourTemplates {
     flavour: "istio",
     requests: r#"sum(increase(istio_requests_total{reporter="destination",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}"}[{{step_window}}]))"#,
@@ -112,11 +114,11 @@ const NGINX: FlavourTemplates = FlavourTemplates {
 
 const GENERIC: FlavourTemplates = FlavourTemplates {
     flavour: "generic",
-    requests: r#"sum(increase(http_requests_total{namespace="{{namespace}}",service="{{service}}",track="{{track}}"}[{{step_window}}]))"#,
-    errors: r#"(sum(increase(http_requests_total{namespace="{{namespace}}",service="{{service}}",track="{{track}}",code=~"5.."}[{{step_window}}])) or 0 * sum(increase(http_requests_total{namespace="{{namespace}}",service="{{service}}",track="{{track}}"}[{{step_window}}])))"#,
-    request_rate: r#"sum(rate(http_requests_total{namespace="{{namespace}}",service="{{service}}",track="{{track}}"}[{{window}}]))"#,
-    error_rate: r#"(sum(rate(http_requests_total{namespace="{{namespace}}",service="{{service}}",track="{{track}}",code=~"5.."}[{{window}}])) or 0 * sum(rate(http_requests_total{namespace="{{namespace}}",service="{{service}}",track="{{track}}"}[{{window}}]))) / sum(rate(http_requests_total{namespace="{{namespace}}",service="{{service}}",track="{{track}}"}[{{window}}]))"#,
-    latency: r#"1000 * histogram_quantile({{quantile}}, sum by (le) (rate(http_request_duration_seconds_bucket{namespace="{{namespace}}",service="{{service}}",track="{{track}}"}[{{window}}])))"#,
+    requests: r#"sum(increase(http_requests_total{namespace="{{namespace}}",service="{{service}}",{{track_selector}}}[{{step_window}}]))"#,
+    errors: r#"(sum(increase(http_requests_total{namespace="{{namespace}}",service="{{service}}",{{track_selector}},code=~"5.."}[{{step_window}}])) or 0 * sum(increase(http_requests_total{namespace="{{namespace}}",service="{{service}}",{{track_selector}}}[{{step_window}}])))"#,
+    request_rate: r#"sum(rate(http_requests_total{namespace="{{namespace}}",service="{{service}}",{{track_selector}}}[{{window}}]))"#,
+    error_rate: r#"(sum(rate(http_requests_total{namespace="{{namespace}}",service="{{service}}",{{track_selector}},code=~"5.."}[{{window}}])) or 0 * sum(rate(http_requests_total{namespace="{{namespace}}",service="{{service}}",{{track_selector}}}[{{window}}]))) / sum(rate(http_requests_total{namespace="{{namespace}}",service="{{service}}",{{track_selector}}}[{{window}}]))"#,
+    latency: r#"1000 * histogram_quantile({{quantile}}, sum by (le) (rate(http_request_duration_seconds_bucket{namespace="{{namespace}}",service="{{service}}",{{track_selector}}}[{{window}}])))"#,
 };
 
 /// The templates of `flavour` ("istio", "linkerd", "nginx", "generic").
@@ -176,6 +178,15 @@ pub fn track_vars(
     };
     v.insert("workload".into(), workload);
     v.insert("track".into(), track.as_str().into());
+    // Stable pods carry no label of ours: stable is every pod not labelled `track: canary`
+    // (a missing label matches `!=`).
+    v.insert(
+        "track_selector".into(),
+        match track {
+            Track::Stable => r#"track!="canary""#.into(),
+            Track::Canary => r#"track="canary""#.into(),
+        },
+    );
     v.insert("track_service".into(), track_service);
     v.insert("nginx_canary".into(), nginx_canary);
     v
