@@ -129,7 +129,37 @@ spec:
         vs.to_string().contains("kubectl-canary-header"),
         "the policy's header route is set up: {vs}"
     );
+    // The header route, with real requests: a second client whose every request says
+    // `x-canary: true` reaches only the canary. (200 × 5 % + 50 × 100 %) / 250 = 24 %.
+    let header_client = Traffic::start_with(
+        n,
+        "istio",
+        "reviews",
+        TrafficOptions {
+            rps: 50.0,
+            duration: Duration::from_secs(60),
+            header: Some("x-canary:true".into()),
+            header_share: 1.0,
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(n, "reviews-canary").await;
+    eprintln!("bookinfo: canary share {share:.3} with a header client ({served:?})");
+    assert!((share - 0.24).abs() < 0.05, "{served:?}");
+    drop(header_client);
 
+    // The header client's traffic after rollback: the header route is gone, so it is stable's.
+    let _header_client = Traffic::start_with(
+        n,
+        "istio",
+        "reviews",
+        TrafficOptions {
+            rps: 50.0,
+            duration: Duration::from_secs(60),
+            header: Some("x-canary:true".into()),
+            header_share: 1.0,
+        },
+    );
     let out = kc_out(n, &["rollback", "reviews"]).await;
     assert_eq!(out.status.code(), Some(3), "rollback exits 3 (rolled back)");
     assert_eq!(status_json(n, "reviews").await["phase"], "RolledBack");
