@@ -127,9 +127,10 @@ struct State {
     arrived: std::sync::atomic::AtomicU64,
 }
 
-type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
-fn text(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Body> {
+/// A response with a body of `ctype` (shared with the mesh's listeners).
+pub(crate) fn text(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", ctype)

@@ -32,7 +32,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use futures::StreamExt;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -47,7 +47,7 @@ use kube::runtime::watcher;
 use tokio::net::TcpListener;
 
 use crate::rng;
-use crate::serve::{HDR_CANARY, HDR_INGRESS, HDR_SERVICE};
+use crate::serve::{Body, HDR_CANARY, HDR_INGRESS, HDR_SERVICE, text};
 use pods::{PodInfo, Supervisor};
 use route::{Outcome, Via};
 use world::{Key, Kind, World};
@@ -98,16 +98,6 @@ struct Shared {
     pods_changed: tokio::sync::Notify,
     http: HttpClient<HttpConnector, Empty<Bytes>>,
     reqwest: reqwest::Client,
-}
-
-type Body = Full<Bytes>;
-
-fn text(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header("content-type", ctype)
-        .body(Full::new(body.into()))
-        .expect("valid response")
 }
 
 async fn api_resources(client: &kube::Client) -> anyhow::Result<Vec<(Kind, ApiResource)>> {
