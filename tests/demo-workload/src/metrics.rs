@@ -108,6 +108,21 @@ struct PerRoute {
 }
 
 impl PerRoute {
+    fn observe(&mut self, code: u16, duration_ms: f64) {
+        match self.codes.iter_mut().find(|c| c.0 == code) {
+            Some(c) => {
+                c.1 += 1;
+                c.2.observe(duration_ms);
+            }
+            None => {
+                let mut h = Histogram::new(ISTIO_MS);
+                h.observe(duration_ms);
+                self.codes.push((code, 1, h));
+            }
+        }
+        self.nginx_s.observe(duration_ms / 1000.0);
+    }
+
     fn new(ctx: RouteCtx) -> Self {
         PerRoute {
             ctx,
@@ -123,7 +138,10 @@ impl PerRoute {
 #[derive(Debug)]
 pub struct Metrics {
     id: Identity,
-    routes: Vec<PerRoute>,
+    /// Istio series: one per Service the requests came through (labels carry only that).
+    istio: Vec<PerRoute>,
+    /// ingress-nginx series: one per (Ingress, Service, canary) the requests came through.
+    nginx: Vec<PerRoute>,
     /// Per code, over all routes (Linkerd and generic series are per pod).
     per_code: Vec<(u16, u64)>,
     linkerd_ms: Histogram,
@@ -149,7 +167,8 @@ impl Metrics {
         };
         Metrics {
             id,
-            routes: vec![PerRoute::new(default_ctx)],
+            istio: vec![PerRoute::new(default_ctx)],
+            nginx: Vec::new(),
             per_code: CODES.iter().map(|&c| (c, 0)).collect(),
             linkerd_ms: Histogram::new(LINKERD_MS),
             generic_s: Histogram::new(SECONDS),
@@ -166,32 +185,31 @@ impl Metrics {
 
     /// Record one served request that arrived through `ctx`.
     pub fn record(&mut self, ctx: &RouteCtx, code: u16, duration_ms: f64) {
-        let ri = match self.routes.iter().position(|r| r.ctx == *ctx) {
-            Some(i) => i,
-            None => {
-                self.routes.push(PerRoute::new(ctx.clone()));
-                self.routes.len() - 1
-            }
+        let by_service = RouteCtx {
+            service: ctx.service.clone(),
+            ..RouteCtx::default()
         };
-        let route = &mut self.routes[ri];
-        match route.codes.iter_mut().find(|c| c.0 == code) {
-            Some(c) => {
-                c.1 += 1;
-                c.2.observe(duration_ms);
-            }
-            None => {
-                let mut h = Histogram::new(ISTIO_MS);
-                h.observe(duration_ms);
-                route.codes.push((code, 1, h));
-            }
+        Self::entry(&mut self.istio, &by_service).observe(code, duration_ms);
+        if !ctx.ingress.is_empty() {
+            Self::entry(&mut self.nginx, ctx).observe(code, duration_ms);
         }
-        route.nginx_s.observe(duration_ms / 1000.0);
         match self.per_code.iter_mut().find(|c| c.0 == code) {
             Some(c) => c.1 += 1,
             None => self.per_code.push((code, 1)),
         }
         self.linkerd_ms.observe(duration_ms);
         self.generic_s.observe(duration_ms / 1000.0);
+    }
+
+    fn entry<'a>(routes: &'a mut Vec<PerRoute>, ctx: &RouteCtx) -> &'a mut PerRoute {
+        let i = match routes.iter().position(|r| r.ctx == *ctx) {
+            Some(i) => i,
+            None => {
+                routes.push(PerRoute::new(ctx.clone()));
+                routes.len() - 1
+            }
+        };
+        &mut routes[i]
     }
 
     /// Record the service-signal samples taken for one request.
@@ -227,14 +245,14 @@ impl Metrics {
                 esc(&r.ctx.service)
             )
         };
-        for r in &self.routes {
+        for r in &self.istio {
             for (code, n, _) in &r.codes {
                 let _ = writeln!(o, "istio_requests_total{{{}}} {n}", istio_labels(r, *code));
             }
         }
         o.push_str("# HELP istio_request_duration_milliseconds Request duration (Istio standard metric).\n");
         o.push_str("# TYPE istio_request_duration_milliseconds histogram\n");
-        for r in &self.routes {
+        for r in &self.istio {
             for (code, _, h) in &r.codes {
                 h.render(
                     &mut o,
@@ -275,7 +293,7 @@ impl Metrics {
                 esc(&r.ctx.canary)
             )
         };
-        for r in self.routes.iter().filter(|r| !r.ctx.ingress.is_empty()) {
+        for r in &self.nginx {
             for (code, n, _) in &r.codes {
                 let _ = writeln!(
                     o,
@@ -286,7 +304,7 @@ impl Metrics {
         }
         o.push_str("# HELP nginx_ingress_controller_request_duration_seconds Request duration (ingress-nginx metric).\n");
         o.push_str("# TYPE nginx_ingress_controller_request_duration_seconds histogram\n");
-        for r in self.routes.iter().filter(|r| !r.ctx.ingress.is_empty()) {
+        for r in &self.nginx {
             r.nginx_s.render(
                 &mut o,
                 "nginx_ingress_controller_request_duration_seconds",
@@ -407,5 +425,29 @@ mod tests {
         assert!(t.contains("partition=\"0\",pod=\"web-canary-abc-1\"} 42"));
         assert_eq!(m.counts().get(&200), Some(&2));
         assert_eq!(m.counts().get(&500), Some(&1));
+        // One Istio series per Service and code: the primary Ingress's requests and those
+        // sent to `web` directly share it (two identical label sets would be a duplicate
+        // sample that Prometheus drops).
+        let mut m = Metrics::new(id(""));
+        m.record(
+            &RouteCtx {
+                service: "web".into(),
+                ..RouteCtx::default()
+            },
+            200,
+            1.0,
+        );
+        m.record(&via_primary, 200, 1.0);
+        let t = m.render(0.0);
+        let istio_200: Vec<&str> = t
+            .lines()
+            .filter(|l| {
+                l.starts_with("istio_requests_total{")
+                    && l.contains("destination_service_name=\"web\"")
+                    && l.contains("response_code=\"200\"")
+            })
+            .collect();
+        assert_eq!(istio_200.len(), 1, "{istio_200:?}");
+        assert!(istio_200[0].ends_with(" 2"), "{istio_200:?}");
     }
 }
