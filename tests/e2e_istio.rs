@@ -658,3 +658,41 @@ async fn stable_deleted_fails_the_rollout() {
     assert_eq!(kc_out(n, &["step", "web"]).await.status.code(), Some(1));
     assert_eq!(status_json(n, "web").await["phase"], "Failed");
 }
+
+/// A canary that loses its pods while it has traffic (here: scaled to 0 by hand) is rolled
+/// back at the next evaluation, not held as "no data" until the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_losing_its_pods_rolls_back() {
+    let p = Provider::Istio;
+    let (ns, _traffic) = setup("e2e-istio-lost", "web", p, 60.0).await;
+    let n = ns.name.as_str();
+    assert_eq!(start(n, "web", p, &[]).await.status.code(), Some(0));
+    kubectl_canary::cluster::workloads::scale(&ns.client, n, "web-canary", 0)
+        .await
+        .unwrap();
+    kubectl_canary::cluster::workloads::wait_pods_gone(
+        &ns.client,
+        n,
+        "web-canary",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let out = kc_out(n, &["step", "web"]).await;
+    assert_eq!(out.status.code(), Some(3), "step rolls back");
+    let h = history_json(n, "web").await;
+    let rb = h["current"]["rollout"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["event"] == "begin_rollback")
+        .cloned()
+        .unwrap_or_else(|| panic!("no rollback in {h}"));
+    assert!(
+        rb["reason"].as_str().unwrap().contains("no ready pod"),
+        "{rb}"
+    );
+    assert_eq!(status_json(n, "web").await["phase"], "RolledBack");
+    let served = measure(n, Duration::from_secs(3)).await;
+    assert_eq!(served.no_upstream(), 0, "all on stable again: {served:?}");
+}

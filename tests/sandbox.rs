@@ -54,6 +54,12 @@ fn healthy_facts() -> Facts {
     f.canary.errors = Some(1.0);
     f.stable.requests = Some(5000.0);
     f.stable.errors = Some(1.0);
+    // Healthy: every pod ready (a canary at weight without ready pods is rolled back by the
+    // core's readiness gate, whatever the policy says).
+    f.stable_pods.desired = 2;
+    f.stable_pods.ready = 2;
+    f.canary_pods.desired = 1;
+    f.canary_pods.ready = 1;
     f
 }
 

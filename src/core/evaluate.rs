@@ -68,6 +68,25 @@ pub fn decide(
             rollout.phase
         )));
     }
+    // The readiness gate, before anything the policy says: a canary that receives traffic
+    // but has no ready pod answers every request it gets with an error (no upstream), and
+    // its metrics read as "no data", which would only hold. Losing its pods (eviction, a bad
+    // image, a manual scale to 0) or crash-looping rolls back.
+    let pods = &facts.canary_pods;
+    if rollout.weight > 0 && (pods.ready == 0 || pods.crash_looping) {
+        let why = if pods.crash_looping {
+            format!(
+                "canary pods are crash-looping ({} restarts, {}/{} ready) at {}% of traffic",
+                pods.restarts, pods.ready, pods.desired, rollout.weight
+            )
+        } else {
+            format!(
+                "canary has no ready pod (0/{}) at {}% of traffic: its share has no upstream",
+                pods.desired, rollout.weight
+            )
+        };
+        return plain(Decision::Rollback { reason: why });
+    }
     if let Some(max) = schedule.max_duration
         && rollout.elapsed(now) > max
     {
@@ -188,6 +207,8 @@ mod tests {
     fn facts(canary_requests: Option<f64>) -> Facts {
         let mut f = Facts::default();
         f.canary.requests = canary_requests;
+        f.canary_pods.desired = 1;
+        f.canary_pods.ready = 1;
         f
     }
 
@@ -422,6 +443,52 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{}: event must be legal: {e}", c.name));
             }
         }
+    }
+
+    #[test]
+    fn canary_without_ready_pods_at_weight_rolls_back_whatever_the_policy_says() {
+        let s = schedule();
+        let r = progressing(1, &s);
+        assert!(r.weight > 0);
+        let mut f = facts(Some(1000.0));
+        f.canary_pods = crate::core::facts::PodFacts {
+            desired: 0,
+            ready: 0,
+            restarts: 0,
+            crash_looping: false,
+        };
+        let st = decide(&r, &s, advance(), &f, t(10_000));
+        assert!(matches!(st.decision, Decision::Rollback { .. }), "{st:?}");
+        assert_eq!(st.event, Some(Event::BeginRollback));
+        // Also when the policy only has no data, and when the pods crash-loop.
+        let st = decide(
+            &r,
+            &s,
+            Err(PolicyFailure::NoData("canary.p95".into())),
+            &f,
+            t(10_000),
+        );
+        assert!(matches!(st.decision, Decision::Rollback { .. }), "{st:?}");
+        f.canary_pods = crate::core::facts::PodFacts {
+            desired: 1,
+            ready: 1,
+            restarts: 4,
+            crash_looping: true,
+        };
+        let st = decide(&r, &s, advance(), &f, t(10_000));
+        assert!(
+            matches!(st.decision, Decision::Rollback { ref reason } if reason.contains("crash")),
+            "{st:?}"
+        );
+        // Ready pods: the policy decides.
+        f.canary_pods = crate::core::facts::PodFacts {
+            desired: 1,
+            ready: 1,
+            restarts: 0,
+            crash_looping: false,
+        };
+        let st = decide(&r, &s, advance(), &f, t(10_000));
+        assert!(!matches!(st.decision, Decision::Rollback { .. }), "{st:?}");
     }
 
     #[test]

@@ -245,12 +245,26 @@ impl Rollout {
     }
 
     pub fn record_evaluation(&mut self, evaluation: Evaluation) {
+        // The resolved queries (PromQL text → value) are the bulk of an evaluation. They are
+        // kept for the latest evaluation and for every decision that was not a hold (the
+        // ones that changed something); a hold's are dropped once a newer evaluation exists,
+        // so the state object stays far below the 1 MiB object limit however long a rollout
+        // runs (it grew by ~2.5 KB per evaluation).
+        if let Some(prev) = self.evaluations.last_mut()
+            && prev.decision.action() == "hold"
+        {
+            prev.queries.clear();
+            prev.log.truncate(Self::MAX_LOG_LINES_KEPT);
+        }
         self.evaluations.push(evaluation);
         if self.evaluations.len() > Self::MAX_EVALUATIONS {
             let excess = self.evaluations.len() - Self::MAX_EVALUATIONS;
             self.evaluations.drain(..excess);
         }
     }
+
+    /// Policy log lines kept on a hold that is no longer the latest evaluation.
+    pub const MAX_LOG_LINES_KEPT: usize = 5;
 
     pub fn last_evaluation(&self) -> Option<&Evaluation> {
         self.evaluations.last()
@@ -457,6 +471,62 @@ mod tests {
         let back: Rollout = serde_json::from_str(&json).unwrap();
         assert_eq!(back, r);
         assert!(json.contains("\"phase\":\"progressing\""));
+    }
+
+    #[test]
+    fn state_stays_small_over_a_long_rollout() {
+        use crate::core::decision::{Decision, Evaluation};
+        use std::collections::BTreeMap;
+        let t = |i: i64| t0() + chrono::Duration::seconds(i);
+        let mut r = Rollout::new(t(0));
+        // 120 evaluations with 20 resolved queries of ~300 characters each, as with Prometheus.
+        let queries: BTreeMap<String, Option<f64>> = (0..20)
+            .map(|i| {
+                (
+                    format!(
+                        "sum(rate(istio_requests_total{{q=\"{i}\"}}[60s])) {}",
+                        "x".repeat(260)
+                    ),
+                    Some(i as f64),
+                )
+            })
+            .collect();
+        for i in 0..120 {
+            let decision = if i == 60 {
+                Decision::Advance {
+                    to_weight: None,
+                    reason: "ok".into(),
+                }
+            } else {
+                Decision::hold("waiting")
+            };
+            r.record_evaluation(Evaluation {
+                at: t(i),
+                step: 0,
+                weight: 5,
+                decision,
+                observations: Default::default(),
+                queries: queries.clone(),
+                log: Vec::new(),
+            });
+        }
+        let size = serde_json::to_string(&r).unwrap().len();
+        assert!(size < 64 * 1024, "{size} bytes");
+        assert_eq!(
+            r.last_evaluation().unwrap().queries.len(),
+            20,
+            "latest keeps its queries"
+        );
+        let advance = r
+            .evaluations
+            .iter()
+            .find(|e| e.decision.action() == "advance")
+            .unwrap();
+        assert_eq!(
+            advance.queries.len(),
+            20,
+            "the decision that changed something keeps them"
+        );
     }
 
     #[test]
