@@ -696,3 +696,42 @@ async fn canary_losing_its_pods_rolls_back() {
     let served = measure(n, Duration::from_secs(3)).await;
     assert_eq!(served.no_upstream(), 0, "all on stable again: {served:?}");
 }
+
+/// A hand edit toward stable (the route set to 0 % while the rollout is at 5 %) is respected:
+/// `step` does not raise it back, says why, and the canary gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_edit_toward_stable_is_respected() {
+    let p = Provider::Istio;
+    let (ns, _traffic) = setup("e2e-istio-edit", "web", p, 100.0).await;
+    let n = ns.name.as_str();
+    assert_eq!(start(n, "web", p, &[]).await.status.code(), Some(0));
+    // The operator's emergency edit, through the same provider code a human's edit would mirror.
+    let router = kubectl_canary::providers::Router::by_name(&ns.client, "istio")
+        .await
+        .unwrap();
+    router
+        .set_weight(
+            &ns.client,
+            &kubectl_canary::providers::Target::new(n, "web"),
+            0,
+        )
+        .await
+        .unwrap();
+    let out = kc_out(n, &["step", "web", "-o", "json"]).await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("toward stable"),
+        "{report}"
+    );
+    assert_eq!(
+        route_weight(&ns.client, n, "web", p).await,
+        Some(0),
+        "not raised back"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let served = measure(n, Duration::from_secs(3)).await;
+    assert_eq!(served.of("web-canary"), 0, "{served:?}");
+}

@@ -17,6 +17,7 @@ use super::workloads;
 use crate::controller::{self, Evaluator};
 use crate::core::decision::{Decision, Evaluation};
 use crate::core::facts::{Facts, PodFacts};
+use crate::core::rollout::RouteRepair;
 use crate::core::rollout::{Cause, Event, Phase, Rollout, Transition};
 use crate::core::schedule::{OnError, Schedule};
 use crate::error::{Error, Exit, Result};
@@ -460,12 +461,34 @@ pub async fn step<M: MetricsSource + Sync>(
             let params = controller::parse_params(&l.record().params).map_err(Error::Usage)?;
             let route_weight = l.router.read_weight(&l.sess.client, &l.target).await?;
             report.route_weight = route_weight;
-            let desired = l.rollout().weight;
-            if route_weight != Some(desired) && !cx.dry_run {
-                // Converge after a crash between persisting and writing the route.
-                l.router
-                    .set_weight(&l.sess.client, &l.target, desired)
-                    .await?;
+            match l.rollout().reconcile_route(route_weight) {
+                RouteRepair::InSync => {}
+                RouteRepair::Write(w) if !cx.dry_run => {
+                    // Fence: only if the state is still the one this step read (a rollback
+                    // that raced us has saved its phase before touching the route).
+                    let fresh = l.store.load().await?;
+                    if fresh.resource_version != l.stored.resource_version {
+                        return Err(Error::Cluster(format!(
+                            "the rollout of {} changed while this step ran (another step, run or rollback); run it again",
+                            l.target.service
+                        )));
+                    }
+                    l.router.set_weight(&l.sess.client, &l.target, w).await?;
+                }
+                RouteRepair::Write(_) => {}
+                RouteRepair::Respect => {
+                    report.note = format!(
+                        "the route sends {}% to the canary, less than the rollout's {}%: someone moved traffic toward stable (a rollback, or an edit by hand); not raising it. `kubectl canary rollback {svc}` to end the rollout, or set the route back to continue",
+                        route_weight.unwrap_or(0),
+                        l.rollout().weight,
+                        svc = l.target.service
+                    );
+                    let r = l.rollout();
+                    report.phase = r.phase.to_string();
+                    report.step = r.step;
+                    report.weight = r.weight;
+                    return Ok(report);
+                }
             }
             let (facts, warning) = gather(l, &policy.schedule, cx.metrics).await?;
             report.warnings.extend(warning);

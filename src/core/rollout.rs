@@ -137,6 +137,16 @@ pub struct Rollout {
     pub evaluations: Vec<Evaluation>,
 }
 
+/// See [`Rollout::reconcile_route`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteRepair {
+    InSync,
+    /// Write this weight.
+    Write(u32),
+    /// Leave the route as it is and do not evaluate: traffic was moved toward stable.
+    Respect,
+}
+
 /// Who caused a transition and why.
 #[derive(Debug, Clone, Default)]
 pub struct Cause {
@@ -260,6 +270,32 @@ impl Rollout {
         if self.evaluations.len() > Self::MAX_EVALUATIONS {
             let excess = self.evaluations.len() - Self::MAX_EVALUATIONS;
             self.evaluations.drain(..excess);
+        }
+    }
+
+    /// What to do when the route object's canary weight disagrees with this state (read
+    /// before an evaluation). Disagreement is resolved toward stable, never toward more
+    /// canary traffic, with one exception: the route still at the weight before this
+    /// state's last advance is a crash between saving that advance and writing the route,
+    /// which is finished.
+    pub fn reconcile_route(&self, route: Option<u32>) -> RouteRepair {
+        let desired = self.weight;
+        match route {
+            Some(w) if w == desired => RouteRepair::InSync,
+            // More canary traffic than the state says: always back down.
+            Some(w) if w > desired => RouteRepair::Write(desired),
+            _ => {
+                let last = self.history.last();
+                let before_last_advance = last
+                    .filter(|t| t.event == "advance" && t.weight == desired)
+                    .and_then(|_| self.history.iter().rev().nth(1).map(|t| t.weight));
+                match (route, before_last_advance) {
+                    (Some(w), Some(prev)) if w == prev => RouteRepair::Write(desired),
+                    // Not prepared (None) or moved toward stable by someone else (a rollback
+                    // racing us, a manual emergency edit): respected.
+                    _ => RouteRepair::Respect,
+                }
+            }
         }
     }
 
@@ -471,6 +507,32 @@ mod tests {
         let back: Rollout = serde_json::from_str(&json).unwrap();
         assert_eq!(back, r);
         assert!(json.contains("\"phase\":\"progressing\""));
+    }
+
+    #[test]
+    fn route_disagreements_resolve_toward_stable() {
+        let mut r = Rollout::new(t0());
+        r.apply(Event::CanaryReady { weight: 5 }, t0(), Cause::default())
+            .unwrap();
+        assert_eq!(r.reconcile_route(Some(5)), RouteRepair::InSync);
+        assert_eq!(r.reconcile_route(Some(30)), RouteRepair::Write(5));
+        // A rollback or a hand edit moved traffic toward stable: respected.
+        assert_eq!(r.reconcile_route(Some(0)), RouteRepair::Respect);
+        assert_eq!(r.reconcile_route(None), RouteRepair::Respect);
+        r.apply(
+            Event::Advance {
+                step: 1,
+                weight: 25,
+            },
+            t0(),
+            Cause::default(),
+        )
+        .unwrap();
+        // Crash between saving the advance and writing the route: finish it.
+        assert_eq!(r.reconcile_route(Some(5)), RouteRepair::Write(25));
+        // Anything else below: respected.
+        assert_eq!(r.reconcile_route(Some(2)), RouteRepair::Respect);
+        assert_eq!(r.reconcile_route(Some(0)), RouteRepair::Respect);
     }
 
     #[test]
