@@ -94,6 +94,11 @@ pub fn parse_params(pairs: &[String]) -> Result<Map, String> {
         let value = if let Ok(i) = v.parse::<i64>() {
             i.into()
         } else if let Ok(f) = v.parse::<f64>() {
+            // `nan` or `inf` would silently disable a threshold (every comparison with NaN
+            // is false).
+            if !f.is_finite() {
+                return Err(format!("--set {pair:?}: {v:?} is not a finite number"));
+            }
             f.into()
         } else if let Ok(b) = v.parse::<bool>() {
             b.into()

@@ -288,3 +288,72 @@ fn hostile_policies_never_promote_in_the_simulator() {
         );
     }
 }
+
+/// Hooks that import each other are a clear compile error naming the chain, not a stack
+/// overflow that kills the process (issue 10 F10).
+#[test]
+fn import_cycles_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ping.rhai"),
+        "import \"pong\" as pong;\nfn check(ctx) { () }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pong.rhai"),
+        "import \"ping\" as ping;\nfn check(ctx) { () }\n",
+    )
+    .unwrap();
+    let engine = PolicyEngine::new(vec![dir.path().to_path_buf()], &Limits::default());
+    let src = "import \"ping\" as ping;\nfn schedule() { #{ steps: [10, 100] } }\nfn decide(ctx) { hold(\"x\") }\n";
+    let err = match engine.compile("cycle.rhai", src, &Limits::default()) {
+        Ok(_) => panic!("a cycle must not compile"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("import cycle: ping → pong → ping"), "{err}");
+}
+
+/// Bad numbers are errors that name what is wrong, never a silently disabled threshold or a
+/// panic (issue 10 F15).
+#[test]
+fn bad_numbers_are_errors() {
+    for v in ["nan", "inf", "-inf", "NaN"] {
+        let e =
+            kubectl_canary::controller::parse_params(&[format!("max_error_rate={v}")]).unwrap_err();
+        assert!(
+            e.contains("not a finite number") && e.contains("max_error_rate"),
+            "{e}"
+        );
+    }
+    assert!(kubectl_canary::controller::parse_params(&["x=0.05".into()]).is_ok());
+    let engine = engine();
+    for d in ["1e20", "1.0e300", "\"100000h\""] {
+        let src = format!(
+            "fn schedule() {{ #{{ steps: [10, 100], min_step_time: {d} }} }}\nfn decide(ctx) {{ hold(\"x\") }}\n"
+        );
+        let err = match engine.compile("nums.rhai", &src, &Limits::default()) {
+            Ok(_) => panic!("min_step_time {d} must be refused"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("min_step_time"), "{d}: {err}");
+    }
+}
+
+/// A print flood keeps a bounded log (issue 10 F11): at most 50 lines of 500 characters and a
+/// marker, whatever the policy prints.
+#[test]
+fn print_floods_are_bounded() {
+    let engine = engine();
+    let limits = Limits::default();
+    let policy = engine
+        .compile(
+            NAME,
+            &source("fn decide(ctx) { let s = \"x\"; for i in 0..12 { s += s; } for i in 0..300 { print(s); } hold(\"x\") }"),
+            &limits,
+        )
+        .unwrap();
+    let out = engine.evaluate(&policy, context(healthy_facts()), &limits);
+    assert_eq!(out.log.len(), 51, "50 lines and a marker");
+    assert!(out.log.iter().all(|l| l.chars().count() <= 505));
+    assert!(out.log.last().unwrap().contains("dropped"));
+}

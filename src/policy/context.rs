@@ -33,12 +33,26 @@ pub(crate) fn take_sinks() -> (Observations, Vec<String>) {
     )
 }
 
+/// Lines of `print`/`debug` an evaluation keeps, and characters per line: the log is stored
+/// in the rollout state, so a chatty loop must not grow it (200 × 64 KiB once could).
+pub const MAX_LOG_LINES: usize = 50;
+pub const MAX_LOG_LINE_CHARS: usize = 500;
+
 pub(crate) fn log_line(line: String) {
     LOG.with(|l| {
         let mut l = l.borrow_mut();
-        // Bounded: a chatty loop must not grow the rollout record without limit.
-        if l.len() < 200 {
-            l.push(line);
+        match l.len() {
+            n if n < MAX_LOG_LINES => {
+                let mut line = line;
+                if line.chars().count() > MAX_LOG_LINE_CHARS {
+                    line = line.chars().take(MAX_LOG_LINE_CHARS).collect::<String>() + " […]";
+                }
+                l.push(line);
+            }
+            n if n == MAX_LOG_LINES => l.push(format!(
+                "[… more than {MAX_LOG_LINES} lines; the rest is dropped]"
+            )),
+            _ => {}
         }
     });
 }

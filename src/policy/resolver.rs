@@ -59,6 +59,47 @@ impl ModuleResolver for PluginResolver {
         if let Some(m) = self.cache.lock().expect("resolver cache").get(path) {
             return Ok(m.clone());
         }
+        // Hooks importing each other would recurse until the stack overflows (SIGABRT):
+        // a cycle, or a chain deeper than MAX_IMPORT_DEPTH, is an error naming the chain.
+        let chain = IMPORTING.with(|s| s.borrow().clone());
+        if chain.iter().any(|p| p == path) || chain.len() >= MAX_IMPORT_DEPTH {
+            let mut shown = chain.clone();
+            shown.push(path.to_string());
+            let what = if chain.iter().any(|p| p == path) {
+                "import cycle"
+            } else {
+                "imports nested too deeply"
+            };
+            // Not ErrorModuleNotFound: Rhai replaces that one's message by the module name.
+            return Err(Box::new(EvalAltResult::ErrorRuntime(
+                format!("{what}: {}", shown.join(" → ")).into(),
+                pos,
+            )));
+        }
+        IMPORTING.with(|s| s.borrow_mut().push(path.to_string()));
+        let result = self.load(engine, path, pos);
+        IMPORTING.with(|s| {
+            s.borrow_mut().pop();
+        });
+        result
+    }
+}
+
+/// Hooks may import hooks, at most this deep.
+const MAX_IMPORT_DEPTH: usize = 8;
+
+thread_local! {
+    /// The hooks being imported on this thread, outermost first.
+    static IMPORTING: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl PluginResolver {
+    fn load(
+        &self,
+        engine: &Engine,
+        path: &str,
+        pos: Position,
+    ) -> Result<Shared<Module>, Box<EvalAltResult>> {
         // Plugin dirs first (a team may override a shipped hook), then the shipped hooks.
         let (file, text) = match self.find(path) {
             Some(file) => {

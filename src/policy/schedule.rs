@@ -18,24 +18,36 @@ const KEYS: &[&str] = &[
     "metrics",
 ];
 
+/// The longest duration a schedule may name (a rollout is not planned for longer).
+pub const MAX_SCHEDULE_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 fn duration(key: &str, v: &Dynamic) -> Result<Duration, String> {
-    if let Ok(secs) = v.as_int() {
-        return u64::try_from(secs)
+    let d = if let Ok(secs) = v.as_int() {
+        u64::try_from(secs)
             .map(Duration::from_secs)
-            .map_err(|_| format!("schedule.{key} must not be negative"));
-    }
-    if let Ok(f) = v.as_float() {
-        if f.is_finite() && f >= 0.0 {
-            return Ok(Duration::from_secs_f64(f));
+            .map_err(|_| format!("schedule.{key} must not be negative"))?
+    } else if let Ok(f) = v.as_float() {
+        if !(f.is_finite() && f >= 0.0) {
+            return Err(format!(
+                "schedule.{key} must be a finite, non-negative number of seconds"
+            ));
         }
+        // Checked: from_secs_f64 panics on values such as 1e20.
+        Duration::try_from_secs_f64(f).map_err(|e| format!("schedule.{key} = {f}: {e}"))?
+    } else {
+        let text = v.clone().into_string().map_err(|t| {
+            format!("schedule.{key} must be a duration like \"5m\" or seconds, got {t}")
+        })?;
+        humantime::parse_duration(&text).map_err(|e| format!("schedule.{key} = {text:?}: {e}"))?
+    };
+    if d > MAX_SCHEDULE_DURATION {
         return Err(format!(
-            "schedule.{key} must be a finite, non-negative number of seconds"
+            "schedule.{key} = {} is longer than the limit of {}",
+            humantime::format_duration(d),
+            humantime::format_duration(MAX_SCHEDULE_DURATION)
         ));
     }
-    let text = v.clone().into_string().map_err(|t| {
-        format!("schedule.{key} must be a duration like \"5m\" or seconds, got {t}")
-    })?;
-    humantime::parse_duration(&text).map_err(|e| format!("schedule.{key} = {text:?}: {e}"))
+    Ok(d)
 }
 
 fn uint(key: &str, v: &Dynamic) -> Result<u64, String> {

@@ -28,6 +28,9 @@ pub struct Scenario {
     pub expect: Option<Expectation>,
 }
 
+/// The longest scenario the simulator runs.
+pub const MAX_SCENARIO_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 fn default_duration() -> Duration {
     Duration::from_secs(6 * 3600)
 }
@@ -191,6 +194,14 @@ impl Scenario {
     }
 
     fn validate(&self) -> Result<(), String> {
+        // The simulator steps through every interval: a duration without bound never ends.
+        if self.duration > MAX_SCENARIO_DURATION {
+            return Err(format!(
+                "duration {} is longer than the limit of {}",
+                humantime::format_duration(self.duration),
+                humantime::format_duration(MAX_SCENARIO_DURATION)
+            ));
+        }
         let rate = |name: &str, v: f64| {
             if (0.0..=1.0).contains(&v) {
                 Ok(())
