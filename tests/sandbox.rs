@@ -357,3 +357,19 @@ fn print_floods_are_bounded() {
     assert!(out.log.iter().all(|l| l.chars().count() <= 505));
     assert!(out.log.last().unwrap().contains("dropped"));
 }
+
+/// A placeholder typo in a named query is a compile error naming it (issue 10 F9), not "no
+/// data" for a whole rollout.
+#[test]
+fn named_query_placeholder_typos_are_errors() {
+    let engine = engine();
+    let src = "fn schedule() { #{ steps: [10, 100], queries: #{ lag: `sum(kafka_lag{group=\"{{canary_wrkload}}\"})` } } }\nfn decide(ctx) { hold(\"x\") }\n";
+    let err = match engine.compile("typo.rhai", src, &Limits::default()) {
+        Ok(_) => panic!("an unknown placeholder must not compile"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("canary_wrkload") && err.contains("lag"),
+        "{err}"
+    );
+}

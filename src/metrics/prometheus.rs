@@ -62,7 +62,7 @@ pub struct PrometheusConfig {
     pub scrape_interval: Duration,
     /// Interval of the per-interval p95 values in `latency_samples`.
     pub sample_interval: Duration,
-    /// Retries after the first attempt, on transport errors and HTTP 5xx only.
+    /// Retries after the first attempt, on transport errors, HTTP 5xx and 429.
     pub retries: usize,
 }
 
@@ -111,7 +111,7 @@ pub struct Fetched {
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryError {
     pub message: String,
-    /// Transport errors and HTTP 5xx: worth another attempt.
+    /// Transport errors, HTTP 5xx and 429: worth another attempt.
     pub retryable: bool,
 }
 
@@ -409,7 +409,7 @@ impl PrometheusClient {
             Ok(r) if status.is_success() => Ok(r),
             Ok(_) => Err(QueryError {
                 message: format!("HTTP {status}"),
-                retryable: status.is_server_error(),
+                retryable: worth_retrying(status),
             }),
             Err(e) => Err(QueryError {
                 message: if status.is_success() {
@@ -421,7 +421,7 @@ impl PrometheusClient {
                 },
                 // Prometheus answers bad queries with 400/422 (no retry) and overload or
                 // query timeouts with 503: those may pass on another attempt.
-                retryable: status.is_server_error(),
+                retryable: worth_retrying(status),
             }),
         }
     }
@@ -693,6 +693,12 @@ pub fn recorded_errors(resolved: &BTreeMap<String, Option<f64>>) -> Vec<&str> {
         .collect()
 }
 
+/// 5xx, and 429 Too Many Requests (a rate-limiting proxy in front of Prometheus, or
+/// Thanos/Cortex query limits): another attempt after a backoff may pass.
+fn worth_retrying(status: reqwest::StatusCode) -> bool {
+    status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -734,6 +740,15 @@ mod tests {
     fn scalar() {
         let b = r#"{"status":"success","data":{"resultType":"scalar","result":[1700000000,"42"]}}"#;
         assert_eq!(value("scalar(x)", b).unwrap(), Some(42.0));
+    }
+
+    #[test]
+    fn rate_limited_and_server_errors_are_retried_bad_queries_not() {
+        use reqwest::StatusCode;
+        assert!(worth_retrying(StatusCode::TOO_MANY_REQUESTS));
+        assert!(worth_retrying(StatusCode::SERVICE_UNAVAILABLE));
+        assert!(!worth_retrying(StatusCode::BAD_REQUEST));
+        assert!(!worth_retrying(StatusCode::UNPROCESSABLE_ENTITY));
     }
 
     #[test]

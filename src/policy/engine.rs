@@ -177,6 +177,10 @@ impl PolicyEngine {
         })?;
         let schedule = schedule_from_map(&map).map_err(contract)?;
         schedule.validate().map_err(contract)?;
+        // A placeholder typo in a named query would make it "no data" for the whole rollout:
+        // refuse it here, so `policy check` and `start` catch it.
+        crate::metrics::templates::check_named(&schedule.queries)
+            .map_err(|e| contract(format!("schedule().queries: {e}")))?;
         let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
         Ok(Policy {
             path: name.to_string(),
