@@ -373,3 +373,35 @@ fn named_query_placeholder_typos_are_errors() {
         "{err}"
     );
 }
+
+/// The default policy with only stable's p95 query failing holds as inconclusive; it does not
+/// skip its latency comparison and advance (issue 10 F9).
+#[test]
+fn default_policy_holds_when_only_stables_p95_is_missing() {
+    let engine = engine();
+    let limits = Limits::default();
+    let (path, text) = kubectl_canary::shipped::policy("default").unwrap();
+    let policy = engine.compile(path, text, &limits).unwrap();
+    let mut f = healthy_facts();
+    for m in [&mut f.canary, &mut f.stable] {
+        m.request_rate = Some(50.0);
+        m.error_rate = Some(0.0);
+        m.latency_p50 = Some(5.0);
+        m.latency_p95 = Some(9.0);
+        m.latency_p99 = Some(12.0);
+    }
+    let out = engine.evaluate(&policy, context(f.clone()), &limits);
+    assert_eq!(
+        out.decision.as_ref().map(|d| d.action()).ok(),
+        Some("advance"),
+        "{:?}",
+        out.decision
+    );
+    f.stable.latency_p95 = None;
+    let out = engine.evaluate(&policy, context(f), &limits);
+    assert!(
+        matches!(&out.decision, Err(PolicyFailure::NoData(what)) if what.contains("p95")),
+        "{:?}",
+        out.decision
+    );
+}
