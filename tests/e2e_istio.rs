@@ -526,7 +526,8 @@ async fn rerun_after_crash_converges() {
             step: 1,
             weight: 25,
         },
-        chrono::Utc::now(),
+        // Saved an hour ago: the soak must not count the hour the route did not have 25 %.
+        chrono::Utc::now() - chrono::Duration::hours(1),
         Cause::new("test", "crash"),
     )
     .unwrap();
@@ -537,6 +538,13 @@ async fn rerun_after_crash_converges() {
         route_weight(&ns.client, n, "web", p).await,
         Some(25),
         "step re-applies the stored weight"
+    );
+    let in_step = status_json(n, "web").await["time_in_step_secs"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        in_step < 120,
+        "the soak restarted when the route got 25%: {in_step}s in step"
     );
     // "Crashed" after persisting BeginRollback, before anything else.
     let mut s = store.load().await.unwrap();

@@ -474,6 +474,12 @@ pub async fn step<M: MetricsSource + Sync>(
                         )));
                     }
                     l.router.set_weight(&l.sess.client, &l.target, w).await?;
+                    if route_weight.is_some_and(|r| r < w) {
+                        // Finishing an advance after a crash: the step's soak starts now,
+                        // when its traffic really arrives, not when the advance was saved.
+                        l.record_mut().rollout.step_started_at = Utc::now();
+                        l.store.save(&mut l.stored).await?;
+                    }
                 }
                 RouteRepair::Write(_) => {}
                 RouteRepair::Respect => {
