@@ -154,7 +154,7 @@ pub struct RunTrace {
     pub exit: Option<i32>,
     pub weights: Vec<u32>,
     pub max_share: f64,
-    /// The canary's measured share over the last ≥5 s spent at each weight (≥100 requests).
+    /// The canary's measured share over the last ≤5 s at each weight held ≥3 s (≥100 requests).
     pub share_at: std::collections::BTreeMap<u32, (f64, u64)>,
     pub elapsed: Duration,
 }
@@ -261,7 +261,7 @@ pub async fn run_traced(ns: &str, svc: &str, p: Provider, max: &str) -> RunTrace
             {
                 max_share = max_share.max(s);
                 // Skip the first second at a weight: requests already in flight.
-                if let (Some(w), true) = (w, held_since.elapsed() > Duration::from_secs(6))
+                if let (Some(w), true) = (w, held_since.elapsed() > Duration::from_secs(3))
                     && weights.last() == Some(&w)
                 {
                     share_at.insert(w, (s, served.total()));
