@@ -451,3 +451,42 @@ spec:
     );
     assert_no_leftovers(n, "web", p).await;
 }
+
+/// `start --dry-run` shows every object it would create or change as a diff, and changes
+/// nothing: on ingress-nginx that is the canary Deployment, Service and Ingress, and the pin
+/// on the user's Service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_shows_the_diff_and_changes_nothing() {
+    let p = Provider::Nginx;
+    let (ns, _) = setup("lay-dry", "web", p, 0.0).await;
+    let n = ns.name.as_str();
+    let svc_before = user_view(&kubectl_json(n, "service/web"));
+    let out = start(n, "web", p, &["--dry-run"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "Deployment ",
+        "/web-canary (create)",
+        "Ingress ",
+        "Service ",
+        "/web (change)",
+        "+    pod-template-hash:",
+        "nginx.ingress.kubernetes.io/canary-weight: '5'",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing in:\n{text}");
+    }
+    let json_out = start(n, "web", p, &["--dry-run", "-o", "json"]).await;
+    let plan: Value = serde_json::from_slice(&json_out.stdout).unwrap();
+    let objects: Vec<&str> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["object"].as_str().unwrap())
+        .collect();
+    assert_eq!(objects.len(), 4, "{objects:?}");
+    // Nothing was written.
+    assert_eq!(user_view(&kubectl_json(n, "service/web")), svc_before);
+    assert!(deployment(&ns.client, n, "web-canary").await.is_none());
+    let ing = kubectl_json(n, "ingresses");
+    assert_eq!(ing["items"].as_array().unwrap().len(), 1, "{ing}");
+}

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod driver;
+pub mod dryrun;
 pub mod events;
 pub mod metrics;
 pub mod state;

@@ -155,38 +155,57 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
     )?;
 
     if args.dry_run {
+        // The real steps against a copy-on-write view of the cluster: what they would write
+        // is shown as a diff of every object created or changed.
+        let (dry, writes) = crate::cluster::dryrun::client(client.clone());
+        let header = schedule
+            .header_route
+            .as_ref()
+            .filter(|_| router.supports_header_route());
+        let mut planned_target = target.clone();
+        let planned = async {
+            let canary =
+                create_or_reimage_canary(&dry, &ns, &target, &canary, &images, replicas).await?;
+            planned_target.pods =
+                Some(workloads::version_selectors(&dry, &ns, &stable, &canary).await?);
+            router.prepare(&dry, &planned_target, header).await?;
+            router
+                .set_weight(&dry, &planned_target, schedule.steps[0])
+                .await?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        let changes = writes.changes(&client).await;
         let plan = serde_json::json!({
-            "namespace": ns, "service": service, "provider": router.name(), "route": target.route,
+            "namespace": ns, "service": service, "stable": stable_name, "provider": router.name(), "route": target.route,
             "canary_deployment": target.canary_service, "replicas": replicas, "images": images,
             "previous_images": workloads::container_images(&stable),
             "first_weight": schedule.steps[0], "steps": schedule.steps,
             "policy": policy.path, "policy_sha256": policy.sha256,
             "header_route": schedule.header_route.as_ref().map(|h| format!("{}: {}", h.name, h.value)),
+            "changes": changes,
+            "error": planned.as_ref().err().map(|e| e.to_string()),
         });
         if !output::structured(g.output, &plan)? {
-            println!("dry run: nothing changed. Would:");
             println!(
-                "  create Deployment {ns}/{} ({replicas} replicas) from {service}'s pod template with {images:?}",
-                target.canary_service
-            );
-            println!("  wait up to {} for it to become ready", args.timeout);
-            println!(
-                "  prepare {} route {} and send {}% to the canary (steps {:?})",
+                "dry run: nothing changed. Stable {stable_name}, {} route {}, {}% to the canary first (steps {:?}); policy {} (sha256 {}); state in ConfigMap {ns}/{}.",
                 router.name(),
                 target.route,
                 schedule.steps[0],
-                schedule.steps
-            );
-            println!(
-                "  record state in ConfigMap {ns}/{}",
+                schedule.steps,
+                policy.path,
+                &policy.sha256[..12.min(policy.sha256.len())],
                 crate::cluster::state::configmap_name(&service)
             );
             println!(
-                "  policy {} (sha256 {})",
-                policy.path,
-                &policy.sha256[..12.min(policy.sha256.len())]
+                "It would write (after waiting up to {} for the canary to be ready):",
+                args.timeout
             );
+            for c in &changes {
+                print!("{}", crate::cluster::dryrun::diff(c));
+            }
         }
+        planned?;
         return Ok(Exit::Ok);
     }
 
@@ -219,17 +238,8 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
         store.save(&mut stored).await?;
     }
 
-    // A canary Deployment the user keeps (seed 002) is re-imaged and scaled, not replaced.
-    let existing = workloads::deployments(&client, &ns)
-        .get_opt(&target.canary_service)
-        .await?;
-    let canary = match existing {
-        Some(d) if !workloads::is_ours(&d) => {
-            workloads::reimage_user_canary(&client, &ns, &target.canary_service, &images, replicas)
-                .await?
-        }
-        _ => workloads::apply_canary(&client, &ns, &canary).await?,
-    };
+    let canary =
+        create_or_reimage_canary(&client, &ns, &target, &canary, &images, replicas).await?;
     let ready = workloads::wait_rolled_out(
         &client,
         &ns,
@@ -312,6 +322,28 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
             }
             Ok(Exit::Ok)
         }
+    }
+}
+
+/// Creates (or converges) our canary; a canary Deployment the user keeps (seed 002) is
+/// re-imaged and scaled instead of replaced.
+async fn create_or_reimage_canary(
+    client: &kube::Client,
+    ns: &str,
+    target: &Target,
+    ours: &k8s_openapi::api::apps::v1::Deployment,
+    images: &std::collections::BTreeMap<String, String>,
+    replicas: u32,
+) -> Result<k8s_openapi::api::apps::v1::Deployment> {
+    let existing = workloads::deployments(client, ns)
+        .get_opt(&target.canary_service)
+        .await?;
+    match existing {
+        Some(d) if !workloads::is_ours(&d) => {
+            workloads::reimage_user_canary(client, ns, &target.canary_service, images, replicas)
+                .await
+        }
+        _ => workloads::apply_canary(client, ns, ours).await,
     }
 }
 
