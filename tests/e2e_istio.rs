@@ -743,3 +743,63 @@ async fn manual_edit_toward_stable_is_respected() {
     let served = measure(n, Duration::from_secs(3)).await;
     assert_eq!(served.of("web-canary"), 0, "{served:?}");
 }
+
+/// `abort` while `start` waits for the canary to become ready: start stops without routing
+/// any traffic to the (now scaled-down) canary, and the rollout stays Aborted (issue 10 F2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_during_start_routes_nothing() {
+    let p = Provider::Istio;
+    if TestEnv::get().external {
+        eprintln!("kwok pod behaviours only exist in the local environment; skipped");
+        return;
+    }
+    let (ns, _traffic) = setup("e2e-istio-abort-start", "web", p, 60.0).await;
+    let n = ns.name.clone();
+    let starting = tokio::spawn({
+        let n = n.clone();
+        async move {
+            kc_out(
+                &n,
+                &[
+                    "start",
+                    "web",
+                    "--image",
+                    "app=kubectl-canary/demo:2.0",
+                    "--timeout",
+                    "60s",
+                    "--canary-label",
+                    "canary-demo/behavior=unready",
+                ],
+            )
+            .await
+        }
+    });
+    wait_for(
+        Duration::from_secs(30),
+        "start is waiting for its canary",
+        || {
+            let n = n.clone();
+            async move {
+                // No rollout yet is an empty answer, not JSON.
+                let out = kc(&n, &["status", "web", "-o", "json"])
+                    .output()
+                    .await
+                    .unwrap();
+                serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                    .is_ok_and(|v| v["phase"] == "Initializing")
+            }
+        },
+    )
+    .await;
+    assert_eq!(kc_out(&n, &["abort", "web"]).await.status.code(), Some(3));
+    let out = starting.await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("while its canary was starting"), "{stderr}");
+    assert_eq!(status_json(&n, "web").await["phase"], "Aborted");
+    assert_eq!(route_weight(&ns.client, &n, "web", p).await.unwrap_or(0), 0);
+    let served = measure(&n, Duration::from_secs(3)).await;
+    assert_eq!(served.of("web-canary"), 0, "{served:?}");
+    assert_eq!(served.no_upstream(), 0, "{served:?}");
+    assert_no_leftovers(&n, "web", p).await;
+}

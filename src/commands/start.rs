@@ -251,6 +251,19 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
     .await?;
 
     let mut l = driver::load(&sess, &service).await?;
+    // Someone ended the rollout while we waited (`abort` or `rollback` scales the canary to
+    // 0, which also reads as "rolled out"): never route to it, and leave their outcome.
+    if l.rollout().phase != Phase::Initializing {
+        return Err(Error::Cluster(format!(
+            "the rollout of {ns}/{service} became {} while its canary was starting (by {}); no traffic was routed to the canary",
+            l.rollout().phase,
+            l.rollout()
+                .history
+                .last()
+                .map(|t| t.actor.as_str())
+                .unwrap_or("someone")
+        )));
+    }
     match ready {
         Err(why) => {
             // No traffic was ever routed (weight stays 0): roll back and say why.
