@@ -88,16 +88,7 @@ spec:
         user_view(&kubectl_json(n, "service/reviews")),
     );
     let stable_before = stable_pod_uids(n, "reviews-v1").await;
-    let _traffic = Traffic::start_with(
-        n,
-        "istio",
-        "reviews",
-        TrafficOptions {
-            rps: 200.0,
-            duration: Duration::from_secs(120),
-            ..TrafficOptions::default()
-        },
-    );
+    let _traffic = Traffic::start_with(n, "istio", "reviews", TrafficOptions::at(200.0, 120));
     // Found from the Service: no --stable, no --route.
     let out = kc_out(
         n,
@@ -135,12 +126,7 @@ spec:
         n,
         "istio",
         "reviews",
-        TrafficOptions {
-            rps: 50.0,
-            duration: Duration::from_secs(60),
-            header: Some("x-canary:true".into()),
-            header_share: 1.0,
-        },
+        TrafficOptions::at(50.0, 60).with_header("x-canary:true", 1.0),
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (share, served) = canary_share(n, "reviews-canary").await;
@@ -153,12 +139,7 @@ spec:
         n,
         "istio",
         "reviews",
-        TrafficOptions {
-            rps: 50.0,
-            duration: Duration::from_secs(60),
-            header: Some("x-canary:true".into()),
-            header_share: 1.0,
-        },
+        TrafficOptions::at(50.0, 60).with_header("x-canary:true", 1.0),
     );
     let out = kc_out(n, &["rollback", "reviews"]).await;
     assert_eq!(out.status.code(), Some(3), "rollback exits 3 (rolled back)");
@@ -223,16 +204,7 @@ spec:
     apply(&ns.client, n, &m).await;
     wait_serving(n, "auth-service-stable", 2, Duration::from_secs(60)).await;
     let stable_before = stable_pod_uids(n, "auth-service-stable").await;
-    let _traffic = Traffic::start_with(
-        n,
-        "smi",
-        "auth-service",
-        TrafficOptions {
-            rps: 200.0,
-            duration: Duration::from_secs(120),
-            ..TrafficOptions::default()
-        },
-    );
+    let _traffic = Traffic::start_with(n, "smi", "auth-service", TrafficOptions::at(200.0, 120));
     let out = kc_out(
         n,
         &[

@@ -241,16 +241,7 @@ async fn injected_fault_raises_canary_error_rate() {
     support::set_route(&c, &ns.name, Provider::Istio, svc, "web-route", 50).await;
     support::wait_serving(&ns.name, svc, 1, Duration::from_secs(60)).await;
     support::wait_serving(&ns.name, "web-canary", 1, Duration::from_secs(60)).await;
-    let traffic = Traffic::start_with(
-        &ns.name,
-        "istio",
-        svc,
-        TrafficOptions {
-            rps: 60.0,
-            duration: Duration::from_secs(120),
-            ..TrafficOptions::default()
-        },
-    );
+    let traffic = Traffic::start_with(&ns.name, "istio", svc, TrafficOptions::at(60.0, 120));
     let n = &ns.name;
     let err_ratio = |version: &str| {
         format!(

@@ -153,11 +153,7 @@ async fn prometheus_source_reads_every_flavour() {
                 &n,
                 p.via(),
                 &p.entry_host(svc),
-                TrafficOptions {
-                    rps: 60.0,
-                    duration: Duration::from_secs(150),
-                    ..TrafficOptions::default()
-                },
+                TrafficOptions::at(60.0, 150),
             )
         })
         .collect();

@@ -317,11 +317,7 @@ where
         &ns.name,
         provider.via(),
         &provider.entry_host(SVC),
-        TrafficOptions {
-            rps: 150.0,
-            duration: Duration::from_secs(240),
-            ..TrafficOptions::default()
-        },
+        TrafficOptions::at(150.0, 240),
     );
 
     // prepare (twice: idempotent; the second call writes nothing).

@@ -248,8 +248,6 @@ pub async fn converge(l: &mut Loaded, show: bool) -> Result<Vec<Transition>> {
                 let canary = workloads::deployments(&client, &ns)
                     .get_opt(&l.target.canary_service)
                     .await?;
-                let stable =
-                    workloads::get_stable(&client, &ns, &l.target.stable_deployment).await?;
                 if let Some(c) = &canary {
                     // Stable's pods are pinned by their template hash, which the new template
                     // changes: the canary serves everything while stable rolls out.
@@ -266,7 +264,7 @@ pub async fn converge(l: &mut Loaded, show: bool) -> Result<Vec<Transition>> {
                 )
                 .await?;
                 if let Err(why) = waited {
-                    // Traffic stays where it is (the canary still serves its share).
+                    // Traffic stays where it is (on the canary, which serves it all).
                     return Err(Error::Cluster(format!(
                         "promotion: {why}; the rollout stays Promoting — re-run `kubectl canary promote {}` to continue",
                         l.target.service
@@ -279,8 +277,6 @@ pub async fn converge(l: &mut Loaded, show: bool) -> Result<Vec<Transition>> {
                     l.target.pods =
                         Some(workloads::version_selectors(&client, &ns, &stable, c).await?);
                     l.router.prepare(&client, &l.target, None).await?;
-                } else {
-                    let _ = stable;
                 }
                 l.router.set_weight(&client, &l.target, 0).await?;
                 workloads::remove_canary(&client, &ns, &l.target.canary_service).await?;

@@ -214,13 +214,7 @@ impl Router {
         }
         let svc = target.service.clone();
         let stable = target.stable_service.clone();
-        let names = |v: &serde_json::Value, ptrs: &[&str]| -> Vec<String> {
-            ptrs.iter()
-                .filter_map(|p| v.pointer(p).and_then(serde_json::Value::as_str))
-                .map(str::to_string)
-                .collect()
-        };
-        // (kind label, group, version, kind, plural, does this object route the service?)
+        // (provider, group, version, kind, does this object route the service?)
         type Routes = fn(&serde_json::Value, &str, &str) -> bool;
         let kinds: [(&str, &str, &str, &str, Routes); 4] = [
             (
@@ -308,12 +302,10 @@ impl Router {
             };
             for o in list.items {
                 let v = serde_json::to_value(&o).unwrap_or_default();
-                if routes(&v, &svc, &stable) {
-                    found.extend(
-                        names(&v, &["/metadata/name"])
-                            .into_iter()
-                            .map(|n| (provider, n)),
-                    );
+                if routes(&v, &svc, &stable)
+                    && let Some(name) = o.metadata.name.clone()
+                {
+                    found.push((provider, name));
                 }
             }
         }

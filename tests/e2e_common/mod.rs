@@ -112,11 +112,7 @@ pub async fn setup(
             &ns.name,
             p.via(),
             &p.entry_host(svc),
-            TrafficOptions {
-                rps,
-                duration: Duration::from_secs(300),
-                ..TrafficOptions::default()
-            },
+            TrafficOptions::at(rps, 300),
         ))
     } else {
         None

@@ -669,6 +669,24 @@ impl Default for TrafficOptions {
     }
 }
 
+impl TrafficOptions {
+    /// `rps` requests per second for `secs` seconds, no header.
+    pub fn at(rps: f64, secs: u64) -> Self {
+        TrafficOptions {
+            rps,
+            duration: Duration::from_secs(secs),
+            ..TrafficOptions::default()
+        }
+    }
+
+    /// `share` of the requests carry the header `NAME:VALUE`.
+    pub fn with_header(mut self, header: &str, share: f64) -> Self {
+        self.header = Some(header.to_string());
+        self.header_share = share;
+        self
+    }
+}
+
 /// A client sending a steady request rate into the data plane (`canary-demo drive`), as a
 /// caller of `host` through `via`. Where requests land is measured with [`Counts`].
 pub struct Traffic {
