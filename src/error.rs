@@ -29,6 +29,13 @@ pub enum Error {
          lost — re-run the command to continue from the new state (`kubectl canary status {service} -n {namespace}`)"
     )]
     Conflict { namespace: String, service: String },
+    /// A newer state of the rollout exists than the one this command planned from.
+    #[error(
+        "the rollout moved on while this command ran (state generation {theirs}, this command planned from {ours}); nothing of the newer state was undone — re-run the command to continue from it"
+    )]
+    Superseded { ours: u64, theirs: u64 },
+    #[error(transparent)]
+    Plan(#[from] crate::core::plan::Refusal),
     #[error(transparent)]
     Provider(#[from] crate::providers::ProviderError),
     #[error(transparent)]

@@ -3,6 +3,7 @@
 //! - [`core`]: pure decision core (state machine, gates, statistics). No I/O.
 //! - [`policy`]: sandboxed Rhai engine, policy contract and bindings.
 //! - [`controller`]: one evaluation (facts → policy → core), shared by simulate and cluster.
+//! - [`lifecycle`]: runs the core's plans of effects against a world (cluster, simulator, fakes).
 //! - [`sim`]: offline simulator driving the same loop on a virtual clock.
 //! - [`cli`], [`commands`], [`output`], [`app`]: the command-line edge.
 
@@ -13,6 +14,7 @@ pub mod commands;
 pub mod controller;
 pub mod core;
 pub mod error;
+pub mod lifecycle;
 pub mod metrics;
 pub mod output;
 pub mod policy;

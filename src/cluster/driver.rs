@@ -14,6 +14,7 @@ use super::client::Session;
 use super::events;
 use super::state::{RolloutRecord, Store, Stored};
 use super::workloads;
+use super::world::ClusterWorld;
 use crate::controller::{self, Evaluator};
 use crate::core::decision::{Decision, Evaluation};
 use crate::core::facts::{Facts, PodFacts};
@@ -21,6 +22,7 @@ use crate::core::rollout::RouteRepair;
 use crate::core::rollout::{Cause, Event, Phase, Rollout, Transition};
 use crate::core::schedule::{OnError, Schedule};
 use crate::error::{Error, Exit, Result};
+use crate::lifecycle::{self, World};
 use crate::metrics::{MetricsRequest, MetricsSource};
 use crate::policy::{Limits, Policy, PolicyEngine};
 use crate::providers::{Router, Target};
@@ -28,7 +30,7 @@ use chrono::Utc;
 use std::time::Duration;
 
 /// How long rollback and promote wait for the canary's pods to go before removing our pins.
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long `promote` waits for the stable Deployment to roll out.
 pub const PROMOTE_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -122,6 +124,8 @@ pub fn apply_overrides(s: &mut Schedule, pairs: &[String]) -> Result<()> {
             "max_duration" => s.max_duration = if v == "none" { None } else { Some(dur(k, v)?) },
             "min_requests" => s.min_requests = num(k, v)?,
             "canary_replicas" => s.canary_replicas = num(k, v)? as u32,
+            "max_canary_replicas" => s.max_canary_replicas = Some(num(k, v)? as u32),
+            "scale_down_delay" => s.scale_down_delay = dur(k, v)?,
             "steps" => {
                 s.steps = v
                     .split(['/', ':', ' '])
@@ -148,7 +152,7 @@ pub fn apply_overrides(s: &mut Schedule, pairs: &[String]) -> Result<()> {
             }
             _ => {
                 return Err(Error::Usage(format!(
-                    "--schedule-override: unknown key {k:?} (min_step_time, interval, min_requests, max_duration, canary_replicas, steps, on_error)"
+                    "--schedule-override: unknown key {k:?} (min_step_time, interval, min_requests, max_duration, canary_replicas, max_canary_replicas, scale_down_delay, steps, on_error)"
                 )));
             }
         }
@@ -215,93 +219,7 @@ fn apply_event(l: &mut Loaded, event: Event, cause: Cause) -> Result<Transition>
 
 /// Finishes in-flight phases (RollingBack, Aborting, Promoting); returns the transitions made.
 pub async fn converge(l: &mut Loaded, show: bool) -> Result<Vec<Transition>> {
-    let mut done = Vec::new();
-    loop {
-        let phase = l.rollout().phase;
-        match phase {
-            Phase::RollingBack | Phase::Aborting => {
-                l.router.route_to_stable(&l.sess.client, &l.target).await?;
-                let canary = l.target.canary_service.clone();
-                let how = if l.record().delete_on_rollback {
-                    workloads::remove_canary(&l.sess.client, l.ns(), &canary).await?
-                } else {
-                    workloads::scale(&l.sess.client, l.ns(), &canary, 0).await?;
-                    "canary scaled to 0"
-                };
-                // The canary's pods leave the endpoints before the user's objects lose our
-                // pins (a Service over both versions would otherwise still reach them), then
-                // everything of ours goes: header route, subsets, pins, canary Service.
-                workloads::wait_pods_gone(&l.sess.client, l.ns(), &canary, DRAIN_TIMEOUT).await?;
-                l.router.cleanup(&l.sess.client, &l.target).await?;
-                let actor = last_actor(l.rollout());
-                let t = apply_event(
-                    l,
-                    Event::RollbackDone,
-                    Cause::new(actor, format!("traffic on stable, {how}")),
-                )?;
-                persist(l, std::slice::from_ref(&t)).await?;
-                done.push(t);
-            }
-            Phase::Promoting => {
-                let client = l.sess.client.clone();
-                let ns = l.ns().to_string();
-                let canary = workloads::deployments(&client, &ns)
-                    .get_opt(&l.target.canary_service)
-                    .await?;
-                if let Some(c) = &canary {
-                    // Stable's pods are pinned by their template hash, which the new template
-                    // changes: the canary serves everything while stable rolls out.
-                    l.router.set_weight(&client, &l.target, 100).await?;
-                    workloads::promote_stable(&client, &ns, &l.target.stable_deployment, c).await?;
-                }
-                let waited = workloads::wait_rolled_out(
-                    &client,
-                    &ns,
-                    &l.target.stable_deployment,
-                    PROMOTE_TIMEOUT,
-                    &format!("stable {}", l.target.stable_deployment),
-                    show,
-                )
-                .await?;
-                if let Err(why) = waited {
-                    // Traffic stays where it is (on the canary, which serves it all).
-                    return Err(Error::Cluster(format!(
-                        "promotion: {why}; the rollout stays Promoting — re-run `kubectl canary promote {}` to continue",
-                        l.target.service
-                    )));
-                }
-                if let Some(c) = &canary {
-                    // Move the stable pin to the new ReplicaSet before stable takes traffic back.
-                    let stable =
-                        workloads::get_stable(&client, &ns, &l.target.stable_deployment).await?;
-                    l.target.pods =
-                        Some(workloads::version_selectors(&client, &ns, &stable, c).await?);
-                    l.router.prepare(&client, &l.target, None).await?;
-                }
-                l.router.set_weight(&client, &l.target, 0).await?;
-                workloads::remove_canary(&client, &ns, &l.target.canary_service).await?;
-                workloads::wait_pods_gone(&client, &ns, &l.target.canary_service, DRAIN_TIMEOUT)
-                    .await?;
-                l.router.cleanup(&client, &l.target).await?;
-                let actor = last_actor(l.rollout());
-                let t = apply_event(
-                    l,
-                    Event::PromoteDone,
-                    Cause::new(actor, "stable runs the new pod template; canary removed"),
-                )?;
-                persist(l, std::slice::from_ref(&t)).await?;
-                done.push(t);
-            }
-            _ => return Ok(done),
-        }
-    }
-}
-
-fn last_actor(r: &Rollout) -> String {
-    r.history
-        .last()
-        .map(|t| t.actor.clone())
-        .unwrap_or_else(|| "policy".into())
+    lifecycle::converge(&mut ClusterWorld::new(l, show)).await
 }
 
 /// Fetches metrics and pod facts for one evaluation (concurrently).
@@ -469,12 +387,26 @@ pub async fn step<M: MetricsSource + Sync>(
                             l.target.service
                         )));
                     }
-                    l.router.set_weight(&l.sess.client, &l.target, w).await?;
-                    if route_weight.is_some_and(|r| r < w) {
-                        // Finishing an advance after a crash: the step's soak starts now,
-                        // when its traffic really arrives, not when the advance was saved.
-                        l.record_mut().rollout.step_started_at = Utc::now();
-                        l.store.save(&mut l.stored).await?;
+                    let raising = route_weight.is_some_and(|r| r < w);
+                    // Finishing an advance: never onto a canary without ready pods (the
+                    // readiness gate below then rolls back instead).
+                    let canary_ready =
+                        !raising || ClusterWorld::new(l, false).observe().await?.canary_ready > 0;
+                    if canary_ready {
+                        // The write carries the state's fence: refused if a newer state
+                        // (a rollback) has written the route since.
+                        l.target.fence = Some(l.rollout().fence());
+                        l.router.set_weight(&l.sess.client, &l.target, w).await?;
+                        if raising {
+                            // The step's soak starts now, when its traffic really arrives,
+                            // not when the advance was saved.
+                            l.record_mut().rollout.step_started_at = Utc::now();
+                            l.store.save(&mut l.stored).await?;
+                        }
+                    } else {
+                        report.warnings.push(format!(
+                            "not raising the route to {w}%: the canary has no ready pod"
+                        ));
                     }
                 }
                 RouteRepair::Write(_) => {}
@@ -512,27 +444,17 @@ pub async fn step<M: MetricsSource + Sync>(
                     Some(e) => format!("would apply {}", e.name()),
                 };
             } else {
-                let event = evaluated.step.event.clone();
-                if matches!(event, Some(Event::BeginRollback)) {
-                    l.router.route_to_stable(&l.sess.client, &l.target).await?;
-                }
-                let t = controller::apply(&mut l.record_mut().rollout, evaluated, now)
-                    .map_err(|e| Error::Other(format!("internal: {e}")))?;
-                let ts: Vec<Transition> = t.into_iter().collect();
-                persist(l, &ts).await?;
-                report.transitions = ts;
-                match event {
-                    Some(Event::Advance { weight, .. }) => {
-                        l.router
-                            .set_weight(&l.sess.client, &l.target, weight)
+                let controller::Evaluated { step, evaluation } = evaluated;
+                let observations = evaluation.observations.clone();
+                l.record_mut().rollout.record_evaluation(evaluation);
+                // The evaluation is kept even when its effects fail below.
+                l.store.save(&mut l.stored).await?;
+                if let Some(event) = step.event {
+                    let cause = Cause::new("policy", step.decision.reason())
+                        .with_observations(observations);
+                    report.transitions =
+                        lifecycle::apply(&mut ClusterWorld::new(l, cx.show_progress), event, cause)
                             .await?;
-                    }
-                    Some(Event::BeginRollback) | Some(Event::BeginPromote) => {
-                        report
-                            .transitions
-                            .extend(converge(l, cx.show_progress).await?);
-                    }
-                    _ => {}
                 }
             }
         }
@@ -552,41 +474,14 @@ pub async fn manual(
     reason: String,
     show: bool,
 ) -> Result<Vec<Transition>> {
-    let phase = l.rollout().phase;
-    if let Err(e) = l.rollout().next_phase(&event) {
-        // Re-running a finished command is not an error: converge and report.
-        let already = matches!(
-            (&event, phase),
-            (Event::BeginRollback, Phase::RollingBack | Phase::RolledBack)
-                | (Event::Abort, Phase::Aborting | Phase::Aborted)
-                | (Event::BeginPromote, Phase::Promoting | Phase::Promoted)
-                | (Event::Pause, Phase::Paused)
-                | (Event::Resume, Phase::Progressing)
-        );
-        if already {
-            return converge(l, show).await;
-        }
-        return Err(Error::Usage(format!(
-            "cannot {} rollout {}/{}: it is {} ({e})",
-            event.name(),
-            l.ns(),
-            l.target.service,
-            phase
-        )));
-    }
-    if matches!(event, Event::BeginRollback | Event::Abort) {
-        l.router.route_to_stable(&l.sess.client, &l.target).await?;
-    }
-    let resume = matches!(event, Event::Resume);
-    let t = apply_event(l, event, Cause::new(actor, reason))?;
-    persist(l, std::slice::from_ref(&t)).await?;
-    let mut out = vec![t];
-    if resume {
-        let w = l.rollout().weight;
-        l.router.set_weight(&l.sess.client, &l.target, w).await?;
-    }
-    out.extend(converge(l, show).await?);
-    Ok(out)
+    let name = format!("{}/{}", l.ns(), l.target.service);
+    lifecycle::command(
+        &mut ClusterWorld::new(l, show),
+        event,
+        Cause::new(actor, reason),
+        &name,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod events;
 pub mod metrics;
 pub mod state;
 pub mod workloads;
+pub mod world;
 
 pub use client::{Session, connect};
 

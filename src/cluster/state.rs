@@ -59,6 +59,19 @@ pub struct RolloutRecord {
     /// Delete (instead of scale to 0) the canary when rolling back.
     #[serde(default)]
     pub delete_on_rollback: bool,
+    /// Stable's pod template when the rollout started: a rollback after promote began
+    /// restores it (None in records from before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_template: Option<serde_json::Value>,
+    /// The schedule's lifecycle settings at start (defaults for older records).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub scale_down_delay: Option<std::time::Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_canary_replicas: Option<u32>,
     pub rollout: Rollout,
 }
 

@@ -3,6 +3,7 @@
 //! pod facts the policy sees.
 
 use crate::core::facts::PodFacts;
+use crate::core::rollout::Fence;
 use crate::error::{Error, Result};
 use crate::providers::VersionSelectors;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -659,6 +660,7 @@ pub async fn promote_stable(
     ns: &str,
     stable_name: &str,
     canary: &Deployment,
+    fence: Fence,
 ) -> Result<()> {
     let api = deployments(client, ns);
     let canary_template = canary.spec.template.clone();
@@ -671,6 +673,7 @@ pub async fn promote_stable(
         .and_then(|j| serde_json::from_str(j).ok());
     for _ in 0..5 {
         let mut stable = get_stable(client, ns, stable_name).await?;
+        stamp_fence(&mut stable, fence)?;
         let spec = &mut stable.spec;
         let mut template = canary_template.clone();
         let meta = template.metadata.get_or_insert_with(Default::default);
@@ -705,6 +708,104 @@ pub async fn promote_stable(
     }
     Err(Error::Cluster(format!(
         "Deployment {ns}/{stable_name} kept changing while promoting; re-run `kubectl canary promote`"
+    )))
+}
+
+/// Annotation on the stable Deployment: the fence of the last lifecycle write to it.
+pub const STABLE_FENCE_ANNOTATION: &str = "kubectl-canary.io/fence";
+
+/// Refuses a write to stable by a stale operator (stable carries a newer fence), and stamps
+/// ours; the caller's replace with the read resourceVersion makes check and write atomic.
+fn stamp_fence(stable: &mut Deployment, fence: Fence) -> Result<()> {
+    let ann = stable
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    if let Some(theirs) = ann
+        .get(STABLE_FENCE_ANNOTATION)
+        .and_then(|v| Fence::decode(v))
+        && theirs > fence
+    {
+        return Err(Error::Superseded {
+            ours: fence.generation,
+            theirs: theirs.generation,
+        });
+    }
+    ann.insert(STABLE_FENCE_ANNOTATION.into(), fence.encode());
+    Ok(())
+}
+
+/// Stamps `fence` on stable (see [`stamp_fence`]); retried on conflict.
+pub async fn claim_stable(
+    client: &Client,
+    ns: &str,
+    stable_name: &str,
+    fence: Fence,
+) -> Result<()> {
+    let api = deployments(client, ns);
+    for _ in 0..5 {
+        let mut stable = get_stable(client, ns, stable_name).await?;
+        stamp_fence(&mut stable, fence)?;
+        match api
+            .replace(stable_name, &PostParams::default(), &stable)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Cluster(format!(
+        "Deployment {ns}/{stable_name} kept changing; re-run the command"
+    )))
+}
+
+/// Stable takes back the pod template it had when the rollout started (`previous`, as read
+/// then); older records without it get their previous images back. Idempotent, retried on
+/// conflict. The Deployment controller scales the old ReplicaSet back up (same template hash).
+pub async fn restore_stable(
+    client: &Client,
+    ns: &str,
+    stable_name: &str,
+    previous: Option<&serde_json::Value>,
+    previous_images: &BTreeMap<String, String>,
+    fence: Fence,
+) -> Result<()> {
+    let api = deployments(client, ns);
+    let template: Option<k8s_openapi::api::core::v1::PodTemplateSpec> = previous
+        .map(|v| serde_json::from_value(v.clone()))
+        .transpose()
+        .map_err(|e| Error::Cluster(format!("stored template of {ns}/{stable_name}: {e}")))?;
+    for _ in 0..5 {
+        let mut stable = get_stable(client, ns, stable_name).await?;
+        stamp_fence(&mut stable, fence)?;
+        let spec = &mut stable.spec;
+        match &template {
+            Some(t) => spec.template = t.clone(),
+            None => {
+                for c in spec
+                    .template
+                    .spec
+                    .iter_mut()
+                    .flat_map(|p| p.containers.iter_mut())
+                {
+                    if let Some(img) = previous_images.get(&c.name) {
+                        c.image = Some(img.clone());
+                    }
+                }
+            }
+        }
+        match api
+            .replace(stable_name, &PostParams::default(), &stable)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Cluster(format!(
+        "Deployment {ns}/{stable_name} kept changing while restoring its template; re-run `kubectl canary rollback`"
     )))
 }
 

@@ -4,10 +4,13 @@
 use crate::cli::{GlobalArgs, StartArgs};
 use crate::cluster::driver::{self, apply_overrides};
 use crate::cluster::state::{PolicyRef, RolloutRecord, Store};
+use crate::cluster::world::ClusterWorld;
 use crate::cluster::{self, workloads};
 use crate::controller::parse_params;
+use crate::core::plan::Settings;
 use crate::core::rollout::{Cause, Event, Phase, Rollout};
 use crate::error::{Error, Exit, Result};
+use crate::lifecycle;
 use crate::output;
 use crate::policy::{self, Limits};
 use crate::providers::{Router, Target};
@@ -144,13 +147,22 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
         (false, None) if args.route.is_some() => Router::detect(&client, &target).await?,
         (false, None) => Router::discover(&client, &mut target).await?,
     };
+    // The canary starts with the capacity its first weight needs (it grows with the weight).
+    let settings = Settings {
+        canary_replicas: replicas,
+        max_canary_replicas: schedule.max_canary_replicas,
+        scale_down_delay: schedule.scale_down_delay,
+        delete_on_rollback: false,
+    };
+    let stable_replicas = stable.spec.replicas.unwrap_or(1).max(0) as u32;
+    let start_replicas = settings.capacity(schedule.steps[0], stable_replicas);
     let canary = workloads::canary_deployment(
         &stable,
         manifest.as_ref(),
         &target.canary_service,
         &service,
         &images,
-        replicas,
+        start_replicas,
         &extra_labels,
     )?;
 
@@ -165,7 +177,8 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
         let mut planned_target = target.clone();
         let planned = async {
             let canary =
-                create_or_reimage_canary(&dry, &ns, &target, &canary, &images, replicas).await?;
+                create_or_reimage_canary(&dry, &ns, &target, &canary, &images, start_replicas)
+                    .await?;
             planned_target.pods =
                 Some(workloads::version_selectors(&dry, &ns, &stable, &canary).await?);
             router.prepare(&dry, &planned_target, header).await?;
@@ -230,6 +243,9 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
             canary_replicas: replicas,
             started_by: sess.actor.clone(),
             delete_on_rollback: false,
+            previous_template: serde_json::to_value(&stable.spec.template).ok(),
+            scale_down_delay: Some(schedule.scale_down_delay),
+            max_canary_replicas: schedule.max_canary_replicas,
             rollout: Rollout::new(now),
         };
         stored.doc.archive_current();
@@ -238,8 +254,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
         store.save(&mut stored).await?;
     }
 
-    let canary =
-        create_or_reimage_canary(&client, &ns, &target, &canary, &images, replicas).await?;
+    create_or_reimage_canary(&client, &ns, &target, &canary, &images, start_replicas).await?;
     let ready = workloads::wait_rolled_out(
         &client,
         &ns,
@@ -289,38 +304,19 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
                     h.value
                 );
             }
-            let traffic = async {
-                l.target.pods =
-                    Some(workloads::version_selectors(&client, &ns, &stable, &canary).await?);
-                l.router.prepare(&client, &l.target, header).await?;
-                l.router.set_weight(&client, &l.target, first).await?;
-                Ok::<_, Error>(())
-            }
-            .await;
-            if let Err(e) = traffic {
-                // Never leave a ready canary without a rollout driving it: back to stable.
-                let _ = l.router.route_to_stable(&client, &l.target).await;
-                roll_back_unrouted(&mut l, &sess.actor, format!("traffic setup failed: {e}"))
-                    .await?;
+            // Prepare, the first weight and its commit, as the core plans them (the write
+            // is fenced: an abort that won meanwhile is never undone).
+            let cause = Cause::new(
+                sess.actor.clone(),
+                format!("canary ready ({start_replicas}/{start_replicas}); {first}% of traffic"),
+            );
+            let mut world = ClusterWorld::new(&mut l, false).with_header(header.cloned());
+            if let Err(e) = lifecycle::start_traffic(&mut world, first, cause).await {
                 return Err(Error::Cluster(format!(
-                    "{e}\nthe canary was rolled back (it never received traffic)"
+                    "{e}\nno traffic stays on the canary (the rollout is {})",
+                    l.rollout().phase
                 )));
             }
-            let t = l
-                .record_mut()
-                .rollout
-                .apply(
-                    Event::CanaryReady { weight: first },
-                    Utc::now(),
-                    Cause::new(
-                        sess.actor.clone(),
-                        format!("canary ready ({replicas}/{replicas}); {first}% of traffic"),
-                    ),
-                )
-                .cloned()
-                .map_err(|e| Error::Other(e.to_string()))?;
-            l.store.save(&mut l.stored).await?;
-            emit(&l, &t).await;
             if !output::structured(g.output, l.record())? {
                 println!(
                     "started canary {ns}/{} with {:?}: {first}% of traffic via {} {} (steps {:?}, every {})",
@@ -363,24 +359,11 @@ async fn create_or_reimage_canary(
 /// Rolls back a rollout whose canary never received traffic: record, persist, announce,
 /// then scale the canary down.
 async fn roll_back_unrouted(l: &mut driver::Loaded, actor: &str, reason: String) -> Result<()> {
-    let t = l
-        .record_mut()
-        .rollout
-        .apply(Event::BeginRollback, Utc::now(), Cause::new(actor, reason))
-        .cloned()
-        .map_err(|e| Error::Other(e.to_string()))?;
-    l.store.save(&mut l.stored).await?;
-    emit(l, &t).await;
-    driver::converge(l, false).await?;
+    lifecycle::apply(
+        &mut ClusterWorld::new(l, false),
+        Event::BeginRollback,
+        Cause::new(actor, reason),
+    )
+    .await?;
     Ok(())
-}
-
-async fn emit(l: &driver::Loaded, t: &crate::core::rollout::Transition) {
-    let uid = workloads::deployments(&l.sess.client, l.ns())
-        .get_opt(&l.target.stable_deployment)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|d| d.metadata.uid);
-    crate::cluster::events::emit(&l.sess.client, l.ns(), &l.target.stable_deployment, uid, t).await;
 }

@@ -5,6 +5,7 @@
 pub mod decision;
 pub mod evaluate;
 pub mod facts;
+pub mod plan;
 pub mod rollout;
 pub mod schedule;
 pub mod stats;

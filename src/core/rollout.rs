@@ -135,6 +135,48 @@ pub struct Rollout {
     /// Most recent evaluations (bounded, see [`Rollout::MAX_EVALUATIONS`]).
     #[serde(default)]
     pub evaluations: Vec<Evaluation>,
+    /// Transitions applied so far; every route write carries it as its fence.
+    #[serde(default)]
+    pub generation: u64,
+}
+
+/// The token every lifecycle write to the route and to stable carries: a write is refused
+/// when its object already carries a newer token. Ordered by rollout, generation, then rank:
+/// the rollback side outranks a writer of the same generation, so a rollback that claimed
+/// the next generation (traffic to stable before its commit) wins against an advance or a
+/// promote committed at that generation meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fence {
+    /// Tells rollouts of the same service apart (a new rollout starts again at generation 0).
+    pub started_at_ms: i64,
+    pub generation: u64,
+    /// 1 for writes on the way back to stable (rollback, abort), 0 otherwise.
+    pub rank: u8,
+}
+
+impl Fence {
+    pub fn encode(&self) -> String {
+        format!("{}.{}.{}", self.started_at_ms, self.generation, self.rank)
+    }
+
+    pub fn decode(text: &str) -> Option<Fence> {
+        let mut parts = text.split('.');
+        let fence = Fence {
+            started_at_ms: parts.next()?.parse().ok()?,
+            generation: parts.next()?.parse().ok()?,
+            rank: parts.next().map_or(Some(0), |r| r.parse().ok())?,
+        };
+        parts.next().is_none().then_some(fence)
+    }
+
+    /// The claim of an operator about to commit a rollback or abort.
+    pub fn claim_next(self) -> Fence {
+        Fence {
+            generation: self.generation + 1,
+            rank: 1,
+            ..self
+        }
+    }
 }
 
 /// See [`Rollout::reconcile_route`].
@@ -148,7 +190,7 @@ pub enum RouteRepair {
 }
 
 /// Who caused a transition and why.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Cause {
     pub actor: String,
     pub reason: String,
@@ -183,6 +225,16 @@ impl Rollout {
             step_started_at: at,
             history: Vec::new(),
             evaluations: Vec::new(),
+            generation: 0,
+        }
+    }
+
+    /// The fence of the current generation.
+    pub fn fence(&self) -> Fence {
+        Fence {
+            started_at_ms: self.started_at.timestamp_millis(),
+            generation: self.generation,
+            rank: u8::from(matches!(self.phase, Phase::RollingBack | Phase::Aborting)),
         }
     }
 
@@ -240,6 +292,7 @@ impl Rollout {
             _ => {}
         }
         self.phase = to;
+        self.generation += 1;
         self.history.push(Transition {
             at,
             from,
@@ -507,6 +560,45 @@ mod tests {
         let back: Rollout = serde_json::from_str(&json).unwrap();
         assert_eq!(back, r);
         assert!(json.contains("\"phase\":\"progressing\""));
+    }
+
+    #[test]
+    fn fences_order_by_rollout_generation_then_rank() {
+        let mut r = Rollout::new(t0());
+        let start = r.fence();
+        r.apply(Event::CanaryReady { weight: 5 }, t0(), Cause::default())
+            .unwrap();
+        let ready = r.fence();
+        assert!(ready > start);
+        // A rollback claims the next generation before its commit, and outranks an advance
+        // committed at that generation by another operator meanwhile.
+        let claim = ready.claim_next();
+        r.apply(
+            Event::Advance {
+                step: 1,
+                weight: 25,
+            },
+            t0(),
+            Cause::default(),
+        )
+        .unwrap();
+        assert!(claim > r.fence());
+        r.apply(Event::BeginRollback, t0(), Cause::default())
+            .unwrap();
+        assert_eq!(r.fence().generation, 3);
+        assert!(
+            r.fence() > claim,
+            "a later generation outranks an old claim"
+        );
+        // A newer rollout of the same service outranks anything of the old one.
+        let newer = Rollout::new(t0() + chrono::Duration::seconds(1)).fence();
+        assert!(newer > r.fence());
+        for f in [start, claim, r.fence()] {
+            assert_eq!(Fence::decode(&f.encode()), Some(f));
+        }
+        assert_eq!(Fence::decode("12.3").map(|f| f.rank), Some(0));
+        assert_eq!(Fence::decode("x.3"), None);
+        assert_eq!(Fence::decode("1.2.3.4"), None);
     }
 
     #[test]

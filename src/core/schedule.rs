@@ -43,6 +43,18 @@ pub struct Schedule {
     /// Header that routes matching requests to the canary before any weight (seed 002).
     #[serde(default)]
     pub header_route: Option<HeaderRoute>,
+    /// After the canary's weight goes to 0, how long to wait (proxies converge) before the
+    /// canary is scaled down or deleted. Like Argo Rollouts' `scaleDownDelaySeconds`.
+    #[serde(with = "humantime_serde", default = "default_scale_down_delay")]
+    pub scale_down_delay: Duration,
+    /// Ceiling for the canary's replicas, which otherwise follow the weight
+    /// (ceil(weight × stable's replicas), never below `canary_replicas`).
+    #[serde(default)]
+    pub max_canary_replicas: Option<u32>,
+}
+
+fn default_scale_down_delay() -> Duration {
+    Duration::from_secs(30)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +79,8 @@ impl Default for Schedule {
             queries: BTreeMap::new(),
             metrics: None,
             header_route: None,
+            scale_down_delay: default_scale_down_delay(),
+            max_canary_replicas: None,
         }
     }
 }
@@ -105,6 +119,14 @@ impl Schedule {
         }
         if self.canary_replicas == 0 {
             return Err("schedule.canary_replicas must be at least 1".into());
+        }
+        if let Some(max) = self.max_canary_replicas
+            && max < self.canary_replicas
+        {
+            return Err(format!(
+                "schedule.max_canary_replicas ({max}) must be at least canary_replicas ({})",
+                self.canary_replicas
+            ));
         }
         Ok(())
     }

@@ -16,6 +16,8 @@ const KEYS: &[&str] = &[
     "queries",
     "header_route",
     "metrics",
+    "scale_down_delay",
+    "max_canary_replicas",
 ];
 
 /// The longest duration a schedule may name (a rollout is not planned for longer).
@@ -95,6 +97,13 @@ pub fn schedule_from_map(map: &Map) -> Result<Schedule, String> {
     if let Some(v) = map.get("canary_replicas") {
         s.canary_replicas =
             u32::try_from(uint("canary_replicas", v)?).map_err(|e| e.to_string())?;
+    }
+    if let Some(v) = map.get("scale_down_delay") {
+        s.scale_down_delay = duration("scale_down_delay", v)?;
+    }
+    if let Some(v) = map.get("max_canary_replicas") {
+        s.max_canary_replicas =
+            Some(u32::try_from(uint("max_canary_replicas", v)?).map_err(|e| e.to_string())?);
     }
     if let Some(v) = map.get("on_error") {
         let text = v.clone().into_string().unwrap_or_default();

@@ -25,8 +25,9 @@ use kube::{Client, Resource};
 use serde_json::{Value, json};
 
 use super::shared::{
-    api_error, check_weight, delete_managed_service, ensure_version_service, modify, num, percent,
-    pin_service, remember_stable_weight, take_stable_weight, unpin_service, user_service,
+    api_error, check_weight, delete_managed_service, drop_fence, ensure_version_service,
+    fence_weight_write, modify, num, percent, pin_service, remember_stable_weight,
+    take_stable_weight, unpin_service, user_service,
 };
 use super::{HeaderRoute, ProviderError, Target, TrafficRouter};
 
@@ -349,13 +350,15 @@ impl TrafficRouter for GatewayApi {
         check_weight(KIND, target, weight)?;
         let api = Self::api(client, &target.namespace);
         modify(&api, KIND, &target.namespace, &target.route, |o| {
+            let ann = o.metadata.annotations.get_or_insert_with(Default::default);
+            let fenced = fence_weight_write(ann, KIND, target, &target.route, weight)?;
             let spec = spec_mut(o, target)?;
             let orig = stable_weight(spec, target);
             let changed = hr_set_weight(spec, target, weight).map_err(|m| invalid(target, m))?;
             if changed {
                 remember_stable_weight(o.meta_mut(), orig.as_ref());
             }
-            Ok(changed)
+            Ok(changed | fenced)
         })
         .await?
         .map(|_| ())
@@ -379,7 +382,7 @@ impl TrafficRouter for GatewayApi {
         let api = Self::api(client, &target.namespace);
         modify(&api, KIND, &target.namespace, &target.route, |o| {
             let restore = take_stable_weight(o.meta_mut());
-            let had = restore.is_some();
+            let had = restore.is_some() | drop_fence(o.meta_mut());
             let changed = match o.data.get_mut("spec") {
                 Some(spec) => hr_cleanup(spec, target, restore),
                 None => false,

@@ -10,7 +10,7 @@
 //! are used. Only our entries are touched; everything else in the user's objects is kept.
 //! Writes are read-modify-write with resourceVersion, retried on 409.
 
-use super::shared::modify;
+use super::shared::{fence_weight_write, modify};
 use super::{HeaderRoute, ProviderError, Target, TrafficRouter};
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
@@ -296,7 +296,7 @@ pub fn read_weight_vs(spec: &Value, t: &Target) -> Option<u32> {
 pub fn cleanup_vs(spec: &mut Value, ann: &mut BTreeMap<String, String>, t: &Target) -> bool {
     let before = spec.clone();
     let original = ann.remove(STABLE_SUBSET_ANN);
-    let had_ann = original.is_some();
+    let had_ann = original.is_some() | ann.remove(super::shared::FENCE_ANN).is_some();
     if let Some(http) = spec.get_mut("http").and_then(Value::as_array_mut) {
         http.retain(|h| h.get("name").and_then(Value::as_str) != Some(HEADER_ROUTE_NAME));
     }
@@ -435,8 +435,10 @@ impl TrafficRouter for IstioRouter {
         weight: u32,
     ) -> Result<(), ProviderError> {
         let route = target.route.clone();
-        self.update(client, target, "VirtualService", &route, |spec, _| {
-            set_weight_vs(spec, target, weight.min(100))
+        self.update(client, target, "VirtualService", &route, |spec, ann| {
+            let fenced = fence_weight_write(ann, "VirtualService", target, &route, weight.min(100))
+                .map_err(|e| e.to_string())?;
+            Ok(set_weight_vs(spec, target, weight.min(100))? | fenced)
         })
         .await
     }

@@ -24,6 +24,9 @@ pub struct Target {
     /// subset that also matches canary pods stops doing so), canary = the canary
     /// Deployment's selector. Only `prepare` needs them (empty otherwise).
     pub pods: Option<VersionSelectors>,
+    /// The fence a weight write carries (see [`crate::core::rollout::Fence`]); None for
+    /// writes outside a rollout's lifecycle (tests, dry runs).
+    pub fence: Option<crate::core::rollout::Fence>,
 }
 
 /// Label selectors of the stable and canary pods (see [`Target::pods`]).
@@ -43,6 +46,7 @@ impl Target {
             stable_service: format!("{service}-stable"),
             route: service.to_string(),
             pods: None,
+            fence: None,
         }
     }
 
@@ -75,6 +79,19 @@ pub enum ProviderError {
         namespace: String,
         name: String,
         message: String,
+    },
+    /// A stale writer: a newer generation of the rollout (a rollback, a later step) already
+    /// wrote this route, so raising the canary's share now would undo it.
+    #[error(
+        "{kind} {namespace}/{name}: not writing the canary's weight {weight}%: the route was written by a newer state of the rollout (generation {theirs}, ours {ours}); re-run the command to continue from that state"
+    )]
+    Fenced {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        weight: u32,
+        ours: u64,
+        theirs: u64,
     },
     #[error(transparent)]
     Kube(#[from] kube::Error),

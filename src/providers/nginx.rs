@@ -26,8 +26,8 @@ use kube::core::ObjectMeta;
 use kube::{Client, Resource};
 
 use super::shared::{
-    api_error, check_weight, delete_managed_service, ensure_version_service, is_managed, is_status,
-    managed_labels, modify, pin_service, unpin_service, user_service,
+    api_error, check_weight, delete_managed_service, ensure_version_service, fence_weight_write,
+    is_managed, is_status, managed_labels, modify, pin_service, unpin_service, user_service,
 };
 use super::{HeaderRoute, ProviderError, Target, TrafficRouter};
 
@@ -295,10 +295,11 @@ impl TrafficRouter for Nginx {
                 return Err(not_prepared(target));
             }
             let ann = ing.metadata.annotations.get_or_insert_with(BTreeMap::new);
+            let fenced = fence_weight_write(ann, KIND, target, &name, weight)?;
             // Weight is a percentage: a foreign canary-weight-total would rescale it.
             let a = set_ann(ann, CANARY_WEIGHT_TOTAL, None);
             let b = set_ann(ann, CANARY_WEIGHT, Some(weight.to_string()));
-            Ok(a | b)
+            Ok(a | b | fenced)
         })
         .await?
         .map(|_| ())

@@ -398,3 +398,48 @@ pub(crate) fn take_stable_weight(meta: &mut ObjectMeta) -> Option<Option<i64>> {
     let v = ann.remove(STABLE_WEIGHT_ANN)?;
     Some(v.trim().parse().ok())
 }
+
+/// Annotation on the weight-carrying route object: the fence of the last weight write.
+pub(crate) const FENCE_ANN: &str = "kubectl-canary.io/fence";
+
+/// Called inside a weight write's read-modify-write (so it is atomic with the write: the
+/// object's resourceVersion guards it): refuses the write when the route carries a newer
+/// fence than ours (a rollback or a later step wrote it; even a stale write toward stable
+/// could undo a rollback that moved everything onto the canary while stable is restored),
+/// and stamps ours.
+pub(crate) fn fence_weight_write(
+    ann: &mut BTreeMap<String, String>,
+    kind: &'static str,
+    t: &Target,
+    name: &str,
+    weight: u32,
+) -> Result<bool, ProviderError> {
+    let Some(ours) = t.fence else {
+        return Ok(false);
+    };
+    let theirs = ann
+        .get(FENCE_ANN)
+        .and_then(|v| crate::core::rollout::Fence::decode(v));
+    if let Some(theirs) = theirs
+        && theirs > ours
+    {
+        return Err(ProviderError::Fenced {
+            kind,
+            namespace: t.namespace.clone(),
+            name: name.to_string(),
+            weight,
+            ours: ours.generation,
+            theirs: theirs.generation,
+        });
+    }
+    let stamp = ours.encode();
+    Ok(ann.insert(FENCE_ANN.to_string(), stamp.clone()).as_deref() != Some(stamp.as_str()))
+}
+
+/// Removes the fence annotation (cleanup); true when there was one.
+pub(crate) fn drop_fence(meta: &mut ObjectMeta) -> bool {
+    meta.annotations
+        .as_mut()
+        .and_then(|a| a.remove(FENCE_ANN))
+        .is_some()
+}

@@ -25,8 +25,9 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 use super::shared::{
-    api_error, check_weight, delete_managed_service, ensure_version_service, is_status,
-    managed_labels, modify, num, percent, remember_stable_weight, take_stable_weight, user_service,
+    api_error, check_weight, delete_managed_service, drop_fence, ensure_version_service,
+    fence_weight_write, is_status, managed_labels, modify, num, percent, remember_stable_weight,
+    take_stable_weight, user_service,
 };
 use super::{HeaderRoute, ProviderError, Target, TrafficRouter};
 
@@ -288,7 +289,9 @@ impl TrafficRouter for Smi {
             let orig = o.data["spec"]["backends"]
                 .as_array()
                 .and_then(|b| backend_pos(b, &target.stable_service).map(|i| b[i].clone()));
-            let changed = ts_set_weight(&mut o.data["spec"], target, weight);
+            let ann = o.metadata.annotations.get_or_insert_with(Default::default);
+            let fenced = fence_weight_write(ann, KIND, target, &target.route, weight)?;
+            let changed = ts_set_weight(&mut o.data["spec"], target, weight) | fenced;
             if let (true, Some(b)) = (changed, orig) {
                 remember_stable_weight(&mut o.metadata, b.get("weight"));
             }
@@ -318,13 +321,14 @@ impl TrafficRouter for Smi {
         // traffic to every pod its selector matches, canary pods included.
         modify(&api, KIND, &target.namespace, &target.route, |o| {
             let restore = take_stable_weight(&mut o.metadata);
+            let fence = drop_fence(&mut o.metadata);
             let users_canary = o
                 .metadata
                 .annotations
                 .as_mut()
                 .and_then(|a| a.remove(USER_CANARY_BACKEND_ANN))
                 .is_some();
-            let had = restore.is_some() || users_canary;
+            let had = restore.is_some() || users_canary || fence;
             let stable = match restore {
                 Some(Some(w)) if w > 0 => w as u32,
                 _ => 100,

@@ -3,11 +3,14 @@
 
 pub mod scenario;
 
-use crate::controller::{self, Evaluator};
+use crate::controller::{Evaluated, Evaluator};
 use crate::core::decision::Observations;
 use crate::core::facts::{Facts, PodFacts, TrackMetrics, finite};
-use crate::core::rollout::{Cause, Event, Phase, Rollout};
+use crate::core::plan::{Effect, Observed, Settings};
+use crate::core::rollout::{Cause, Event, Fence, Phase, Rollout, Transition};
 use crate::core::stats::quantile;
+use crate::error::Result as CanaryResult;
+use crate::lifecycle;
 use chrono::{DateTime, Utc};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -129,6 +132,10 @@ struct World {
     metrics_down: bool,
     restarts: u32,
     next_fault: usize,
+    /// What the simulated route sends to the canary (written by the lifecycle's effects).
+    route_weight: u32,
+    canary_replicas: u32,
+    stable_changed: bool,
 }
 
 impl World {
@@ -144,6 +151,9 @@ impl World {
             metrics_down: false,
             restarts: 0,
             next_fault: 0,
+            route_weight: 0,
+            canary_replicas: 0,
+            stable_changed: false,
         }
     }
 
@@ -242,8 +252,12 @@ impl World {
                 crash_looping: false,
             },
             canary_pods: PodFacts {
-                desired: pods.canary,
-                ready: if self.crash_loop { 0 } else { pods.canary },
+                desired: self.canary_replicas,
+                ready: if self.crash_loop {
+                    0
+                } else {
+                    self.canary_replicas
+                },
                 restarts: self.restarts,
                 crash_looping: self.crash_loop && self.restarts >= 3,
             },
@@ -275,6 +289,135 @@ fn at_time(start: DateTime<Utc>, offset: Duration) -> DateTime<Utc> {
     start + chrono::Duration::from_std(offset).unwrap_or_default()
 }
 
+/// The simulated cluster as a [`lifecycle::World`]: the core's effects change the simulated
+/// route and pods on the virtual clock, and each shows up in the timeline.
+struct SimWorld<'a> {
+    world: &'a mut World,
+    rollout: &'a mut Rollout,
+    rows: &'a mut Vec<Row>,
+    start: DateTime<Utc>,
+    now: &'a mut Duration,
+    settings: Settings,
+}
+
+impl SimWorld<'_> {
+    fn effect_row(&mut self, action: &str, reason: String) {
+        self.rows.push(Row {
+            at_secs: self.now.as_secs(),
+            phase: self.rollout.phase,
+            weight: self.world.route_weight,
+            action: action.to_string(),
+            reason,
+            observations: Observations::new(),
+            transition: None,
+        });
+    }
+}
+
+impl lifecycle::World for SimWorld<'_> {
+    fn now(&self) -> DateTime<Utc> {
+        at_time(self.start, *self.now)
+    }
+
+    fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    fn rollout(&self) -> &Rollout {
+        self.rollout
+    }
+
+    fn rollout_mut(&mut self) -> &mut Rollout {
+        self.rollout
+    }
+
+    // One operator, nothing to race with: the store is the rollout itself.
+    async fn reload(&mut self) -> CanaryResult<()> {
+        Ok(())
+    }
+
+    async fn save(&mut self) -> CanaryResult<()> {
+        Ok(())
+    }
+
+    async fn stored_fence(&mut self) -> CanaryResult<Fence> {
+        Ok(self.rollout.fence())
+    }
+
+    async fn announce(&mut self, t: &Transition) {
+        self.rows.push(Row {
+            at_secs: self.now.as_secs(),
+            phase: t.to,
+            weight: self.world.route_weight,
+            action: t.event.clone(),
+            reason: t.reason.clone(),
+            observations: t.observations.clone(),
+            transition: Some(t.event.clone()),
+        });
+    }
+
+    async fn observe(&mut self) -> CanaryResult<Observed> {
+        let ready = if self.world.crash_loop {
+            0
+        } else {
+            self.world.canary_replicas
+        };
+        Ok(Observed {
+            canary_exists: true,
+            canary_desired: self.world.canary_replicas,
+            canary_ready: ready,
+            stable_replicas: self.world.scenario.pods.stable,
+            stable_changed: self.world.stable_changed,
+        })
+    }
+
+    async fn execute(&mut self, effect: &Effect, _fence: Fence) -> CanaryResult<()> {
+        match effect {
+            Effect::EnsureCanaryCapacity { replicas } if self.world.canary_replicas < *replicas => {
+                self.world.canary_replicas = *replicas;
+                self.effect_row("scale", format!("canary scaled up to {replicas} pods"));
+            }
+            Effect::SetWeight { weight } => {
+                self.world.route_weight = *weight;
+                self.effect_row("route", format!("route: {weight}% to the canary"));
+            }
+            Effect::RouteToStable => {
+                self.world.route_weight = 0;
+                self.effect_row("route", "route: weight 0, all traffic on stable".into());
+            }
+            Effect::ScaleDownDelay(d) => {
+                *self.now += *d;
+                self.effect_row(
+                    "wait",
+                    format!(
+                        "scale-down delay {} (proxies converge)",
+                        humantime::format_duration(*d)
+                    ),
+                );
+            }
+            Effect::ScaleCanaryToZero | Effect::RemoveCanary => {
+                self.world.canary_replicas = 0;
+                let how = if matches!(effect, Effect::RemoveCanary) {
+                    "canary deleted"
+                } else {
+                    "canary scaled to 0"
+                };
+                self.effect_row("scale", how.into());
+            }
+            Effect::PromoteStable => {
+                self.world.stable_changed = true;
+                self.effect_row("promote", "stable takes the canary's pod template".into());
+            }
+            Effect::RestoreStable => {
+                self.world.stable_changed = false;
+                self.effect_row("restore", "stable takes back its previous template".into());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 /// Runs `scenario` through the policy of `evaluator` and reports the timeline and outcome.
 pub fn run(evaluator: &Evaluator<'_>, scenario: &Scenario, seed: u64) -> Report {
     let schedule = evaluator.policy.schedule.clone();
@@ -284,104 +427,137 @@ pub fn run(evaluator: &Evaluator<'_>, scenario: &Scenario, seed: u64) -> Report 
     let mut rows = Vec::new();
     let tick = schedule.interval;
     let mut now = Duration::ZERO;
-    let mut finished: Option<(Outcome, String)> = None;
+    let mut finished: Option<(Outcome, String, Duration)> = None;
+    let settings = Settings {
+        canary_replicas: scenario.pods.canary.max(1),
+        max_canary_replicas: schedule.max_canary_replicas,
+        scale_down_delay: schedule.scale_down_delay,
+        delete_on_rollback: false,
+    };
+    world.canary_replicas = settings.capacity(schedule.weight_at(0), scenario.pods.stable);
+    // The same lifecycle as the cluster's; the simulated world never fails an effect.
+    let life = |world: &mut World,
+                rollout: &mut Rollout,
+                rows: &mut Vec<Row>,
+                now: &mut Duration,
+                event: Event,
+                cause: Cause| {
+        let mut w = SimWorld {
+            world,
+            rollout,
+            rows,
+            start,
+            now,
+            settings,
+        };
+        futures::executor::block_on(lifecycle::apply(&mut w, event, cause))
+            .expect("the simulated world runs every effect")
+    };
 
     while now <= scenario.duration {
         world.apply_faults(now);
-        let clock = at_time(start, now);
         if rollout.phase == Phase::Initializing {
             // The canary is created at t=0 and gets traffic once its pods are ready.
             let ready_at = scenario.pods.canary_ready_after;
             if !world.crash_loop && now >= ready_at {
                 let weight = schedule.weight_at(0);
-                rollout
-                    .apply(
-                        Event::CanaryReady { weight },
-                        clock,
-                        Cause::new("kubectl-canary", "canary pods ready"),
-                    )
-                    .expect("legal");
-                rows.push(row(
-                    &rollout,
-                    now,
-                    "start",
-                    &format!("canary ready, {weight}% traffic"),
-                    Observations::new(),
-                    Some("canary_ready"),
-                ));
+                let cause =
+                    Cause::new("kubectl-canary", format!("canary ready, {weight}% traffic"));
+                life(
+                    &mut world,
+                    &mut rollout,
+                    &mut rows,
+                    &mut now,
+                    Event::CanaryReady { weight },
+                    cause,
+                );
             } else if now >= READY_TIMEOUT {
                 let reason = format!(
                     "canary pods not ready after {}",
                     humantime::format_duration(READY_TIMEOUT)
                 );
-                rollback(&mut rollout, clock, &reason, "kubectl-canary");
-                rows.push(row(
-                    &rollout,
-                    now,
-                    "rollback",
-                    &reason,
-                    Observations::new(),
-                    Some("rollback"),
-                ));
-                finished = Some((Outcome::RolledBack, reason));
+                let decided = now;
+                life(
+                    &mut world,
+                    &mut rollout,
+                    &mut rows,
+                    &mut now,
+                    Event::BeginRollback,
+                    Cause::new("kubectl-canary", reason.clone()),
+                );
+                finished = Some((Outcome::RolledBack, reason, decided));
                 break;
             }
             now += tick.min(Duration::from_secs(10));
             continue;
         }
-        // Traffic of the past interval at the current weight, then evaluate.
-        world.serve(now, tick, rollout.weight);
+        // Traffic of the past interval at the route's weight, then evaluate.
+        world.serve(now, tick, world.route_weight);
         let facts = world.facts(&schedule.queries);
-        let evaluated = evaluator.evaluate(&rollout, &facts, clock);
-        let decision = evaluated.step.decision.clone();
-        let observations = evaluated.evaluation.observations.clone();
-        let transition = controller::apply(&mut rollout, evaluated, clock)
-            .expect("the core only emits legal events")
-            .map(|t| t.event);
-        rows.push(row(
-            &rollout,
-            now,
-            decision.action(),
-            decision.reason(),
-            observations,
-            transition.as_deref(),
-        ));
-        match rollout.phase {
-            Phase::Progressing if transition.as_deref() == Some("advance") => {
-                world.stable.reset_step();
-                world.canary.reset_step();
+        let clock = at_time(start, now);
+        let Evaluated { step, evaluation } = evaluator.evaluate(&rollout, &facts, clock);
+        let decision = step.decision.clone();
+        let observations = evaluation.observations.clone();
+        rollout.record_evaluation(evaluation);
+        let decided = now;
+        let transitions = match step.event {
+            None => Vec::new(),
+            Some(event) => {
+                let cause =
+                    Cause::new("policy", decision.reason()).with_observations(observations.clone());
+                let mut effects = Vec::new();
+                let ts = life(
+                    &mut world,
+                    &mut rollout,
+                    &mut effects,
+                    &mut now,
+                    event,
+                    cause,
+                );
+                // The decision's row first, then what it caused.
+                rows.push(row(
+                    &rollout,
+                    decided,
+                    decision.action(),
+                    decision.reason(),
+                    observations.clone(),
+                    ts.first().map(|t| t.event.as_str()),
+                ));
+                rows.extend(effects.into_iter().filter(|r| {
+                    ts.first()
+                        .is_none_or(|t| r.transition.as_deref() != Some(t.event.as_str()))
+                        || r.at_secs != decided.as_secs()
+                }));
+                ts
             }
-            Phase::Paused => {
-                finished = Some((Outcome::Paused, decision.reason().to_string()));
-                break;
-            }
-            Phase::RollingBack => {
-                rollout
-                    .apply(
-                        Event::RollbackDone,
-                        clock,
-                        Cause::new("kubectl-canary", "traffic on stable, canary scaled down"),
-                    )
-                    .expect("legal");
-                finished = Some((Outcome::RolledBack, decision.reason().to_string()));
-                break;
-            }
-            Phase::Promoting => {
-                rollout
-                    .apply(
-                        Event::PromoteDone,
-                        clock,
-                        Cause::new("kubectl-canary", "stable runs the canary's template"),
-                    )
-                    .expect("legal");
-                finished = Some((Outcome::Promoted, decision.reason().to_string()));
-                break;
-            }
-            _ => {}
+        };
+        if transitions.is_empty() {
+            rows.push(row(
+                &rollout,
+                decided,
+                decision.action(),
+                decision.reason(),
+                observations,
+                None,
+            ));
+        }
+        if transitions.iter().any(|t| t.event == "advance") {
+            world.stable.reset_step();
+            world.canary.reset_step();
+        }
+        let outcome = match rollout.phase {
+            Phase::Paused => Some(Outcome::Paused),
+            Phase::RolledBack => Some(Outcome::RolledBack),
+            Phase::Promoted => Some(Outcome::Promoted),
+            _ => None,
+        };
+        if let Some(outcome) = outcome {
+            finished = Some((outcome, decision.reason().to_string(), decided));
+            break;
         }
         now += tick;
     }
-    let (outcome, reason) = finished.unwrap_or_else(|| {
+    let (outcome, reason, at) = finished.unwrap_or_else(|| {
         let last = rows.last().map(|r| r.reason.clone()).unwrap_or_default();
         (
             Outcome::Inconclusive,
@@ -389,6 +565,7 @@ pub fn run(evaluator: &Evaluator<'_>, scenario: &Scenario, seed: u64) -> Report 
                 "still running after {}: {last}",
                 humantime::format_duration(scenario.duration)
             ),
+            scenario.duration,
         )
     });
     Report {
@@ -396,20 +573,13 @@ pub fn run(evaluator: &Evaluator<'_>, scenario: &Scenario, seed: u64) -> Report 
         policy: evaluator.policy.path.clone(),
         seed,
         outcome,
-        outcome_at_secs: now.min(scenario.duration).as_secs(),
+        // When the outcome was decided (a rollback's effects, such as the scale-down delay,
+        // follow in the timeline).
+        outcome_at_secs: at.min(scenario.duration).as_secs(),
         reason,
         rows,
         rollout,
     }
-}
-
-fn rollback(rollout: &mut Rollout, clock: DateTime<Utc>, reason: &str, actor: &str) {
-    rollout
-        .apply(Event::BeginRollback, clock, Cause::new(actor, reason))
-        .expect("legal");
-    rollout
-        .apply(Event::RollbackDone, clock, Cause::new(actor, reason))
-        .expect("legal");
 }
 
 fn row(
