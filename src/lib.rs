@@ -4,6 +4,7 @@
 //! - [`policy`]: sandboxed Rhai engine, policy contract and bindings.
 //! - [`controller`]: one evaluation (facts → policy → core), shared by simulate and cluster.
 //! - [`sim`]: offline simulator driving the same loop on a virtual clock.
+//! - [`report`]: a rollout as a self-contained HTML report, with rollback timings.
 //! - [`cli`], [`commands`], [`output`], [`app`]: the command-line edge.
 
 pub mod app;
@@ -17,5 +18,6 @@ pub mod metrics;
 pub mod output;
 pub mod policy;
 pub mod providers;
+pub mod report;
 pub mod shipped;
 pub mod sim;
