@@ -291,9 +291,18 @@ fn legend(series: &[Series]) -> Markup {
 }
 
 fn frame(r: &Report, height: f64, width: f64, ymin: f64, ymax: f64) -> Frame {
+    // Prometheus may see the canary's traffic end after the last recorded transition.
+    let last_milestone = r
+        .rollback
+        .as_ref()
+        .and_then(|rb| rb.canary_traffic_zero_at)
+        .unwrap_or(r.ended_at);
     Frame {
         t0: r.started_at,
-        t1: r.ended_at.max(r.started_at + chrono::Duration::seconds(1)),
+        t1: r
+            .ended_at
+            .max(last_milestone)
+            .max(r.started_at + chrono::Duration::seconds(1)),
         width,
         height,
         ymin,
