@@ -41,45 +41,42 @@ struct Rendered {
 fn chromium(page: &Path, screenshot: Option<&Path>) -> Rendered {
     let profile = tempfile::tempdir().unwrap();
     let netlog = profile.path().join("netlog.json");
-    let common = |c: &mut Command| {
-        c.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--disable-default-apps",
-            // Should the page ask for a host, it must not reach one.
-            "--host-resolver-rules=MAP * ~NOTFOUND",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()));
-    };
-    let mut dump = Command::new("chromium");
-    common(&mut dump);
-    let out = dump
-        .arg(format!("--log-net-log={}", netlog.display()))
-        .arg("--dump-dom")
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .expect("run chromium: it is installed by tests/env/setup.sh (Debian package chromium)");
-    assert!(
-        out.status.success(),
-        "chromium --dump-dom: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if let Some(png) = screenshot {
-        let mut shot = Command::new("chromium");
-        common(&mut shot);
-        let st = shot
-            .arg(format!("--screenshot={}", png.display()))
-            .arg("--window-size=1100,3200")
+    let chromium = |extra: &[String]| {
+        let out = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-extensions",
+                "--disable-default-apps",
+                // Should the page ask for a host, it must not reach one.
+                "--host-resolver-rules=MAP * ~NOTFOUND",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
             .arg(format!("file://{}", page.display()))
             .output()
-            .expect("chromium --screenshot");
-        assert!(st.status.success(), "chromium --screenshot");
+            .expect("run chromium (tests/env/setup.sh installs the Debian package)");
+        assert!(
+            out.status.success(),
+            "chromium {extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let out = chromium(&[
+        format!("--log-net-log={}", netlog.display()),
+        "--dump-dom".into(),
+    ]);
+    if let Some(png) = screenshot {
+        chromium(&[
+            format!("--screenshot={}", png.display()),
+            "--window-size=1100,3200".into(),
+        ]);
     }
     // Requests the page started carry its origin as initiator ("null" for a file); the
     // browser's own start with "not an origin".
@@ -136,22 +133,14 @@ fn canary_served(c: &Counts) -> u64 {
 async fn rollback_drill_report_in_a_browser() {
     let p = Provider::Istio;
     let (ns, _traffic) = setup("e2e-report-drill", "web", p, 100.0).await;
-    // 1. A harmless change.
-    let out = kc_out(
+    // 1. A harmless change, with seed 000's steps (the fast test schedule, a 6 s soak).
+    let out = start(
         &ns.name,
+        "web",
+        p,
         &[
-            "start",
-            "web",
-            "--image",
-            "app=kubectl-canary/demo:2.0",
-            "--provider",
-            "istio",
             "--schedule-override",
-            "steps=5/10/25/50/100,min_step_time=6s,interval=2s,min_requests=50",
-            "--set",
-            "min_judge=20",
-            "--timeout",
-            "120s",
+            "steps=5/10/25/50/100,min_step_time=6s",
         ],
     )
     .await;

@@ -494,15 +494,7 @@ impl PrometheusClient {
 
     /// Renders every query of one evaluation (built-ins for both tracks, then named ones).
     fn plan(&self, req: &MetricsRequest) -> Result<Vec<Job>, MetricsError> {
-        let t: &FlavourTemplates =
-            templates::flavour(&req.flavour).ok_or_else(|| MetricsError::Template {
-                name: "flavour".into(),
-                message: format!(
-                    "unknown metrics flavour {:?} (known: {})",
-                    req.flavour,
-                    templates::FLAVOURS.join(", ")
-                ),
-            })?;
+        let t: &FlavourTemplates = templates::flavour_or_error(&req.flavour)?;
         let scrape = ceil_secs(self.config.scrape_interval);
         let min_range = 2 * scrape;
         let window = ceil_secs(self.config.window).max(min_range);

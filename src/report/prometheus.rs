@@ -47,14 +47,7 @@ impl Workloads {
     }
 
     fn templates(&self) -> Result<&'static FlavourTemplates, MetricsError> {
-        templates::flavour(&self.flavour).ok_or_else(|| MetricsError::Template {
-            name: "flavour".into(),
-            message: format!(
-                "unknown metrics flavour {:?} (known: {})",
-                self.flavour,
-                templates::FLAVOURS.join(", ")
-            ),
-        })
+        templates::flavour_or_error(&self.flavour)
     }
 
     fn vars(&self, track: Track, window_secs: i64, step_window_secs: i64) -> Vars {
