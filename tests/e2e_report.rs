@@ -265,6 +265,39 @@ async fn rollback_drill_report_in_a_browser() {
             .collect();
         assert_eq!(tracks, ["canary", "stable"], "{}", chart["id"]);
     }
+    // history --since keeps what happened from then on; --previous names earlier rollouts.
+    let decided = rb["decision_at"].as_str().unwrap();
+    let out = kc(
+        &ns.name,
+        &["history", "web", "--since", decided, "-o", "json"],
+    )
+    .output()
+    .await
+    .unwrap();
+    let recent: Value = serde_json::from_slice(&out.stdout).expect("history --since json");
+    let events: Vec<&str> = recent["current"]["rollout"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["begin_rollback", "rollback_done"]);
+    let out = kc(&ns.name, &["history", "web", "--since", "1h", "-o", "json"])
+        .output()
+        .await
+        .unwrap();
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        all["current"]["rollout"]["history"],
+        h["current"]["rollout"]["history"]
+    );
+    let out = kc_out(
+        &ns.name,
+        &["report", "web", "--previous", "1", "-o", "json"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--previous 1"));
     // status shows the same timings.
     let st = status_json(&ns.name, "web").await;
     assert_eq!(st["rollback"]["decision_at"], rb["decision_at"]);
