@@ -302,6 +302,16 @@ async fn rollback_drill_report_in_a_browser() {
     let st = status_json(&ns.name, "web").await;
     assert_eq!(st["rollback"]["decision_at"], rb["decision_at"]);
     assert_eq!(st["rollback"]["recovery_basis"], "canary_traffic_zero");
+    let out = kc_out(&ns.name, &["status", "web"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Rollback:"))
+        .unwrap_or_else(|| panic!("status shows no rollback timings:\n{text}"));
+    assert!(
+        line.contains("canary traffic 0 in Prometheus") && line.contains("2-minute target"),
+        "{line}"
+    );
 
     let dir = artifacts();
     let page = dir.join("drill-report.html");

@@ -5,6 +5,7 @@ use crate::cli::{GlobalArgs, OutputFormat, ReportArgs};
 use crate::cluster::metrics::Metrics;
 use crate::cluster::state::{MAX_PREVIOUS, RolloutRecord, StateDoc, Store};
 use crate::cluster::{self, Session, driver};
+use crate::core::schedule::Schedule;
 use crate::error::{Error, Exit, Result};
 use crate::output;
 use crate::policy::Limits;
@@ -42,13 +43,21 @@ pub fn pick<'a>(
     }
 }
 
-/// Whose metrics the rollout read: the stored policy's metrics flavour, else the provider's.
+/// The stored policy's schedule (steps, metrics flavour); None when it no longer compiles
+/// (a hook gone): the report is still made, without them.
+pub fn stored_schedule(g: &GlobalArgs, rec: &RolloutRecord) -> Option<Schedule> {
+    driver::compile(&super::engine(g), &Limits::default(), rec)
+        .ok()
+        .map(|p| p.schedule)
+}
+
+/// Whose metrics the rollout read: the policy's metrics flavour, else the provider's.
 pub async fn workloads(
     sess: &Session,
     rec: &RolloutRecord,
-    flavour: Option<String>,
+    schedule: Option<&Schedule>,
 ) -> Result<Workloads> {
-    let flavour = match flavour {
+    let flavour = match schedule.and_then(|s| s.metrics.clone()) {
         Some(f) => f,
         None => Router::by_name(&sess.client, &rec.provider)
             .await?
@@ -80,11 +89,7 @@ pub async fn run(g: &GlobalArgs, args: &ReportArgs) -> Result<Exit> {
         args.previous,
         &format!("{}/{service}", sess.namespace),
     )?;
-    // The stored policy gives the steps and the metrics flavour; a record whose policy no
-    // longer compiles (a hook gone) still gets its report, without them.
-    let schedule = driver::compile(&super::engine(g), &Limits::default(), rec)
-        .ok()
-        .map(|p| p.schedule);
+    let schedule = stored_schedule(g, rec);
     let steps = schedule
         .as_ref()
         .map(|s| s.steps.clone())
@@ -92,7 +97,7 @@ pub async fn run(g: &GlobalArgs, args: &ReportArgs) -> Result<Exit> {
     let now = Utc::now();
     let mut report = Report::of_record(rec, steps, now);
     if let Metrics::Prometheus(client) = Metrics::from_args(&args.prometheus)? {
-        let who = workloads(&sess, rec, schedule.and_then(|s| s.metrics)).await?;
+        let who = workloads(&sess, rec, schedule.as_ref()).await?;
         report = report.with_prometheus(&client, &who, now).await?;
     }
     match g.output {

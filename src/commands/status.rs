@@ -5,6 +5,7 @@ use crate::cli::{GlobalArgs, OutputFormat, StatusArgs};
 use crate::cluster::metrics::Metrics;
 use crate::cluster::state::{self, RolloutRecord, Store};
 use crate::cluster::{self, Session, driver, workloads};
+use crate::commands::report;
 use crate::core::decision::Observations;
 use crate::core::facts::PodFacts;
 use crate::error::{Error, Exit, Result};
@@ -122,18 +123,25 @@ pub async fn view(sess: &Session, rec: &RolloutRecord) -> Result<StatusView> {
 
 /// Adds when Prometheus saw the canary's traffic reach 0 to a rolled-back rollout's timings
 /// (best effort: status never fails because Prometheus does).
-async fn with_recovery(sess: &Session, rec: &RolloutRecord, v: &mut StatusView, metrics: &Metrics) {
+async fn with_recovery(
+    g: &GlobalArgs,
+    sess: &Session,
+    rec: &RolloutRecord,
+    v: &mut StatusView,
+    metrics: &Metrics,
+) {
     let (Some(rb), Metrics::Prometheus(client)) = (v.rollback.take(), metrics) else {
         return;
     };
-    let who = super::report::workloads(sess, rec, None).await;
-    v.rollback = Some(match who {
-        Ok(who) => match prometheus::with_recovery(client, &who, rb.clone(), Utc::now()).await {
-            Ok((rb, _)) => rb,
-            Err(_) => rb,
-        },
-        Err(_) => rb,
-    });
+    let schedule = report::stored_schedule(g, rec);
+    let recovered = match report::workloads(sess, rec, schedule.as_ref()).await {
+        Ok(who) => prometheus::with_recovery(client, &who, rb.clone(), Utc::now())
+            .await
+            .ok()
+            .map(|(rb, _)| rb),
+        Err(_) => None,
+    };
+    v.rollback = Some(recovered.unwrap_or(rb));
 }
 
 fn print_view(v: &StatusView) {
@@ -250,7 +258,7 @@ pub async fn run(g: &GlobalArgs, args: &StatusArgs) -> Result<Exit> {
                         Error::Cluster(format!("no rollout of {}/{svc}", sess.namespace))
                     })?;
                 let mut v = view(&sess, &rec).await?;
-                with_recovery(&sess, &rec, &mut v, &metrics).await;
+                with_recovery(g, &sess, &rec, &mut v, &metrics).await;
                 let exit = driver::phase_exit(rec.rollout.phase);
                 (
                     serde_json::to_string(&v).unwrap_or_default(),
