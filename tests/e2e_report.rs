@@ -265,6 +265,29 @@ async fn rollback_drill_report_in_a_browser() {
             .collect();
         assert_eq!(tracks, ["canary", "stable"], "{}", chart["id"]);
     }
+    // Without Prometheus: the recorded values, and the end of the rollback bounds recovery.
+    let out = kc(
+        &ns.name,
+        &["report", "web", "-o", "json", "--prometheus-url", ""],
+    )
+    .output()
+    .await
+    .unwrap();
+    let recorded: Value = serde_json::from_slice(&out.stdout).expect("report json");
+    assert_eq!(recorded["metrics_origin"]["kind"], "recorded");
+    let done = history
+        .iter()
+        .find(|t| t["event"] == "rollback_done")
+        .expect("rollback done");
+    let bound = &recorded["rollback"];
+    assert_eq!(bound["recovery_basis"], "canary_pods_gone");
+    let expected = (time(&done["at"]) - time(&begin["at"])).num_milliseconds() as f64 / 1000.0;
+    assert!((bound["time_to_recovery_secs"].as_f64().unwrap() - expected).abs() < 0.002);
+    assert_eq!(
+        bound["time_to_detection_secs"],
+        rb["time_to_detection_secs"]
+    );
+
     // history --since keeps what happened from then on; --previous names earlier rollouts.
     let decided = rb["decision_at"].as_str().unwrap();
     let out = kc(
