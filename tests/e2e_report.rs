@@ -129,21 +129,78 @@ fn canary_served(c: &Counts) -> u64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rollback_drill_report_in_a_browser() {
+/// How one drill runs: the policy and schedule, and how long each part may take.
+struct Plan {
+    name: &'static str,
+    /// Arguments of `start` after `start web --image …`.
+    start: &'static [&'static str],
+    /// `run`'s (and the report's) metrics window.
+    window: &'static str,
+    phase3_within: Duration,
+    run_max: &'static str,
+    traffic_secs: u64,
+}
+
+/// Seed 000's steps on the fast test schedule (a 6 s soak, 2 s interval).
+const FAST_DRILL: Plan = Plan {
+    name: "default policy, steps 5/10/25/50/100, min_step_time 6s, interval 2s, metrics window 10s",
+    start: &[
+        "--provider",
+        "istio",
+        "--schedule-override",
+        "min_step_time=6s,interval=2s,min_requests=50,steps=5/10/25/50/100",
+        "--set",
+        "min_judge=20",
+    ],
+    window: "10s",
+    phase3_within: Duration::from_secs(150),
+    run_max: "240s",
+    traffic_secs: 300,
+};
+
+/// The README's drill as written: the istio-runbook policy with its own soaks (5, 10 and 15
+/// minutes before phase 3 ends), a 30 s interval and a 60 s metrics window.
+const RUNBOOK_DRILL: Plan = Plan {
+    name: "istio-runbook policy as shipped (soaks 5m/10m/15m, interval 30s, metrics window 60s)",
+    start: &["--provider", "istio", "--policy", "istio-runbook"],
+    window: "60s",
+    phase3_within: Duration::from_secs(25 * 60),
+    run_max: "40m",
+    traffic_secs: 45 * 60,
+};
+
+/// What a drill left: the namespace (still serving), when the fault went in, when the pods
+/// last served the canary, the state's transitions and the report's model.
+struct Drilled {
+    ns: TestNamespace,
+    _traffic: Option<Traffic>,
+    injected_at: DateTime<Utc>,
+    last_canary_request_seen: DateTime<Utc>,
+    history: Vec<Value>,
+    report: Value,
+}
+
+/// Seed 000's drill, steps 1–6, with the checks every drill must pass.
+async fn drill(plan: &Plan, prefix: &str) -> Drilled {
     let p = Provider::Istio;
-    let (ns, _traffic) = setup("e2e-report-drill", "web", p, 100.0).await;
-    // 1. A harmless change, with seed 000's steps (the fast test schedule, a 6 s soak).
-    let out = start(
-        &ns.name,
+    let (ns, traffic) = setup_with(
+        prefix,
         "web",
         p,
-        &[
-            "--schedule-override",
-            "steps=5/10/25/50/100,min_step_time=6s",
-        ],
+        TrafficOptions::at(100.0, plan.traffic_secs),
     )
     .await;
+    // 1. A harmless change.
+    let mut args = vec![
+        "start",
+        "web",
+        "--image",
+        "app=kubectl-canary/demo:2.0",
+        "--timeout",
+        "120s",
+    ];
+    args.extend_from_slice(plan.start);
+    let out = kc_out(&ns.name, &args).await;
     assert_eq!(out.status.code(), Some(0), "start");
     // 2. Phases 1–3: the policy advances 5% → 10% → 25% on healthy traffic.
     let mut run = kc(
@@ -152,20 +209,21 @@ async fn rollback_drill_report_in_a_browser() {
             "run",
             "web",
             "--max-time",
-            "240s",
+            plan.run_max,
             "--metrics-window",
-            "10s",
+            plan.window,
         ],
     )
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::null())
     .spawn()
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(150);
+    let deadline = Instant::now() + plan.phase3_within;
     while route_weight(&ns.client, &ns.name, "web", p).await != Some(25) {
         assert!(
             Instant::now() < deadline,
-            "no phase 3 (25%) within 150 s: {:#}",
+            "no phase 3 (25%) within {:?}: {:#}",
+            plan.phase3_within,
             history_json(&ns.name, "web").await["current"]["rollout"]["history"]
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -202,11 +260,18 @@ async fn rollback_drill_report_in_a_browser() {
     // Prometheus scrapes every second: let it see a few idle scrapes of the canary.
     tokio::time::sleep(Duration::from_secs(4)).await;
 
-    // 6. The report: JSON for the numbers, HTML for the browser.
-    // The same metrics window as `run`: the charts show what the decisions saw.
+    // 6. The report's numbers. The same metrics window as `run`: the charts show what the
+    // decisions saw.
     let out = kc(
         &ns.name,
-        &["report", "web", "--metrics-window", "10s", "-o", "json"],
+        &[
+            "report",
+            "web",
+            "--metrics-window",
+            plan.window,
+            "-o",
+            "json",
+        ],
     )
     .output()
     .await
@@ -243,9 +308,7 @@ async fn rollback_drill_report_in_a_browser() {
         "no breach before the 500s: breach {first_breach}, injected {injected_at}"
     );
     assert!(first_breach <= time(&rb["decision_at"]));
-    let detection = rb["time_to_detection_secs"].as_f64().unwrap();
     assert_eq!(rb["recovery_basis"], "canary_traffic_zero", "{rb:#}");
-    let recovery = rb["time_to_recovery_secs"].as_f64().unwrap();
     let traffic_zero = time(&rb["canary_traffic_zero_at"]);
     assert!(traffic_zero >= time(&rb["weight_zero_at"]));
     // Prometheus (one scrape a second, increase over two scrapes) agrees with the pods'
@@ -265,6 +328,80 @@ async fn rollback_drill_report_in_a_browser() {
             .collect();
         assert_eq!(tracks, ["canary", "stable"], "{}", chart["id"]);
     }
+    Drilled {
+        ns,
+        _traffic: traffic,
+        injected_at,
+        last_canary_request_seen,
+        history,
+        report,
+    }
+}
+
+/// The drill's times, as kept in target/test-artifacts/ and quoted in the README.
+fn times_text(plan: &Plan, d: &Drilled, page: &Path) -> String {
+    let rb = &d.report["rollback"];
+    let secs = |k: &str| rb[k].as_f64().unwrap_or(f64::NAN);
+    let at = |k: &str| time(&rb[k]).format("%H:%M:%S%.3f").to_string();
+    let fault_to_decision =
+        (time(&rb["decision_at"]) - d.injected_at).num_milliseconds() as f64 / 1000.0;
+    format!(
+        "rollback drill (seed 000): {}; istio, 100 rps, scrape 1s, 500s injected at 25%\n  \
+         fault injected {} → first breaching evaluation {} → decision {} ({fault_to_decision:.1}s after the fault)\n  \
+         time to detection {:.1}s\n  \
+         time to recovery {:.1}s (decision → weight 0 {:.1}s → canary traffic 0 in Prometheus {:.1}s; pods last served {}), 2-minute target met: {}\n  \
+         report {}\n",
+        plan.name,
+        d.injected_at.format("%H:%M:%S%.3f"),
+        at("first_breach_at"),
+        at("decision_at"),
+        secs("time_to_detection_secs"),
+        secs("time_to_recovery_secs"),
+        secs("decision_to_weight_zero_secs"),
+        secs("weight_zero_to_canary_traffic_zero_secs"),
+        d.last_canary_request_seen.format("%H:%M:%S%.3f"),
+        rb["target_met"],
+        page.display(),
+    )
+}
+
+/// The README's drill with the shipped istio-runbook policy: 30+ minutes, so not part of
+/// `tests/run.sh`. `cargo test --test e2e_report -- --ignored` runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "30+ minutes: the runbook's own soaks"]
+async fn rollback_drill_istio_runbook_as_in_the_readme() {
+    let d = drill(&RUNBOOK_DRILL, "e2e-report-runbook").await;
+    let page = artifacts().join("drill-runbook-report.html");
+    let page_arg = page.to_string_lossy().to_string();
+    let out = kc_out(
+        &d.ns.name,
+        &[
+            "report",
+            "web",
+            "--metrics-window",
+            RUNBOOK_DRILL.window,
+            "--file",
+            &page_arg,
+        ],
+    )
+    .await;
+    assert!(out.status.success());
+    let times = times_text(&RUNBOOK_DRILL, &d, &page);
+    eprintln!("{times}");
+    std::fs::write(artifacts().join("drill-runbook-times.txt"), &times).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_drill_report_in_a_browser() {
+    let d = drill(&FAST_DRILL, "e2e-report-drill").await;
+    let (ns, history, report) = (&d.ns, &d.history, &d.report);
+    let rb = &report["rollback"];
+    let begin = history
+        .iter()
+        .find(|t| t["event"] == "begin_rollback")
+        .unwrap();
+    let detection = rb["time_to_detection_secs"].as_f64().unwrap();
+    let recovery = rb["time_to_recovery_secs"].as_f64().unwrap();
     // Without Prometheus: the recorded values, and the end of the rollback bounds recovery.
     let out = kc(
         &ns.name,
@@ -312,7 +449,7 @@ async fn rollback_drill_report_in_a_browser() {
     let all: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         all["current"]["rollout"]["history"],
-        h["current"]["rollout"]["history"]
+        Value::Array(history.clone())
     );
     let out = kc_out(
         &ns.name,
@@ -423,23 +560,7 @@ async fn rollback_drill_report_in_a_browser() {
     assert_eq!(caught.page_requests, ["http://drill.invalid/pixel.png"]);
     let _ = std::fs::remove_file(&leaky);
 
-    let times = format!(
-        "rollback drill (seed 000) with kubectl canary report: istio, 100 rps, steps 5/10/25 (min_step_time 6s, interval 2s, metrics window 10s, scrape 1s), 500s injected at 25%\n  \
-         time to detection {detection:.1}s (first breaching evaluation {} → decision {}; fault injected {})\n  \
-         time to recovery {recovery:.1}s (decision → weight 0 {:.1}s → canary traffic 0 in Prometheus {:.1}s; pods last served {}), 2-minute target met: {}\n  \
-         report {}\n  screenshot {}\n",
-        first_breach.format("%H:%M:%S%.3f"),
-        time(&rb["decision_at"]).format("%H:%M:%S%.3f"),
-        injected_at.format("%H:%M:%S%.3f"),
-        rb["decision_to_weight_zero_secs"].as_f64().unwrap(),
-        rb["weight_zero_to_canary_traffic_zero_secs"]
-            .as_f64()
-            .unwrap(),
-        last_canary_request_seen.format("%H:%M:%S%.3f"),
-        rb["target_met"],
-        page.display(),
-        png.display()
-    );
+    let times = times_text(&FAST_DRILL, &d, &page);
     eprintln!("{times}");
     std::fs::write(dir.join("drill-times.txt"), &times).unwrap();
 }
