@@ -17,8 +17,8 @@ h1 { font-size: 1.5rem; margin-bottom: 4px; }
 h2 { font-size: 1.15rem; border-bottom: 1px solid #dee2e6; padding-bottom: 4px; margin-top: 32px; }
 .sub { color: #495057; margin-top: 0; }
 .phase { display: inline-block; padding: 2px 8px; border-radius: 4px; background: #e9ecef; font-weight: 600; }
-.phase-rolled_back, .phase-rolling_back, .phase-aborted, .phase-failed { background: #ffe3e3; color: #c92a2a; }
-.phase-promoted { background: #d3f9d8; color: #2b8a3e; }
+.phase-RolledBack, .phase-RollingBack, .phase-Aborted, .phase-Failed { background: #ffe3e3; color: #c92a2a; }
+.phase-Promoted { background: #d3f9d8; color: #2b8a3e; }
 .timings { display: flex; gap: 16px; flex-wrap: wrap; }
 .timing { border: 1px solid #dee2e6; border-radius: 6px; padding: 12px 16px; min-width: 260px; flex: 1; }
 .timing .label { display: block; color: #495057; font-size: 0.85rem; }
@@ -37,7 +37,7 @@ svg text { font-size: 11px; fill: #495057; }
 .series-other { stroke: #5f3dc4; } .dot-other { fill: #5f3dc4; }
 .series-weight { stroke: #5f3dc4; stroke-width: 2.2; fill: none; }
 .decision circle { fill: #adb5bd; stroke: #fff; }
-.decision-advance circle, .decision-canary_ready circle { fill: #2f9e44; }
+.decision-advance circle { fill: #2f9e44; }
 .decision-rollback circle, .decision-begin_rollback circle, .decision-abort circle { fill: #e03131; }
 .decision-pause circle { fill: #f08c00; } .decision-promote circle, .decision-begin_promote circle { fill: #1971c2; }
 .milestone line { stroke: #c92a2a; stroke-dasharray: 4 3; } .milestone text { fill: #c92a2a; }
@@ -519,13 +519,7 @@ fn origin_text(o: &MetricsOrigin) -> String {
 /// The whole page.
 pub fn render(r: &Report) -> String {
     let c = &r.context;
-    let phase_class = format!(
-        "phase phase-{}",
-        serde_json::to_value(r.phase)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
-    );
+    let phase_class = format!("phase phase-{}", r.phase.as_str());
     let page = html! {
         (DOCTYPE)
         html lang="en" {

@@ -245,14 +245,14 @@ impl Report {
             now.max(last_activity(r))
         };
         let mut notes = Vec::new();
-        if r.evaluations.len() >= Rollout::MAX_EVALUATIONS {
-            if let Some(first) = r.evaluations.first() {
-                notes.push(format!(
-                    "The state keeps the latest {} evaluations: decisions before {} are shown only through the transitions they caused.",
-                    Rollout::MAX_EVALUATIONS,
-                    first.at.format("%H:%M:%S")
-                ));
-            }
+        if r.evaluations.len() >= Rollout::MAX_EVALUATIONS
+            && let Some(first) = r.evaluations.first()
+        {
+            notes.push(format!(
+                "The state keeps the latest {} evaluations: decisions before {} are shown only through the transitions they caused.",
+                Rollout::MAX_EVALUATIONS,
+                first.at.format("%H:%M:%S")
+            ));
         }
         let rollback = timings::rollback_timings(r);
         Report {

@@ -233,3 +233,60 @@ pub async fn with_recovery(
         ),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_grid_points_become_gaps() {
+        let t = |s: i64| DateTime::from_timestamp(1_767_225_600 + s, 0).unwrap();
+        let got = with_gaps(
+            vec![(t(0), 1.0), (t(1), 2.0), (t(4), 3.0)],
+            chrono::Duration::seconds(1),
+        );
+        let values: Vec<_> = got.iter().map(|p| (p.at, p.value)).collect();
+        assert_eq!(
+            values,
+            [
+                (t(0), Some(1.0)),
+                (t(1), Some(2.0)),
+                (t(2), None),
+                (t(4), Some(3.0))
+            ]
+        );
+    }
+
+    #[test]
+    fn queries_are_the_flavour_templates() {
+        let who = Workloads {
+            flavour: "istio".into(),
+            namespace: "shop".into(),
+            service: "web".into(),
+            stable: "web".into(),
+            canary: "web-canary".into(),
+        };
+        let q = who.chart_queries(Duration::from_secs(10)).unwrap();
+        assert_eq!(q.len(), 8);
+        assert!(q.iter().all(|(_, _, text)| text.contains("[10s]")));
+        let canary_p99 = &q
+            .iter()
+            .find(|(id, t, _)| *id == "chart-p99" && *t == Track::Canary)
+            .unwrap()
+            .2;
+        assert!(canary_p99.starts_with("histogram_quantile(0.99"));
+        assert!(canary_p99.contains(r#"destination_workload="web-canary""#));
+        let zero = who.canary_requests_query(Duration::from_secs(1)).unwrap();
+        assert!(zero.contains("increase(") && zero.contains("[2s]") && zero.contains("web-canary"));
+        let bad = Workloads {
+            flavour: "envoy".into(),
+            ..who
+        };
+        assert!(
+            bad.chart_queries(Duration::from_secs(10))
+                .unwrap_err()
+                .to_string()
+                .contains("envoy")
+        );
+    }
+}

@@ -393,3 +393,17 @@ fn ticks_and_values() {
     assert_eq!(timings::fmt_secs(4.26), "4.3s");
     assert_eq!(timings::fmt_secs(125.0), "2m05s");
 }
+
+#[test]
+fn a_report_says_when_early_evaluations_are_gone() {
+    let evals = (0..Rollout::MAX_EVALUATIONS + 5)
+        .map(|i| eval(2.0 + i as f64, Decision::hold("ok"), &[]))
+        .collect();
+    let report = Report::of_record(&record(progressing(evals)), vec![], at(500.0));
+    assert_eq!(report.decisions.len(), Rollout::MAX_EVALUATIONS);
+    assert!(
+        report.notes[0].contains("latest 100 evaluations"),
+        "{:?}",
+        report.notes
+    );
+}
