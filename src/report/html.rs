@@ -127,7 +127,8 @@ pub fn fmt_value(v: f64, unit: Unit) -> String {
     let compact = |v: f64| {
         if v == 0.0 {
             "0".to_string()
-        } else if v.abs() >= 100.0 || v.fract() == 0.0 {
+        // Ticks are multiples of a step: 0.6 × 100 is 60.000…01, still "60".
+        } else if v.abs() >= 100.0 || (v - v.round()).abs() < 1e-9 {
             format!("{v:.0}")
         } else if v.abs() >= 1.0 {
             format!("{v:.1}")

@@ -387,6 +387,7 @@ fn a_report_of_a_simulation() {
 #[test]
 fn ticks_and_values() {
     assert_eq!(html::fmt_value(0.05, Unit::Ratio), "5%");
+    assert_eq!(html::fmt_value(0.6, Unit::Ratio), "60%");
     assert_eq!(html::fmt_value(0.0025, Unit::Ratio), "0.25%");
     assert_eq!(html::fmt_value(150.0, Unit::Milliseconds), "150 ms");
     assert_eq!(html::fmt_value(2.5, Unit::PerSecond), "2.5/s");
