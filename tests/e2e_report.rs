@@ -565,3 +565,38 @@ async fn rollback_drill_report_in_a_browser() {
     eprintln!("{times}");
     std::fs::write(dir.join("drill-times.txt"), &times).unwrap();
 }
+
+/// `simulate --report`: the offline report of a simulated rollback, also clean in a browser;
+/// stdout stays the JSON of the simulation.
+#[test]
+fn simulate_writes_a_self_contained_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("spike.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-canary"))
+        .args([
+            "simulate",
+            "--scenario",
+            "error-spike",
+            "-o",
+            "json",
+            "--report",
+        ])
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "rolled back");
+    let sim: Value = serde_json::from_slice(&out.stdout).expect("stdout is the simulation's JSON");
+    assert_eq!(sim["outcome"], "rolled_back");
+    let rendered = chromium(&page, None);
+    assert!(
+        rendered.page_requests.is_empty(),
+        "{:?}",
+        rendered.page_requests
+    );
+    let dom = &rendered.dom;
+    assert!(dom.contains("simulated (virtual clock)"));
+    assert!(element(dom, "chart-weight", "</figure>").contains(r#"data-action="rollback""#));
+    assert!(element(dom, "chart-error-rate", "</figure>").contains(r#"data-track="canary""#));
+    // The simulator's rollback is instantaneous on its virtual clock.
+    assert_eq!(seconds_in(dom, "time-to-recovery"), 0.0);
+}
