@@ -28,6 +28,8 @@ pub enum OutputFormat {
     Table,
     Json,
     Yaml,
+    /// A self-contained HTML page (`report` only; it is report's default).
+    Html,
 }
 
 /// kubectl's own flags, parsed by the plugin (kubectl passes them through unchanged).
@@ -138,6 +140,11 @@ pub enum Command {
     /// Every transition with time, decision, reason and the metric values behind it.
     #[command(after_help = "Example:\n  kubectl canary history checkout -o yaml")]
     History(HistoryArgs),
+    /// Write a rollout's report: one self-contained HTML page (charts, decisions, rollback timings).
+    #[command(
+        after_help = "Examples:\n  kubectl canary report checkout -n shop --prometheus-url http://prometheus.monitoring:9090\n  kubectl canary report checkout --previous 1 --file last.html\n  kubectl canary report checkout -o json"
+    )]
+    Report(ReportArgs),
     /// Run a policy against a simulated service on a virtual clock (no cluster needed).
     #[command(
         after_help = "Examples:\n  kubectl canary simulate\n  kubectl canary simulate --policy statistical --scenario aa-low-traffic\n  kubectl canary simulate --policy my.rhai --scenario my-scenario.yaml -o json\n  kubectl canary simulate --list"
@@ -312,6 +319,9 @@ pub struct StatusArgs {
     /// Keep watching and redraw on change.
     #[arg(long, short = 'w')]
     pub watch: bool,
+    /// For a rolled-back rollout, Prometheus tells when the canary's traffic reached 0.
+    #[command(flatten)]
+    pub prometheus: PrometheusArgs,
 }
 
 #[derive(Debug, Args)]
@@ -336,6 +346,25 @@ pub struct RollbackArgs {
 pub struct HistoryArgs {
     #[command(flatten)]
     pub service: ServiceArg,
+    /// Only what happened since then: a duration back from now (30m, 2h, 7d) or a time
+    /// (2026-01-31T12:00:00Z, 2026-01-31).
+    #[arg(long, value_name = "DURATION|TIME")]
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub service: ServiceArg,
+    /// Report an earlier rollout: 1 is the most recent finished one before the current.
+    #[arg(long, value_name = "N")]
+    pub previous: Option<usize>,
+    /// Where to write the HTML page ("-": stdout). Default: SERVICE-report.html.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Charts from range queries at full resolution, and the canary's traffic after a rollback.
+    #[command(flatten)]
+    pub prometheus: PrometheusArgs,
 }
 
 #[derive(Debug, Args)]
@@ -354,6 +383,9 @@ pub struct SimulateArgs {
     /// Show every evaluation, not only transitions and changes of reason.
     #[arg(long)]
     pub verbose: bool,
+    /// Also write the simulated rollout's report (self-contained HTML) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

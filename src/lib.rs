@@ -5,6 +5,7 @@
 //! - [`controller`]: one evaluation (facts → policy → core), shared by simulate and cluster.
 //! - [`lifecycle`]: runs the core's plans of effects against a world (cluster, simulator, fakes).
 //! - [`sim`]: offline simulator driving the same loop on a virtual clock.
+//! - [`report`]: a rollout as a self-contained HTML report, with rollback timings.
 //! - [`cli`], [`commands`], [`output`], [`app`]: the command-line edge.
 
 pub mod app;
@@ -19,5 +20,6 @@ pub mod metrics;
 pub mod output;
 pub mod policy;
 pub mod providers;
+pub mod report;
 pub mod shipped;
 pub mod sim;

@@ -8,6 +8,12 @@ use serde::Serialize;
 pub fn structured<T: Serialize>(format: OutputFormat, value: &T) -> Result<bool> {
     let text = match format {
         OutputFormat::Table => return Ok(false),
+        OutputFormat::Html => {
+            return Err(Error::Usage(
+                "-o html: only `kubectl canary report` writes HTML (use table, json or yaml)"
+                    .into(),
+            ));
+        }
         OutputFormat::Json => {
             serde_json::to_string_pretty(value).map_err(|e| Error::Output(e.to_string()))?
         }

@@ -391,7 +391,7 @@ fn krew_installs_the_archive_and_kubectl_runs_and_completes_the_plugin() {
         "-o",
         "",
     ])));
-    assert_eq!(values, ["table", "json", "yaml"]);
+    assert_eq!(values, ["table", "json", "yaml", "html"]);
     let (values, directive) = completions(&ok(&mut k.kubectl(&[
         "__complete",
         "canary",

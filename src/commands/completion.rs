@@ -321,7 +321,7 @@ mod tests {
         assert_eq!(run(&["version", "-o", "j"]).0, ["json"]);
         assert_eq!(
             run(&["-n", "shop", "version", "--output", ""]).0,
-            ["table", "json", "yaml"]
+            ["table", "json", "yaml", "html"]
         );
         assert_eq!(run(&["version", "--output=y"]).0, ["--output=yaml"]);
         assert_eq!(run(&["completion", "z"]).0, ["zsh"]);

@@ -6,6 +6,7 @@ pub mod history;
 pub mod pause;
 pub mod policy;
 pub mod promote;
+pub mod report;
 pub mod resume;
 pub mod rollback;
 pub mod run;
@@ -37,6 +38,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Pause(args) => pause::run(g, &args).await,
         Command::Resume(args) => resume::run(g, &args).await,
         Command::History(args) => history::run(g, &args).await,
+        Command::Report(args) => report::run(g, &args).await,
     }
 }
 

@@ -5,6 +5,7 @@ use crate::controller::{Evaluator, parse_params};
 use crate::error::{Error, Exit, Result};
 use crate::output;
 use crate::policy::{self, Limits};
+use crate::report::{Context, Report};
 use crate::sim::{self, Outcome, Scenario};
 
 pub fn outcome_exit(o: Outcome) -> Exit {
@@ -40,6 +41,26 @@ pub fn run(g: &GlobalArgs, args: &SimulateArgs) -> Result<Exit> {
         params: &params,
     };
     let report = sim::run(&evaluator, &scenario, args.seed);
+    if let Some(file) = &args.report {
+        let context = Context {
+            policy: args.policy.policy.clone(),
+            policy_path: policy.path.clone(),
+            policy_sha256: policy.sha256.clone(),
+            params: args.policy.params.clone(),
+            steps: policy.schedule.steps.clone(),
+            provider: "simulated".into(),
+            started_by: "simulate".into(),
+            ..Context::default()
+        };
+        let title = format!(
+            "simulation of {} (scenario {}, seed {})",
+            policy.path, report.scenario, report.seed
+        );
+        let page = Report::of_simulation(title, context, &report.rollout);
+        super::report::write_page(&page, file)?;
+        // stderr: stdout carries the timeline or -o json.
+        eprintln!("report written to {}", file.display());
+    }
     if !output::structured(g.output, &report)? {
         print_timeline(&report, args.verbose);
     }

@@ -2,13 +2,16 @@
 //! (`-A`: all namespaces) as a table; `-o json|yaml`; `--watch` redraws until it ends.
 
 use crate::cli::{GlobalArgs, OutputFormat, StatusArgs};
+use crate::cluster::metrics::Metrics;
 use crate::cluster::state::{self, RolloutRecord, Store};
 use crate::cluster::{self, Session, driver, workloads};
+use crate::commands::report;
 use crate::core::decision::Observations;
 use crate::core::facts::PodFacts;
 use crate::error::{Error, Exit, Result};
 use crate::output;
 use crate::providers::{Router, Target};
+use crate::report::{RollbackTimings, prometheus, timings};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -42,6 +45,9 @@ pub struct StatusView {
     pub policy_sha256: String,
     pub params: Vec<String>,
     pub schedule_overrides: Vec<String>,
+    /// Time to detection and recovery of a rolled-back rollout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackTimings>,
 }
 
 async fn pods(sess: &Session, ns: &str, name: &str) -> Result<PodFacts> {
@@ -111,7 +117,31 @@ pub async fn view(sess: &Session, rec: &RolloutRecord) -> Result<StatusView> {
         policy_sha256: rec.policy.sha256.clone(),
         params: rec.params.clone(),
         schedule_overrides: rec.schedule_overrides.clone(),
+        rollback: timings::rollback_timings(r),
     })
+}
+
+/// Adds when Prometheus saw the canary's traffic reach 0 to a rolled-back rollout's timings
+/// (best effort: status never fails because Prometheus does).
+async fn with_recovery(
+    g: &GlobalArgs,
+    sess: &Session,
+    rec: &RolloutRecord,
+    v: &mut StatusView,
+    metrics: &Metrics,
+) {
+    let (Some(rb), Metrics::Prometheus(client)) = (v.rollback.take(), metrics) else {
+        return;
+    };
+    let schedule = report::stored_schedule(g, rec);
+    let recovered = match report::workloads(sess, rec, schedule.as_ref()).await {
+        Ok(who) => prometheus::with_recovery(client, &who, rb.clone(), Utc::now())
+            .await
+            .ok()
+            .map(|(rb, _)| rb),
+        Err(_) => None,
+    };
+    v.rollback = Some(recovered.unwrap_or(rb));
 }
 
 fn print_view(v: &StatusView) {
@@ -172,6 +202,9 @@ fn print_view(v: &StatusView) {
         v.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
         v.started_by
     );
+    if let Some(rb) = &v.rollback {
+        println!("Rollback:    {}", rb.summary());
+    }
 }
 
 fn list_table(rows: &[StatusView]) -> comfy_table::Table {
@@ -208,6 +241,7 @@ fn list_table(rows: &[StatusView]) -> comfy_table::Table {
 
 pub async fn run(g: &GlobalArgs, args: &StatusArgs) -> Result<Exit> {
     let sess = cluster::connect(g).await?;
+    let metrics = Metrics::from_args(&args.prometheus)?;
     let tty = std::io::stdout().is_terminal() && g.output == OutputFormat::Table;
     let mut previous: Option<String> = None;
     loop {
@@ -223,7 +257,8 @@ pub async fn run(g: &GlobalArgs, args: &StatusArgs) -> Result<Exit> {
                     .ok_or_else(|| {
                         Error::Cluster(format!("no rollout of {}/{svc}", sess.namespace))
                     })?;
-                let v = view(&sess, &rec).await?;
+                let mut v = view(&sess, &rec).await?;
+                with_recovery(g, &sess, &rec, &mut v, &metrics).await;
                 let exit = driver::phase_exit(rec.rollout.phase);
                 (
                     serde_json::to_string(&v).unwrap_or_default(),

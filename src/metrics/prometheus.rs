@@ -273,6 +273,11 @@ pub fn instant_value(query: &str, result: &QueryResult) -> Result<Option<f64>, Q
 /// The finite values of a range query answer in time order (NaN/±Inf points dropped:
 /// intervals without traffic have no latency). Several series → error.
 pub fn range_values(result: &QueryResult) -> Result<Vec<f64>, QueryError> {
+    Ok(range_points(result)?.into_iter().map(|(_, v)| v).collect())
+}
+
+/// [`range_values`] with each value's time (unix seconds).
+pub fn range_points(result: &QueryResult) -> Result<Vec<(f64, f64)>, QueryError> {
     match result {
         QueryResult::Matrix(m) if m.len() > 1 => Err(QueryError::fatal(format!(
             "range query returned {} series, expected one",
@@ -280,12 +285,7 @@ pub fn range_values(result: &QueryResult) -> Result<Vec<f64>, QueryError> {
         ))),
         QueryResult::Matrix(m) => Ok(m
             .first()
-            .map(|s| {
-                s.iter()
-                    .map(|(_, v)| *v)
-                    .filter(|v| v.is_finite())
-                    .collect()
-            })
+            .map(|s| s.iter().copied().filter(|(_, v)| v.is_finite()).collect())
             .unwrap_or_default()),
         QueryResult::Instant(_) | QueryResult::Other(_) => {
             Err(QueryError::fatal("range query did not return a matrix"))
@@ -462,6 +462,20 @@ impl PrometheusClient {
         end: DateTime<Utc>,
         step_secs: u64,
     ) -> Result<Vec<f64>, QueryError> {
+        let points = self
+            .query_range_points(query, start, end, step_secs)
+            .await?;
+        Ok(points.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// [`Self::query_range`] with each value's time.
+    pub async fn query_range_points(
+        &self,
+        query: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        step_secs: u64,
+    ) -> Result<Vec<(DateTime<Utc>, f64)>, QueryError> {
         let params = [
             ("query", query.to_string()),
             ("start", unix(start)),
@@ -470,20 +484,17 @@ impl PrometheusClient {
             ("timeout", format!("{}ms", self.config.timeout.as_millis())),
         ];
         let r = self.get_retrying("api/v1/query_range", &params).await?;
-        range_values(&r)
+        Ok(range_points(&r)?
+            .into_iter()
+            .filter_map(|(t, v)| {
+                DateTime::from_timestamp_millis((t * 1000.0).round() as i64).map(|t| (t, v))
+            })
+            .collect())
     }
 
     /// Renders every query of one evaluation (built-ins for both tracks, then named ones).
     fn plan(&self, req: &MetricsRequest) -> Result<Vec<Job>, MetricsError> {
-        let t: &FlavourTemplates =
-            templates::flavour(&req.flavour).ok_or_else(|| MetricsError::Template {
-                name: "flavour".into(),
-                message: format!(
-                    "unknown metrics flavour {:?} (known: {})",
-                    req.flavour,
-                    templates::FLAVOURS.join(", ")
-                ),
-            })?;
+        let t: &FlavourTemplates = templates::flavour_or_error(&req.flavour)?;
         let scrape = ceil_secs(self.config.scrape_interval);
         let min_range = 2 * scrape;
         let window = ceil_secs(self.config.window).max(min_range);

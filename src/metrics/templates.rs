@@ -132,6 +132,17 @@ pub fn flavour(name: &str) -> Option<&'static FlavourTemplates> {
     }
 }
 
+/// [`flavour`], or an error naming the known flavours.
+pub fn flavour_or_error(name: &str) -> Result<&'static FlavourTemplates, MetricsError> {
+    flavour(name).ok_or_else(|| MetricsError::Template {
+        name: "flavour".into(),
+        message: format!(
+            "unknown metrics flavour {name:?} (known: {})",
+            FLAVOURS.join(", ")
+        ),
+    })
+}
+
 /// Placeholder values (name → text).
 pub type Vars = BTreeMap<String, String>;
 

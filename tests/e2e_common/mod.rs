@@ -103,16 +103,26 @@ pub async fn setup(
     p: Provider,
     rps: f64,
 ) -> (TestNamespace, Option<Traffic>) {
+    setup_with(prefix, svc, p, TrafficOptions::at(rps, 300)).await
+}
+
+/// [`setup`] with the client traffic of `traffic` (none when its rps is 0).
+pub async fn setup_with(
+    prefix: &str,
+    svc: &str,
+    p: Provider,
+    traffic: TrafficOptions,
+) -> (TestNamespace, Option<Traffic>) {
     let ns = TestNamespace::create(prefix).await;
     create_stable(&ns.client, &ns.name, svc, 2, false).await;
     user_route(&ns.client, &ns.name, p, svc).await;
-    let traffic = if rps > 0.0 {
+    let traffic = if traffic.rps > 0.0 {
         wait_serving(&ns.name, svc, 2, Duration::from_secs(60)).await;
         Some(Traffic::start_with(
             &ns.name,
             p.via(),
             &p.entry_host(svc),
-            TrafficOptions::at(rps, 300),
+            traffic,
         ))
     } else {
         None

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup of the local test environment:
 #   - Prometheus from Debian (only if missing),
+#   - Chromium from Debian (only if missing; the report's browser test renders in it),
 #   - kube-apiserver / kube-controller-manager / kube-scheduler / etcd / kwok
 #     built from the pinned Go modules in tests/env/go into a versioned cache
 #     (skipped when already cached),
@@ -17,14 +18,20 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 log() { printf '[env] %s\n' "$*" >&2; }
 T0=$SECONDS
 
+# --- Debian packages (apt-get update once, only when something is missing) ---
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+APT_UPDATED=0
+apt_install() {
+  [ "$APT_UPDATED" = 1 ] || { $SUDO apt-get update -qq >/dev/null; APT_UPDATED=1; }
+  $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 # --- Prometheus -------------------------------------------------------------
 if ! command -v prometheus >/dev/null 2>&1; then
   log "installing prometheus (Debian package)…"
-  export DEBIAN_FRONTEND=noninteractive
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq >/dev/null
   # policy-rc.d keeps the package's own service from being started where that matters.
-  $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  apt_install prometheus
   # We run our own Prometheus; stop the packaged service if a service manager started it.
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
     $SUDO systemctl stop prometheus || true
@@ -32,6 +39,15 @@ if ! command -v prometheus >/dev/null 2>&1; then
   log "prometheus installed: $(prometheus --version 2>&1 | head -1)"
 else
   log "prometheus present: $(prometheus --version 2>&1 | head -1)"
+fi
+
+# --- Chromium (headless, for tests/e2e_report.rs) ----------------------------
+if ! command -v chromium >/dev/null 2>&1; then
+  log "installing chromium (Debian package)…"
+  apt_install chromium
+  log "chromium installed: $(chromium --version 2>/dev/null | head -1)"
+else
+  log "chromium present: $(chromium --version 2>/dev/null | head -1)"
 fi
 
 # --- Go binaries ------------------------------------------------------------
