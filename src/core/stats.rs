@@ -2246,4 +2246,303 @@ mod tests {
         assert_ne!(o.verdict, Verdict::Fail, "{}", o.reason);
         assert!(o.estimate.unwrap().abs() < 3.0);
     }
+
+    // ---- anytime-valid evidence ---------------------------------------------------
+
+    fn poisson_ish(rng: &mut SplitMix64, n: u64, p: f64) -> f64 {
+        rng.binomial(n, p) as f64
+    }
+
+    /// One simulated rollout through `weights` (interval by interval, `per_interval`
+    /// requests in total), checking the anytime test at every interval and never stopping
+    /// for a pass. Returns (failed, canary requests at the fail).
+    fn rollout_fails(
+        rng: &mut SplitMix64,
+        test: &AnytimeErrorTest,
+        weights: &[f64],
+        intervals_per_step: u32,
+        per_interval: u64,
+        stable_rate: f64,
+        canary_rate: f64,
+    ) -> Option<f64> {
+        let mut ev = None;
+        for (step, w) in weights.iter().enumerate() {
+            let (mut cr, mut ce, mut sr, mut se) = (0.0, 0.0, 0.0, 0.0);
+            let cn = (per_interval as f64 * w).round() as u64;
+            let sn = per_interval - cn;
+            for _ in 0..intervals_per_step {
+                cr += cn as f64;
+                sr += sn as f64;
+                ce += poisson_ish(rng, cn, canary_rate);
+                se += poisson_ish(rng, sn, stable_rate);
+                let counts = StepCounts::new(cr, ce, sr, se);
+                let (next, o) = test.evaluate(ev, step, counts, Some(stable_rate));
+                ev = Some(next);
+                if o.verdict == Verdict::Fail {
+                    return Some(next.canary_requests);
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn anytime_error_test_type_one_error_under_continuous_monitoring() {
+        // A/A at 1% errors through 5/25/50% and 100% (against the known baseline), checked
+        // every interval, never stopping early: the share of runs that *ever* fail must stay
+        // within α (+ simulation tolerance). A per-step SPRT restarted at the same α fails
+        // more often, which is what the accumulated test is for.
+        let test = AnytimeErrorTest::default();
+        let mut rng = SplitMix64(0x5EED_0100);
+        let runs = 400;
+        let fails = (0..runs)
+            .filter(|_| {
+                rollout_fails(
+                    &mut rng,
+                    &test,
+                    &[0.05, 0.25, 0.5, 1.0],
+                    40,
+                    400,
+                    0.01,
+                    0.01,
+                )
+                .is_some()
+            })
+            .count();
+        let rate = fails as f64 / runs as f64;
+        assert!(
+            rate <= test.alpha + 0.01,
+            "false-fail rate {rate} ({fails}/{runs})"
+        );
+    }
+
+    #[test]
+    fn anytime_error_test_detects_doubling_near_the_sprt_bound() {
+        // 1% → 2% at 5% weight, 40 canary requests per interval: the mean canary requests
+        // to fail is close to Wald's expected sample number (≈1155 at α 0.01, power 0.95);
+        // the gap (≈ +20%) is the Ville boundary ln(1/α) instead of ln((1−β)/α), the
+        // overshoot of the last error (+ln 1.9 per canary error) and the interval granularity.
+        let test = AnytimeErrorTest::default();
+        let mut rng = SplitMix64(0x5EED_0101);
+        let runs = 200;
+        let found: Vec<f64> = (0..runs)
+            .filter_map(|_| rollout_fails(&mut rng, &test, &[0.05], 400, 800, 0.01, 0.02))
+            .collect();
+        assert!(
+            found.len() as f64 >= 0.95 * runs as f64,
+            "detected {}/{runs}",
+            found.len()
+        );
+        let mean = found.iter().sum::<f64>() / found.len() as f64;
+        let w: f64 = 0.05;
+        let p1 = 2.0 * w / (2.0 * w + 1.0 - w);
+        let kl = (p1 * (p1 / w).ln() + (1.0 - p1) * ((1.0 - p1) / (1.0 - w)).ln())
+            * (0.02 + 0.01 * (1.0 - w) / w);
+        let wald = (0.95 * (0.95f64 / 0.01).ln() + 0.05 * (0.05f64 / 0.99).ln()) / kl;
+        assert!(close(wald, 1155.0, 5.0), "Wald ESN {wald}");
+        assert!(
+            mean > wald && mean < 1.25 * wald,
+            "mean {mean} vs Wald {wald}"
+        );
+    }
+
+    #[test]
+    fn anytime_error_test_accumulates_across_steps() {
+        // The same evidence split over two steps gives the sum of the steps' ratios.
+        let test = AnytimeErrorTest::default();
+        let a = StepCounts::new(1000.0, 20.0, 19_000.0, 190.0).unwrap();
+        let b = StepCounts::new(5000.0, 80.0, 15_000.0, 150.0).unwrap();
+        let (ev, _) = test.evaluate(None, 0, Some(a), None);
+        let (ev, o) = test.evaluate(Some(ev), 1, Some(b), None);
+        let want = share_llr(&a, 2.0).unwrap() + share_llr(&b, 2.0).unwrap();
+        assert!(close(o.statistic, want, 1e-9), "{} vs {want}", o.statistic);
+        assert_eq!(ev.canary_requests, 6000.0);
+        assert_eq!(ev.canary_errors, 100.0);
+        assert_eq!((ev.canary_requests_done, ev.step), (1000.0, 1));
+        // A later evaluation of the same step replaces that step's part, not adds to it.
+        let b2 = StepCounts::new(6000.0, 90.0, 18_000.0, 180.0).unwrap();
+        let (ev2, o2) = test.evaluate(Some(ev), 1, Some(b2), None);
+        let want = share_llr(&a, 2.0).unwrap() + share_llr(&b2, 2.0).unwrap();
+        assert!(close(o2.statistic, want, 1e-9));
+        assert_eq!(ev2.canary_requests, 7000.0);
+        // Missing counters keep the evidence and are inconclusive, never a pass.
+        let (ev3, o3) = test.evaluate(Some(ev2), 1, None, None);
+        assert_eq!(o3.verdict, Verdict::Inconclusive);
+        assert!(o3.reason.contains("no data"), "{}", o3.reason);
+        assert_eq!(ev3, ev2);
+        // Counters that go backwards within a step (a reset) start a new segment.
+        let c = StepCounts::new(100.0, 1.0, 300.0, 3.0).unwrap();
+        let (ev4, _) = test.evaluate(Some(ev2), 1, Some(c), None);
+        assert_eq!(ev4.canary_requests_done, 7000.0);
+        assert_eq!(ev4.canary_requests, 7100.0);
+    }
+
+    #[test]
+    fn anytime_error_test_at_full_weight_uses_the_baseline() {
+        // At 100% stable has no traffic: each canary error adds ln(k), each success
+        // ln((1 − k·p0)/(1 − p0)).
+        let test = AnytimeErrorTest::default();
+        let c = StepCounts::new(2000.0, 20.0, 0.0, 0.0).unwrap();
+        let (_, o) = test.evaluate(None, 3, Some(c), Some(0.01));
+        let want = 20.0 * 2f64.ln() + 1980.0 * (0.98f64 / 0.99).ln();
+        assert!(close(o.statistic, want, 1e-9), "{}", o.statistic);
+        assert_eq!(baseline_llr(20.0, 2000.0, 0.01, 2.0), Some(want));
+        // Without a baseline there is nothing to compare with.
+        let (_, o) = test.evaluate(None, 3, Some(c), None);
+        assert_eq!(o.verdict, Verdict::Inconclusive, "{}", o.reason);
+        assert_eq!(baseline_llr(1.0, 10.0, 0.6, 2.0), None);
+    }
+
+    #[test]
+    fn anytime_error_test_verdicts() {
+        let test = AnytimeErrorTest::default();
+        // A clearly worse canary fails; a clean one passes after min requests.
+        let bad = StepCounts::new(2000.0, 80.0, 38_000.0, 380.0).unwrap();
+        assert_eq!(
+            test.evaluate(None, 0, Some(bad), None).1.verdict,
+            Verdict::Fail
+        );
+        let good = StepCounts::new(20_000.0, 100.0, 380_000.0, 1900.0).unwrap();
+        let (_, o) = test.evaluate(None, 0, Some(good), None);
+        assert_eq!(o.verdict, Verdict::Pass, "{}", o.reason);
+        let few = StepCounts::new(100.0, 0.0, 1900.0, 10.0).unwrap();
+        let (_, o) = test.evaluate(None, 0, Some(few), None);
+        assert_eq!(o.verdict, Verdict::Inconclusive, "{}", o.reason);
+        assert!(o.reason.contains("100/500"), "{}", o.reason);
+        let invalid = AnytimeErrorTest {
+            max_ratio: 0.5,
+            ..Default::default()
+        };
+        assert_eq!(
+            invalid.evaluate(None, 0, Some(bad), None).1.verdict,
+            Verdict::Inconclusive
+        );
+        assert!(StepCounts::new(10.0, 11.0, 10.0, 0.0).is_none());
+        assert!(StepCounts::new(f64::NAN, 0.0, 10.0, 0.0).is_none());
+    }
+
+    #[test]
+    fn evidence_round_trips_through_observations() {
+        let ev = Evidence {
+            step: 2,
+            error_llr: -3.5,
+            error_llr_done: -1.25,
+            canary_requests: 1234.0,
+            canary_requests_done: 1000.0,
+            canary_errors: 7.0,
+            canary_errors_done: 5.0,
+            looks: 42,
+        };
+        let mut obs = Observations::new();
+        obs.insert("canary_requests".into(), Some(1.0));
+        ev.record(&mut obs);
+        assert_eq!(Evidence::from_observations(&obs), Some(ev));
+        // The latest evaluation that carries it wins; ones without it are skipped.
+        let older = Observations::new();
+        let mut newer = Observations::new();
+        Evidence { step: 3, ..ev }.record(&mut newer);
+        let history = vec![obs.clone(), newer, older];
+        assert_eq!(Evidence::latest(&history).map(|e| e.step), Some(3));
+        assert_eq!(Evidence::latest(&[]), None);
+        obs.insert(EVIDENCE_KEYS[1].into(), None);
+        assert_eq!(Evidence::from_observations(&obs), None);
+    }
+
+    #[test]
+    fn rate_bounds_bracket_the_estimate_and_shrink() {
+        let (lo, up) = rate_bounds(10.0, 1000.0, 0.01).unwrap();
+        assert!(lo < 0.01 && up > 0.01, "({lo}, {up})");
+        assert!(rate_exceeds(10.0, 1000.0, lo * 0.99, 0.01));
+        assert!(!rate_exceeds(10.0, 1000.0, lo * 1.01, 0.01));
+        assert!(rate_below(10.0, 1000.0, up * 1.01, 0.01));
+        assert!(!rate_below(10.0, 1000.0, up * 0.99, 0.01));
+        let (lo2, up2) = rate_bounds(100.0, 10_000.0, 0.01).unwrap();
+        assert!(lo2 > lo && up2 < up, "({lo2}, {up2}) vs ({lo}, {up})");
+        // Time-uniform bounds are wider than a fixed-n Wilson bound at the same level.
+        let wilson = wilson_upper(100.0, 10_000.0, 0.99).unwrap();
+        assert!(up2 > wilson, "{up2} vs Wilson {wilson}");
+        assert_eq!(rate_bounds(0.0, 1000.0, 0.01).unwrap().0, 0.0);
+        assert_eq!(rate_bounds(1000.0, 1000.0, 0.01).unwrap().1, 1.0);
+        assert_eq!(rate_bounds(1.0, 0.0, 0.01), None);
+        assert_eq!(rate_bounds(f64::NAN, 10.0, 0.01), None);
+        assert!(!rate_exceeds(5.0, 4.0, 0.01, 0.01));
+        assert!(rate_exceeds(1.0, 10.0, 0.0, 0.01));
+    }
+
+    #[test]
+    fn rate_exceeds_type_one_error_under_continuous_monitoring() {
+        // A rate exactly on the limit, checked after every 50 requests for 20,000 requests:
+        // the share of runs that ever "exceed" stays within α. A fixed-n Wilson bound
+        // checked the same way exceeds far more often.
+        let mut rng = SplitMix64(0x5EED_0102);
+        let runs = 300;
+        let (mut anytime, mut wilson) = (0, 0);
+        for _ in 0..runs {
+            let (mut x, mut n) = (0.0, 0.0);
+            let (mut a, mut w) = (false, false);
+            for _ in 0..400 {
+                n += 50.0;
+                x += rng.binomial(50, 0.01) as f64;
+                a |= rate_exceeds(x, n, 0.01, 0.01);
+                w |= x >= 3.0 && wilson_lower(x, n, 0.99) > 0.01;
+            }
+            anytime += a as u32;
+            wilson += w as u32;
+        }
+        let rate = anytime as f64 / runs as f64;
+        assert!(rate <= 0.02, "anytime false-exceed rate {rate}");
+        assert!(
+            wilson > 2 * anytime.max(3),
+            "Wilson {wilson} vs anytime {anytime}"
+        );
+    }
+
+    /// Lower Wilson bound, for the comparison above.
+    fn wilson_lower(x: f64, n: f64, confidence: f64) -> f64 {
+        1.0 - wilson_upper(n - x, n, confidence).unwrap()
+    }
+
+    #[test]
+    fn spent_alpha_sums_to_alpha() {
+        let total: f64 = (1..=10_000).map(|t| spent_alpha(0.01, t)).sum();
+        assert!(
+            close(total, 0.01 * (1.0 - 1.0 / 10_001.0), 1e-12),
+            "{total}"
+        );
+        assert_eq!(spent_alpha(0.01, 1), 0.005);
+        assert_eq!(spent_alpha(0.01, 0), 0.005);
+    }
+
+    #[test]
+    fn sequential_rank_test_rarely_fails_identical_builds() {
+        // A/A latency checked at 25 looks on growing samples: no run may fail (α 0.01 over
+        // all looks, and max_shift 0 so only significance counts).
+        let test = RankTest {
+            alpha: 0.01,
+            min_samples: 20,
+            max_shift: 0.0,
+        };
+        let mut fails = 0;
+        for seed in 0..40u64 {
+            let mut rng = SplitMix64(5000 + seed);
+            let mut c = Vec::new();
+            let mut s = Vec::new();
+            for look in 1..=25u64 {
+                c.extend((0..10).map(|_| rng.latency(100.0)));
+                s.extend((0..40).map(|_| rng.latency(100.0)));
+                if sequential_rank_test(&test, look, &c, &s).verdict == Verdict::Fail {
+                    fails += 1;
+                    break;
+                }
+            }
+        }
+        assert_eq!(fails, 0);
+        // A 30% slower canary is still found at a late look.
+        let mut rng = SplitMix64(6000);
+        let c: Vec<f64> = (0..200).map(|_| rng.latency(130.0)).collect();
+        let s: Vec<f64> = (0..1000).map(|_| rng.latency(100.0)).collect();
+        let o = sequential_rank_test(&test, 100, &c, &s);
+        assert_eq!(o.verdict, Verdict::Fail, "{}", o.reason);
+        assert!(o.reason.contains("look 100"), "{}", o.reason);
+    }
 }
