@@ -1193,6 +1193,9 @@ pub struct AnytimeErrorTest {
     /// faster; it is a parameter of the rollout and must not change during it.
     pub max_ratio: f64,
     pub alpha: f64,
+    /// Pass (advance) when the ratio falls to β. Why lenient by default (0.2): a pass does
+    /// not end the test, so a bad canary that advances by luck is still caught at the next
+    /// step, while a strict β keeps healthy low-traffic canaries at the first step for hours.
     pub beta: f64,
     /// Canary requests of the current step before a Pass.
     pub min_canary_requests: u64,
@@ -1205,7 +1208,7 @@ impl Default for AnytimeErrorTest {
         AnytimeErrorTest {
             max_ratio: 2.0,
             alpha: 0.01,
-            beta: 0.05,
+            beta: 0.2,
             min_canary_requests: 500,
             max_error_rate: 0.01,
         }

@@ -280,7 +280,8 @@ impl PolicyContext {
     /// The canary's bounds are the tightest of three views, each with its share of α/2: the
     /// rollout so far (half), the current step (a quarter, split over the schedule's steps)
     /// and the last minute (a quarter, spent over the looks) — so a canary that starts
-    /// failing late is not hidden by its healthy past. Stable's bounds are over this step (α/2).
+    /// failing late is not hidden by its healthy past. Stable's bounds are over this step (α/2),
+    /// or over the baseline that `baseline()` carried when stable serves nothing (100%).
     fn error_bounds(&mut self, opts: Map) -> RhaiResult<Map> {
         let alpha = opt_f64(&opts, "alpha", 0.01)?;
         let counts = self.step_counts();
@@ -327,7 +328,17 @@ impl PolicyContext {
             }
             upper = Some(upper.map_or(up, |u: f64| u.min(up)));
         }
-        let stable = counts.and_then(|c| rate_bounds(c.stable_errors, c.stable_requests, half));
+        // At 100% stable serves nothing: its baseline from the earlier steps stands in.
+        let stable = match counts.filter(|c| c.stable_requests > 0.0) {
+            Some(c) => rate_bounds(c.stable_errors, c.stable_requests, half),
+            None => match (
+                self.carried("baseline_error_rate"),
+                self.carried("baseline_requests"),
+            ) {
+                (Some(rate), Some(n)) => rate_bounds(rate * n, n, half),
+                _ => None,
+            },
+        };
         let unit_or = |v: Option<f64>| v.map(Dynamic::from_float).unwrap_or(Dynamic::UNIT);
         let mut m = Map::new();
         m.insert("canary_requests".into(), ev.canary_requests.into());
