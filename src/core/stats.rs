@@ -1106,14 +1106,21 @@ fn rate_log_evalue(x: f64, n: f64, limit: f64, above: bool) -> f64 {
     max + (terms.iter().map(|t| (t - max).exp()).sum::<f64>() / terms.len() as f64).ln()
 }
 
+/// Counts a rate can be judged on, and a usable α.
+fn valid_counts(errors: f64, requests: f64, alpha: f64) -> bool {
+    errors.is_finite()
+        && requests.is_finite()
+        && errors >= 0.0
+        && errors <= requests
+        && requests > 0.0
+        && valid_prob(alpha)
+}
+
 /// True when `errors` of `requests` show, with error probability at most `alpha` *however
 /// often it is checked* as the counts grow, that the rate is above `limit`. A time-uniform
 /// replacement for "lower confidence bound > limit". A limit of 0 is exceeded by any error.
 pub fn rate_exceeds(errors: f64, requests: f64, limit: f64, alpha: f64) -> bool {
-    if !(errors.is_finite() && requests.is_finite() && errors >= 0.0 && errors <= requests)
-        || !valid_prob(alpha)
-        || requests <= 0.0
-    {
+    if !valid_counts(errors, requests, alpha) {
         return false;
     }
     if limit <= 0.0 {
@@ -1124,10 +1131,7 @@ pub fn rate_exceeds(errors: f64, requests: f64, limit: f64, alpha: f64) -> bool 
 
 /// The same for "rate below `limit`" (a time-uniform "upper confidence bound < limit").
 pub fn rate_below(errors: f64, requests: f64, limit: f64, alpha: f64) -> bool {
-    if !(errors.is_finite() && requests.is_finite() && errors >= 0.0 && errors <= requests)
-        || !valid_prob(alpha)
-        || requests <= 0.0
-    {
+    if !valid_counts(errors, requests, alpha) {
         return false;
     }
     if limit >= 1.0 {
@@ -1139,10 +1143,7 @@ pub fn rate_below(errors: f64, requests: f64, limit: f64, alpha: f64) -> bool {
 /// Time-uniform confidence bounds `(lower, upper)` of a rate: every limit below `lower` is
 /// [`rate_exceeds`], every limit above `upper` is [`rate_below`]. `None` without data.
 pub fn rate_bounds(errors: f64, requests: f64, alpha: f64) -> Option<(f64, f64)> {
-    if !(errors.is_finite() && requests.is_finite() && errors >= 0.0 && errors <= requests)
-        || requests <= 0.0
-        || !valid_prob(alpha)
-    {
+    if !valid_counts(errors, requests, alpha) {
         return None;
     }
     let p = errors / requests;
