@@ -43,9 +43,11 @@ pub fn secs(s: u64) -> String {
     }
 }
 
-/// Observations as "name=value" pairs; no data shows as "n/a", never as 0.
+/// Observations as "name=value" pairs; no data shows as "n/a", never as 0. The evidence the
+/// statistics carry from one evaluation to the next is bookkeeping, left to `-o json`.
 pub fn observations(obs: &crate::core::decision::Observations) -> String {
     obs.iter()
+        .filter(|(k, _)| !crate::core::stats::EVIDENCE_KEYS.contains(&k.as_str()))
         .map(|(k, v)| match v {
             Some(v) if v.fract() == 0.0 && v.abs() < 1e12 => format!("{k}={v:.0}"),
             Some(v) if v.abs() < 1.0 => format!("{k}={v:.4}"),

@@ -209,6 +209,127 @@ fn aa_scenarios_are_never_rolled_back() {
     );
 }
 
+/// A scenario in which both versions have the same error rate and latency.
+fn same_build(name: &str, rps: f64, error_rate: f64, latency_ms: f64) -> Scenario {
+    let text = format!(
+        "name: {name}\nduration: 4h\ntraffic: {{ rps: {rps} }}\n\
+         stable: {{ error_rate: {error_rate}, latency_ms: {latency_ms} }}\n\
+         canary: {{ error_rate: {error_rate}, latency_ms: {latency_ms} }}\n\
+         signals: {{ kafka_lag: 40, gateway_overhead_p95_ms: 6, cassandra_read_p99_ms: 9, cassandra_write_p99_ms: 14 }}\n"
+    );
+    Scenario::parse(name, &text).expect("valid scenario")
+}
+
+fn run_scenario(
+    engine: &PolicyEngine,
+    policy_name: &str,
+    scenario: &Scenario,
+    seed: u64,
+) -> Report {
+    let limits = Limits::default();
+    let policy = policy::load(engine, policy_name, &limits).expect("shipped policy compiles");
+    let params = Map::new();
+    let evaluator = Evaluator {
+        engine,
+        policy: &policy,
+        limits: &limits,
+        service: "simulated",
+        params: &params,
+    };
+    sim::run(&evaluator, scenario, seed)
+}
+
+/// Rollbacks of identical builds over `seeds` seeds per (policy, scenario), one thread per
+/// policy: every line is a false alarm.
+fn false_rollbacks(scenarios: &[Scenario], seeds: u64) -> Vec<String> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = MATRIX
+            .iter()
+            .map(|(policy, _)| {
+                s.spawn(move || {
+                    let engine = engine();
+                    let mut bad = Vec::new();
+                    for sc in scenarios {
+                        for seed in 1..=seeds {
+                            let r = run_scenario(&engine, policy, sc, seed);
+                            if r.outcome == Outcome::RolledBack {
+                                bad.push(format!(
+                                    "{policy} × {} seed {seed}: rolled back at {}s: {}",
+                                    sc.name, r.outcome_at_secs, r.reason
+                                ));
+                            }
+                        }
+                    }
+                    bad
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("policy thread"))
+            .collect()
+    })
+}
+
+/// A canary as good as stable is never rolled back for stable's own error rate or latency,
+/// even when stable itself sits on (or beyond) a policy's threshold: every shipped policy, both
+/// versions at 1% errors (seed 001's "success > 99%", seed 004's "> 1%"), at 5% (seed 002's
+/// limit) and with a p99 of 1000 ms (seed 002's latency limit), 8 seeds each.
+#[test]
+fn stable_on_the_threshold_does_not_roll_back_an_identical_canary() {
+    let started = Instant::now();
+    let p99_1000 = 1000.0 / (2.326_347_874_f64 * 0.3).exp();
+    let scenarios = [
+        same_build("both-1pct", 100.0, 0.01, 80.0),
+        same_build("both-5pct", 100.0, 0.05, 80.0),
+        same_build("both-p99-1000ms", 100.0, 0.005, p99_1000),
+    ];
+    let bad = false_rollbacks(&scenarios, 8);
+    eprintln!("threshold A/A took {:?}", started.elapsed());
+    assert!(
+        bad.is_empty(),
+        "false alarms on identical builds:\n{}",
+        bad.join("\n")
+    );
+}
+
+/// Identical builds at 10 req/s (0.5% errors: one error in a small window looks like a big
+/// rate) through every shipped policy, 8 seeds.
+#[test]
+fn low_traffic_identical_builds_are_never_rolled_back() {
+    let bad = false_rollbacks(&[same_build("aa-10rps", 10.0, 0.005, 80.0)], 8);
+    assert!(
+        bad.is_empty(),
+        "false alarms on identical builds:\n{}",
+        bad.join("\n")
+    );
+}
+
+/// Errors doubling from 1% to 2%: `statistical` rolls it back (evidence accumulated over the
+/// rollout), while `default` promotes it — its 5% limit is absolute, as README's policy table
+/// says.
+#[test]
+fn doubling_errors_statistical_detects_default_promotes() {
+    let text = "name: errors-1-to-2\nduration: 4h\ntraffic: { rps: 100 }\n\
+                stable: { error_rate: 0.01, latency_ms: 80 }\n\
+                canary: { error_rate: 0.02, latency_ms: 80 }\n";
+    let sc = Scenario::parse("errors-1-to-2", text).unwrap();
+    let engine = engine();
+    let seeds = 1..=10u64;
+    let detected = seeds
+        .clone()
+        .filter(|s| run_scenario(&engine, "statistical", &sc, *s).outcome == Outcome::RolledBack)
+        .count();
+    assert!(detected >= 9, "statistical rolled back only {detected}/10");
+    let promoted = seeds
+        .filter(|s| run_scenario(&engine, "default", &sc, *s).outcome == Outcome::Promoted)
+        .count();
+    assert_eq!(
+        promoted, 10,
+        "default's absolute 5% limit promotes a 1% → 2% canary"
+    );
+}
+
 /// The same seed gives the same timeline: the matrix above is reproducible.
 #[test]
 fn runs_are_deterministic() {

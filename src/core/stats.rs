@@ -21,6 +21,7 @@
 //! invalid or insufficient data is always [`Verdict::Inconclusive`], never a
 //! silent pass.
 
+use crate::core::decision::Observations;
 use std::cmp::Ordering;
 use std::f64::consts::PI;
 
@@ -904,6 +905,477 @@ impl RankTest {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Anytime-valid evidence over a whole rollout
+// ---------------------------------------------------------------------------
+//
+// Why: a test that restarts at every step and is checked at every evaluation spends its α
+// once per step, and a confidence bound checked every 30 s is exceeded by luck sooner or
+// later. The tests below are built on nonnegative supermartingales (likelihood ratios and
+// mixtures of them) under the null hypothesis, so by Ville's inequality the chance that
+// they *ever* cross 1/α — at any evaluation, over all steps — is at most α. Evidence is
+// carried from one evaluation to the next in [`Evidence`], a handful of numbers that the
+// policy layer records with each evaluation's observations.
+
+/// Counters of the current step, as the facts give them (since the step started).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepCounts {
+    pub canary_requests: f64,
+    pub canary_errors: f64,
+    pub stable_requests: f64,
+    pub stable_errors: f64,
+}
+
+impl StepCounts {
+    /// `None` unless every counter is finite, non-negative and errors ≤ requests: bad data
+    /// adds no evidence either way.
+    pub fn new(
+        canary_requests: f64,
+        canary_errors: f64,
+        stable_requests: f64,
+        stable_errors: f64,
+    ) -> Option<StepCounts> {
+        let ok = |n: f64, e: f64| n.is_finite() && e.is_finite() && e >= 0.0 && e <= n;
+        (ok(canary_requests, canary_errors) && ok(stable_requests, stable_errors)).then_some(
+            StepCounts {
+                canary_requests,
+                canary_errors,
+                stable_requests,
+                stable_errors,
+            },
+        )
+    }
+}
+
+/// What one evaluation hands to the next so that evidence accumulates over the whole rollout
+/// instead of restarting at each step.
+///
+/// It is recorded as a few observations of the evaluation ([`Evidence::record`]), so it lives
+/// in the rollout state in the cluster and survives a restart of the plugin, and the state
+/// grows by these numbers per evaluation, never by the rollout's length: only the most
+/// recent evaluation that carries them is read back.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Evidence {
+    /// Step index of the evaluation that recorded it.
+    pub step: usize,
+    /// Log-likelihood ratio of the error-share test over the rollout so far, and the part of
+    /// it that comes from the steps before `step`.
+    pub error_llr: f64,
+    pub error_llr_done: f64,
+    /// Canary requests and errors over the rollout so far, and before `step`.
+    pub canary_requests: f64,
+    pub canary_requests_done: f64,
+    pub canary_errors: f64,
+    pub canary_errors_done: f64,
+    /// Evaluations that used the evidence so far, this one included: tests checked on
+    /// sliding windows spend their α per look ([`spent_alpha`]).
+    pub looks: u64,
+}
+
+/// Observation names of [`Evidence`], in field order.
+pub const EVIDENCE_KEYS: [&str; 8] = [
+    "evidence_step",
+    "evidence_error_llr",
+    "evidence_error_llr_done",
+    "evidence_canary_requests",
+    "evidence_canary_requests_done",
+    "evidence_canary_errors",
+    "evidence_canary_errors_done",
+    "evidence_looks",
+];
+
+impl Evidence {
+    /// Reads the evidence back from an evaluation's observations; `None` when that evaluation
+    /// did not record it (or recorded nonsense).
+    pub fn from_observations(obs: &Observations) -> Option<Evidence> {
+        let get = |k: &str| obs.get(k).copied().flatten().filter(|v| v.is_finite());
+        let step = get(EVIDENCE_KEYS[0]).filter(|s| *s >= 0.0)?;
+        Some(Evidence {
+            step: step as usize,
+            error_llr: get(EVIDENCE_KEYS[1])?,
+            error_llr_done: get(EVIDENCE_KEYS[2])?,
+            canary_requests: get(EVIDENCE_KEYS[3])?,
+            canary_requests_done: get(EVIDENCE_KEYS[4])?,
+            canary_errors: get(EVIDENCE_KEYS[5])?,
+            canary_errors_done: get(EVIDENCE_KEYS[6])?,
+            looks: get(EVIDENCE_KEYS[7]).unwrap_or(0.0).max(0.0) as u64,
+        })
+    }
+
+    /// The most recent evidence in `history` (oldest first). An evaluation whose policy threw
+    /// before it ran a test records none; the one before it still counts.
+    pub fn latest(history: &[Observations]) -> Option<Evidence> {
+        history.iter().rev().find_map(Evidence::from_observations)
+    }
+
+    pub fn record(&self, obs: &mut Observations) {
+        let values = [
+            self.step as f64,
+            self.error_llr,
+            self.error_llr_done,
+            self.canary_requests,
+            self.canary_requests_done,
+            self.canary_errors,
+            self.canary_errors_done,
+            self.looks as f64,
+        ];
+        for (k, v) in EVIDENCE_KEYS.iter().zip(values) {
+            obs.insert(k.to_string(), Some(v));
+        }
+    }
+
+    /// Continues `previous` (`None` at the first evaluation) with this evaluation's step and
+    /// the canary's step counters. A new step — or counters that went backwards, as after a
+    /// reset — closes the previous segment: what it held becomes "done". Missing counters
+    /// keep the evidence as it was.
+    pub fn continue_from(
+        previous: Option<Evidence>,
+        step: usize,
+        canary: Option<(f64, f64)>,
+    ) -> Evidence {
+        let mut e = previous.unwrap_or(Evidence {
+            step,
+            ..Evidence::default()
+        });
+        let seen_in_segment = e.canary_requests - e.canary_requests_done;
+        let new_segment = e.step != step || canary.is_some_and(|(n, _)| n + 0.5 < seen_in_segment);
+        if new_segment {
+            e.step = step;
+            e.error_llr_done = e.error_llr;
+            e.canary_requests_done = e.canary_requests;
+            e.canary_errors_done = e.canary_errors;
+        }
+        if let Some((n, x)) = canary {
+            e.canary_requests = e.canary_requests_done + n;
+            e.canary_errors = e.canary_errors_done + x;
+        }
+        e
+    }
+}
+
+/// Log-likelihood ratio of the error-share test for one step (constant weight): H1 "canary
+/// error rate = `ratio` × stable" against H0 "equal rates", given which version produced
+/// each error. `None` without traffic on both sides.
+pub fn share_llr(c: &StepCounts, ratio: f64) -> Option<f64> {
+    if c.canary_requests <= 0.0 || c.stable_requests <= 0.0 {
+        return None;
+    }
+    let w = c.canary_requests / (c.canary_requests + c.stable_requests);
+    if !(w > 0.0 && w < 1.0) {
+        return None;
+    }
+    let p1 = ratio * w / (ratio * w + 1.0 - w);
+    Some(c.canary_errors * (p1 / w).ln() + c.stable_errors * ((1.0 - p1) / (1.0 - w)).ln())
+}
+
+/// The same likelihood ratio when stable serves nothing (the 100% step): the canary's
+/// errors against a known baseline rate `p0`, H1 = `ratio` × p0. Why this is the same test:
+/// it is the limit of [`share_llr`] as the canary's share goes to 1 with p0 known.
+/// `None` when ratio × p0 ≥ 1 or p0 is not a rate.
+pub fn baseline_llr(canary_errors: f64, canary_requests: f64, p0: f64, ratio: f64) -> Option<f64> {
+    let p1 = ratio * p0;
+    if !(valid_prob(p0) && p1 < 1.0) || canary_requests <= 0.0 {
+        return None;
+    }
+    Some(
+        canary_errors * ratio.ln()
+            + (canary_requests - canary_errors) * ((1.0 - p1) / (1.0 - p0)).ln(),
+    )
+}
+
+/// Alternatives of the mixture behind [`rate_exceeds`] and [`rate_bounds`], as multiples of
+/// the tested limit. Why a grid: it covers small and large effects with one closed form per
+/// point and no special functions; it costs ln 7 ≈ 1.9 nats against knowing the effect.
+const MIXTURE_RATIOS: [f64; 7] = [1.1, 1.2, 1.4, 1.8, 2.6, 4.2, 7.4];
+
+/// ln of the mixture e-value against H0 "rate ≤ limit" (`above`) or "rate ≥ limit".
+fn rate_log_evalue(x: f64, n: f64, limit: f64, above: bool) -> f64 {
+    let terms = MIXTURE_RATIOS.map(|r| {
+        let p = if above {
+            if limit * r < 1.0 {
+                limit * r
+            } else {
+                1.0 - (1.0 - limit) / r
+            }
+        } else {
+            limit / r
+        };
+        x * (p / limit).ln() + (n - x) * ((1.0 - p) / (1.0 - limit)).ln()
+    });
+    let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    max + (terms.iter().map(|t| (t - max).exp()).sum::<f64>() / terms.len() as f64).ln()
+}
+
+/// Counts a rate can be judged on, and a usable α.
+fn valid_counts(errors: f64, requests: f64, alpha: f64) -> bool {
+    errors.is_finite()
+        && requests.is_finite()
+        && errors >= 0.0
+        && errors <= requests
+        && requests > 0.0
+        && valid_prob(alpha)
+}
+
+/// True when `errors` of `requests` show, with error probability at most `alpha` *however
+/// often it is checked* as the counts grow, that the rate is above `limit`. A time-uniform
+/// replacement for "lower confidence bound > limit". A limit of 0 is exceeded by any error.
+pub fn rate_exceeds(errors: f64, requests: f64, limit: f64, alpha: f64) -> bool {
+    if !valid_counts(errors, requests, alpha) {
+        return false;
+    }
+    if limit <= 0.0 {
+        return errors > 0.0;
+    }
+    limit < 1.0 && rate_log_evalue(errors, requests, limit, true) >= (1.0 / alpha).ln()
+}
+
+/// The same for "rate below `limit`" (a time-uniform "upper confidence bound < limit").
+pub fn rate_below(errors: f64, requests: f64, limit: f64, alpha: f64) -> bool {
+    if !valid_counts(errors, requests, alpha) {
+        return false;
+    }
+    if limit >= 1.0 {
+        return errors < requests;
+    }
+    limit > 0.0 && rate_log_evalue(errors, requests, limit, false) >= (1.0 / alpha).ln()
+}
+
+/// Time-uniform confidence bounds `(lower, upper)` of a rate: every limit below `lower` is
+/// [`rate_exceeds`], every limit above `upper` is [`rate_below`]. `None` without data.
+pub fn rate_bounds(errors: f64, requests: f64, alpha: f64) -> Option<(f64, f64)> {
+    if !valid_counts(errors, requests, alpha) {
+        return None;
+    }
+    let p = errors / requests;
+    let bisect = |mut inside: f64, mut outside: f64, out: &dyn Fn(f64) -> bool| {
+        // 40 halvings: 1e-12 absolute, far below what a reason shows.
+        for _ in 0..40 {
+            let mid = 0.5 * (inside + outside);
+            if out(mid) {
+                outside = mid;
+            } else {
+                inside = mid;
+            }
+        }
+        inside
+    };
+    let lower = if errors > 0.0 {
+        bisect(p, 0.0, &|l| rate_exceeds(errors, requests, l, alpha))
+    } else {
+        0.0
+    };
+    let upper = if errors < requests {
+        bisect(p, 1.0, &|l| rate_below(errors, requests, l, alpha))
+    } else {
+        1.0
+    };
+    Some((lower, upper))
+}
+
+/// α of the `look`-th look (1-based) of a test checked repeatedly: α / (look · (look + 1)).
+/// The shares sum to α over any number of looks, so the chance of any false alarm over the
+/// whole rollout is at most α whatever the dependence between looks (a union bound).
+pub fn spent_alpha(alpha: f64, look: u64) -> f64 {
+    let t = look.max(1) as f64;
+    alpha / (t * (t + 1.0))
+}
+
+/// Anytime-valid error test over the whole rollout: the error-share likelihood ratio of each
+/// step, added up across steps without restarting (at 100%, where stable has no traffic,
+/// against the stable baseline rate carried from the earlier steps).
+///
+/// `Fail` when the accumulated ratio reaches 1/α — the chance of that for a canary as good as
+/// stable is at most α for the whole rollout, however often it is evaluated. `Pass` (advance)
+/// when it falls to β, or when the canary's own error rate over the rollout is below
+/// `max_error_rate` by a time-uniform bound; a pass does not end the test: evidence keeps
+/// accumulating at the next step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnytimeErrorTest {
+    /// H1: canary error rate = `max_ratio` × stable's (must be > 1). Larger ratios are found
+    /// faster; it is a parameter of the rollout and must not change during it.
+    pub max_ratio: f64,
+    pub alpha: f64,
+    /// Pass (advance) when the ratio falls to β. Why lenient by default (0.2): a pass does
+    /// not end the test, so a bad canary that advances by luck is still caught at the next
+    /// step, while a strict β keeps healthy low-traffic canaries at the first step for hours.
+    pub beta: f64,
+    /// Canary requests of the current step before a Pass.
+    pub min_canary_requests: u64,
+    /// Absolute tolerance of the pass arm (0 disables it).
+    pub max_error_rate: f64,
+}
+
+impl Default for AnytimeErrorTest {
+    fn default() -> Self {
+        AnytimeErrorTest {
+            max_ratio: 2.0,
+            alpha: 0.01,
+            beta: 0.2,
+            min_canary_requests: 500,
+            max_error_rate: 0.01,
+        }
+    }
+}
+
+impl AnytimeErrorTest {
+    /// Continues `previous` evidence with this evaluation's `step` and `counts` and judges it.
+    /// `baseline_rate` is stable's error rate from earlier steps, used when stable has no
+    /// traffic. Returns the evidence to record and the outcome.
+    pub fn evaluate(
+        &self,
+        previous: Option<Evidence>,
+        step: usize,
+        counts: Option<StepCounts>,
+        baseline_rate: Option<f64>,
+    ) -> (Evidence, TestOutcome) {
+        let mut ev = Evidence::continue_from(
+            previous,
+            step,
+            counts.map(|c| (c.canary_requests, c.canary_errors)),
+        );
+        let samples = count_u64(ev.canary_requests);
+        let config = ErrorShareTest {
+            max_ratio: self.max_ratio,
+            alpha: self.alpha,
+            beta: self.beta,
+            min_canary_requests: self.min_canary_requests,
+            max_error_rate: self.max_error_rate,
+        }
+        .config_error();
+        if let Some(e) = config {
+            return (
+                ev,
+                TestOutcome::inconclusive(samples, format!("invalid test configuration: {e}")),
+            );
+        }
+        let Some(c) = counts else {
+            return (
+                ev,
+                TestOutcome::inconclusive(
+                    samples,
+                    "no data: step counters missing or invalid; evidence so far kept",
+                ),
+            );
+        };
+        let k = self.max_ratio;
+        let (step_llr, against) = if c.stable_requests > 0.0 {
+            (share_llr(&c, k), "stable".to_string())
+        } else {
+            let p0 = baseline_rate.filter(|p| p.is_finite());
+            (
+                p0.and_then(|p0| baseline_llr(c.canary_errors, c.canary_requests, p0, k)),
+                match p0 {
+                    Some(p0) => format!("the stable baseline {}", fmt_pct(p0)),
+                    None => "no baseline".to_string(),
+                },
+            )
+        };
+        if let Some(l) = step_llr {
+            ev.error_llr = ev.error_llr_done + l;
+        }
+        let Some(_) = step_llr else {
+            return (
+                ev,
+                TestOutcome::inconclusive(
+                    samples,
+                    format!(
+                        "no data: {} canary and {} stable requests in this step, {against}; evidence so far kept",
+                        fmt_count(c.canary_requests),
+                        fmt_count(c.stable_requests)
+                    ),
+                ),
+            );
+        };
+        let upper = (1.0 / self.alpha).ln();
+        let lower = self.beta.ln();
+        let llr = ev.error_llr;
+        let (x, n) = (ev.canary_errors, ev.canary_requests);
+        let step_ratio = (c.stable_errors > 0.0
+            && c.canary_requests > 0.0
+            && c.stable_requests > 0.0)
+            .then(|| (c.canary_errors / c.canary_requests) / (c.stable_errors / c.stable_requests));
+        let head = format!(
+            "canary {}/{} errors ({}) over the rollout vs {against}{}, LLR {:.2} (fail ≥ {:.2}, pass ≤ {:.2})",
+            fmt_count(x),
+            fmt_count(n),
+            fmt_pct(if n > 0.0 { x / n } else { 0.0 }),
+            if c.stable_requests > 0.0 {
+                format!(
+                    " {}/{} ({}) this step",
+                    fmt_count(c.stable_errors),
+                    fmt_count(c.stable_requests),
+                    fmt_pct(c.stable_errors / c.stable_requests)
+                )
+            } else {
+                String::new()
+            },
+            llr,
+            upper,
+            lower
+        );
+        let out = |verdict, why: String| TestOutcome {
+            verdict,
+            statistic: llr,
+            p_value: None,
+            estimate: step_ratio,
+            samples,
+            reason: format!("{head}: {why}"),
+        };
+        if llr >= upper && x >= MIN_CANARY_ERRORS_TO_FAIL {
+            let why = format!(
+                "canary error rate is likely ≥ {k}× stable (α {})",
+                self.alpha
+            );
+            return (ev, out(Verdict::Fail, why));
+        }
+        let enough = c.canary_requests >= self.min_canary_requests as f64;
+        if enough && llr <= lower {
+            let why = format!("canary error rate is likely below {k}× stable");
+            return (ev, out(Verdict::Pass, why));
+        }
+        if enough && self.max_error_rate > 0.0 && rate_below(x, n, self.max_error_rate, self.alpha)
+        {
+            let why = format!(
+                "canary error rate is below the tolerance {} (time-uniform bound)",
+                fmt_pct(self.max_error_rate)
+            );
+            return (ev, out(Verdict::Pass, why));
+        }
+        let why = if enough {
+            "not yet decided".to_string()
+        } else {
+            format!(
+                "not yet decided ({}/{} canary requests in this step)",
+                fmt_count(c.canary_requests.floor()),
+                self.min_canary_requests
+            )
+        };
+        (ev, out(Verdict::Inconclusive, why))
+    }
+}
+
+/// Sequential rank test: [`RankTest`] at the `look`-th look with α spent as [`spent_alpha`],
+/// so a canary as slow as stable fails with probability at most `test.alpha` over all looks.
+pub fn sequential_rank_test(
+    test: &RankTest,
+    look: u64,
+    canary: &[f64],
+    stable: &[f64],
+) -> TestOutcome {
+    let spent = RankTest {
+        alpha: spent_alpha(test.alpha, look),
+        ..test.clone()
+    };
+    let mut o = spent.evaluate(canary, stable);
+    o.reason = format!(
+        "{} (look {look}, α {} of {})",
+        o.reason,
+        fmt_p(spent.alpha),
+        test.alpha
+    );
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1778,5 +2250,304 @@ mod tests {
         );
         assert_ne!(o.verdict, Verdict::Fail, "{}", o.reason);
         assert!(o.estimate.unwrap().abs() < 3.0);
+    }
+
+    // ---- anytime-valid evidence ---------------------------------------------------
+
+    fn poisson_ish(rng: &mut SplitMix64, n: u64, p: f64) -> f64 {
+        rng.binomial(n, p) as f64
+    }
+
+    /// One simulated rollout through `weights` (interval by interval, `per_interval`
+    /// requests in total), checking the anytime test at every interval and never stopping
+    /// for a pass. Returns (failed, canary requests at the fail).
+    fn rollout_fails(
+        rng: &mut SplitMix64,
+        test: &AnytimeErrorTest,
+        weights: &[f64],
+        intervals_per_step: u32,
+        per_interval: u64,
+        stable_rate: f64,
+        canary_rate: f64,
+    ) -> Option<f64> {
+        let mut ev = None;
+        for (step, w) in weights.iter().enumerate() {
+            let (mut cr, mut ce, mut sr, mut se) = (0.0, 0.0, 0.0, 0.0);
+            let cn = (per_interval as f64 * w).round() as u64;
+            let sn = per_interval - cn;
+            for _ in 0..intervals_per_step {
+                cr += cn as f64;
+                sr += sn as f64;
+                ce += poisson_ish(rng, cn, canary_rate);
+                se += poisson_ish(rng, sn, stable_rate);
+                let counts = StepCounts::new(cr, ce, sr, se);
+                let (next, o) = test.evaluate(ev, step, counts, Some(stable_rate));
+                ev = Some(next);
+                if o.verdict == Verdict::Fail {
+                    return Some(next.canary_requests);
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn anytime_error_test_type_one_error_under_continuous_monitoring() {
+        // A/A at 1% errors through 5/25/50% and 100% (against the known baseline), checked
+        // every interval, never stopping early: the share of runs that *ever* fail must stay
+        // within α (+ simulation tolerance). A per-step SPRT restarted at the same α fails
+        // more often, which is what the accumulated test is for.
+        let test = AnytimeErrorTest::default();
+        let mut rng = SplitMix64(0x5EED_0100);
+        let runs = 400;
+        let fails = (0..runs)
+            .filter(|_| {
+                rollout_fails(
+                    &mut rng,
+                    &test,
+                    &[0.05, 0.25, 0.5, 1.0],
+                    40,
+                    400,
+                    0.01,
+                    0.01,
+                )
+                .is_some()
+            })
+            .count();
+        let rate = fails as f64 / runs as f64;
+        assert!(
+            rate <= test.alpha + 0.01,
+            "false-fail rate {rate} ({fails}/{runs})"
+        );
+    }
+
+    #[test]
+    fn anytime_error_test_detects_doubling_near_the_sprt_bound() {
+        // 1% → 2% at 5% weight, 40 canary requests per interval: the mean canary requests
+        // to fail is close to Wald's expected sample number (≈1155 at α 0.01, power 0.95);
+        // the gap (≈ +20%) is the Ville boundary ln(1/α) instead of ln((1−β)/α), the
+        // overshoot of the last error (+ln 1.9 per canary error) and the interval granularity.
+        let test = AnytimeErrorTest::default();
+        let mut rng = SplitMix64(0x5EED_0101);
+        let runs = 200;
+        let found: Vec<f64> = (0..runs)
+            .filter_map(|_| rollout_fails(&mut rng, &test, &[0.05], 400, 800, 0.01, 0.02))
+            .collect();
+        assert!(
+            found.len() as f64 >= 0.95 * runs as f64,
+            "detected {}/{runs}",
+            found.len()
+        );
+        let mean = found.iter().sum::<f64>() / found.len() as f64;
+        let w: f64 = 0.05;
+        let p1 = 2.0 * w / (2.0 * w + 1.0 - w);
+        let kl = (p1 * (p1 / w).ln() + (1.0 - p1) * ((1.0 - p1) / (1.0 - w)).ln())
+            * (0.02 + 0.01 * (1.0 - w) / w);
+        let wald = (0.95 * (0.95f64 / 0.01).ln() + 0.05 * (0.05f64 / 0.99).ln()) / kl;
+        assert!(close(wald, 1155.0, 5.0), "Wald ESN {wald}");
+        assert!(
+            mean > wald && mean < 1.25 * wald,
+            "mean {mean} vs Wald {wald}"
+        );
+    }
+
+    #[test]
+    fn anytime_error_test_accumulates_across_steps() {
+        // The same evidence split over two steps gives the sum of the steps' ratios.
+        let test = AnytimeErrorTest::default();
+        let a = StepCounts::new(1000.0, 20.0, 19_000.0, 190.0).unwrap();
+        let b = StepCounts::new(5000.0, 80.0, 15_000.0, 150.0).unwrap();
+        let (ev, _) = test.evaluate(None, 0, Some(a), None);
+        let (ev, o) = test.evaluate(Some(ev), 1, Some(b), None);
+        let want = share_llr(&a, 2.0).unwrap() + share_llr(&b, 2.0).unwrap();
+        assert!(close(o.statistic, want, 1e-9), "{} vs {want}", o.statistic);
+        assert_eq!(ev.canary_requests, 6000.0);
+        assert_eq!(ev.canary_errors, 100.0);
+        assert_eq!((ev.canary_requests_done, ev.step), (1000.0, 1));
+        // A later evaluation of the same step replaces that step's part, not adds to it.
+        let b2 = StepCounts::new(6000.0, 90.0, 18_000.0, 180.0).unwrap();
+        let (ev2, o2) = test.evaluate(Some(ev), 1, Some(b2), None);
+        let want = share_llr(&a, 2.0).unwrap() + share_llr(&b2, 2.0).unwrap();
+        assert!(close(o2.statistic, want, 1e-9));
+        assert_eq!(ev2.canary_requests, 7000.0);
+        // Missing counters keep the evidence and are inconclusive, never a pass.
+        let (ev3, o3) = test.evaluate(Some(ev2), 1, None, None);
+        assert_eq!(o3.verdict, Verdict::Inconclusive);
+        assert!(o3.reason.contains("no data"), "{}", o3.reason);
+        assert_eq!(ev3, ev2);
+        // Counters that go backwards within a step (a reset) start a new segment.
+        let c = StepCounts::new(100.0, 1.0, 300.0, 3.0).unwrap();
+        let (ev4, _) = test.evaluate(Some(ev2), 1, Some(c), None);
+        assert_eq!(ev4.canary_requests_done, 7000.0);
+        assert_eq!(ev4.canary_requests, 7100.0);
+    }
+
+    #[test]
+    fn anytime_error_test_at_full_weight_uses_the_baseline() {
+        // At 100% stable has no traffic: each canary error adds ln(k), each success
+        // ln((1 − k·p0)/(1 − p0)).
+        let test = AnytimeErrorTest::default();
+        let c = StepCounts::new(2000.0, 20.0, 0.0, 0.0).unwrap();
+        let (_, o) = test.evaluate(None, 3, Some(c), Some(0.01));
+        let want = 20.0 * 2f64.ln() + 1980.0 * (0.98f64 / 0.99).ln();
+        assert!(close(o.statistic, want, 1e-9), "{}", o.statistic);
+        assert_eq!(baseline_llr(20.0, 2000.0, 0.01, 2.0), Some(want));
+        // Without a baseline there is nothing to compare with.
+        let (_, o) = test.evaluate(None, 3, Some(c), None);
+        assert_eq!(o.verdict, Verdict::Inconclusive, "{}", o.reason);
+        assert_eq!(baseline_llr(1.0, 10.0, 0.6, 2.0), None);
+    }
+
+    #[test]
+    fn anytime_error_test_verdicts() {
+        let test = AnytimeErrorTest::default();
+        // A clearly worse canary fails; a clean one passes after min requests.
+        let bad = StepCounts::new(2000.0, 80.0, 38_000.0, 380.0).unwrap();
+        assert_eq!(
+            test.evaluate(None, 0, Some(bad), None).1.verdict,
+            Verdict::Fail
+        );
+        let good = StepCounts::new(20_000.0, 100.0, 380_000.0, 1900.0).unwrap();
+        let (_, o) = test.evaluate(None, 0, Some(good), None);
+        assert_eq!(o.verdict, Verdict::Pass, "{}", o.reason);
+        let few = StepCounts::new(100.0, 0.0, 1900.0, 10.0).unwrap();
+        let (_, o) = test.evaluate(None, 0, Some(few), None);
+        assert_eq!(o.verdict, Verdict::Inconclusive, "{}", o.reason);
+        assert!(o.reason.contains("100/500"), "{}", o.reason);
+        let invalid = AnytimeErrorTest {
+            max_ratio: 0.5,
+            ..Default::default()
+        };
+        assert_eq!(
+            invalid.evaluate(None, 0, Some(bad), None).1.verdict,
+            Verdict::Inconclusive
+        );
+        assert!(StepCounts::new(10.0, 11.0, 10.0, 0.0).is_none());
+        assert!(StepCounts::new(f64::NAN, 0.0, 10.0, 0.0).is_none());
+    }
+
+    #[test]
+    fn evidence_round_trips_through_observations() {
+        let ev = Evidence {
+            step: 2,
+            error_llr: -3.5,
+            error_llr_done: -1.25,
+            canary_requests: 1234.0,
+            canary_requests_done: 1000.0,
+            canary_errors: 7.0,
+            canary_errors_done: 5.0,
+            looks: 42,
+        };
+        let mut obs = Observations::new();
+        obs.insert("canary_requests".into(), Some(1.0));
+        ev.record(&mut obs);
+        assert_eq!(Evidence::from_observations(&obs), Some(ev));
+        // The latest evaluation that carries it wins; ones without it are skipped.
+        let older = Observations::new();
+        let mut newer = Observations::new();
+        Evidence { step: 3, ..ev }.record(&mut newer);
+        let history = vec![obs.clone(), newer, older];
+        assert_eq!(Evidence::latest(&history).map(|e| e.step), Some(3));
+        assert_eq!(Evidence::latest(&[]), None);
+        obs.insert(EVIDENCE_KEYS[1].into(), None);
+        assert_eq!(Evidence::from_observations(&obs), None);
+    }
+
+    #[test]
+    fn rate_bounds_bracket_the_estimate_and_shrink() {
+        let (lo, up) = rate_bounds(10.0, 1000.0, 0.01).unwrap();
+        assert!(lo < 0.01 && up > 0.01, "({lo}, {up})");
+        assert!(rate_exceeds(10.0, 1000.0, lo * 0.99, 0.01));
+        assert!(!rate_exceeds(10.0, 1000.0, lo * 1.01, 0.01));
+        assert!(rate_below(10.0, 1000.0, up * 1.01, 0.01));
+        assert!(!rate_below(10.0, 1000.0, up * 0.99, 0.01));
+        let (lo2, up2) = rate_bounds(100.0, 10_000.0, 0.01).unwrap();
+        assert!(lo2 > lo && up2 < up, "({lo2}, {up2}) vs ({lo}, {up})");
+        // Time-uniform bounds are wider than a fixed-n Wilson bound at the same level.
+        let wilson = wilson_upper(100.0, 10_000.0, 0.99).unwrap();
+        assert!(up2 > wilson, "{up2} vs Wilson {wilson}");
+        assert_eq!(rate_bounds(0.0, 1000.0, 0.01).unwrap().0, 0.0);
+        assert_eq!(rate_bounds(1000.0, 1000.0, 0.01).unwrap().1, 1.0);
+        assert_eq!(rate_bounds(1.0, 0.0, 0.01), None);
+        assert_eq!(rate_bounds(f64::NAN, 10.0, 0.01), None);
+        assert!(!rate_exceeds(5.0, 4.0, 0.01, 0.01));
+        assert!(rate_exceeds(1.0, 10.0, 0.0, 0.01));
+    }
+
+    #[test]
+    fn rate_exceeds_type_one_error_under_continuous_monitoring() {
+        // A rate exactly on the limit, checked after every 50 requests for 20,000 requests:
+        // the share of runs that ever "exceed" stays within α. A fixed-n Wilson bound
+        // checked the same way exceeds far more often.
+        let mut rng = SplitMix64(0x5EED_0102);
+        let runs = 300;
+        let (mut anytime, mut wilson) = (0, 0);
+        for _ in 0..runs {
+            let (mut x, mut n) = (0.0, 0.0);
+            let (mut a, mut w) = (false, false);
+            for _ in 0..400 {
+                n += 50.0;
+                x += rng.binomial(50, 0.01) as f64;
+                a |= rate_exceeds(x, n, 0.01, 0.01);
+                w |= x >= 3.0 && wilson_lower(x, n, 0.99) > 0.01;
+            }
+            anytime += a as u32;
+            wilson += w as u32;
+        }
+        let rate = anytime as f64 / runs as f64;
+        assert!(rate <= 0.02, "anytime false-exceed rate {rate}");
+        assert!(
+            wilson > 2 * anytime.max(3),
+            "Wilson {wilson} vs anytime {anytime}"
+        );
+    }
+
+    /// Lower Wilson bound, for the comparison above.
+    fn wilson_lower(x: f64, n: f64, confidence: f64) -> f64 {
+        1.0 - wilson_upper(n - x, n, confidence).unwrap()
+    }
+
+    #[test]
+    fn spent_alpha_sums_to_alpha() {
+        let total: f64 = (1..=10_000).map(|t| spent_alpha(0.01, t)).sum();
+        assert!(
+            close(total, 0.01 * (1.0 - 1.0 / 10_001.0), 1e-12),
+            "{total}"
+        );
+        assert_eq!(spent_alpha(0.01, 1), 0.005);
+        assert_eq!(spent_alpha(0.01, 0), 0.005);
+    }
+
+    #[test]
+    fn sequential_rank_test_rarely_fails_identical_builds() {
+        // A/A latency checked at 25 looks on growing samples: no run may fail (α 0.01 over
+        // all looks, and max_shift 0 so only significance counts).
+        let test = RankTest {
+            alpha: 0.01,
+            min_samples: 20,
+            max_shift: 0.0,
+        };
+        let mut fails = 0;
+        for seed in 0..40u64 {
+            let mut rng = SplitMix64(5000 + seed);
+            let mut c = Vec::new();
+            let mut s = Vec::new();
+            for look in 1..=25u64 {
+                c.extend((0..10).map(|_| rng.latency(100.0)));
+                s.extend((0..40).map(|_| rng.latency(100.0)));
+                if sequential_rank_test(&test, look, &c, &s).verdict == Verdict::Fail {
+                    fails += 1;
+                    break;
+                }
+            }
+        }
+        assert_eq!(fails, 0);
+        // A 30% slower canary is still found at a late look.
+        let mut rng = SplitMix64(6000);
+        let c: Vec<f64> = (0..200).map(|_| rng.latency(130.0)).collect();
+        let s: Vec<f64> = (0..1000).map(|_| rng.latency(100.0)).collect();
+        let o = sequential_rank_test(&test, 100, &c, &s);
+        assert_eq!(o.verdict, Verdict::Fail, "{}", o.reason);
+        assert!(o.reason.contains("look 100"), "{}", o.reason);
     }
 }

@@ -4,7 +4,10 @@
 
 use crate::core::decision::Observations;
 use crate::core::facts::{Facts, PodFacts, Track, TrackMetrics};
-use crate::core::stats::{ErrorShareTest, RankTest, TestOutcome};
+use crate::core::stats::{
+    AnytimeErrorTest, EVIDENCE_KEYS, Evidence, RankTest, StepCounts, TestOutcome, rate_bounds,
+    sequential_rank_test, spent_alpha,
+};
 use rhai::{Dynamic, Engine, EvalAltResult, Map, Position};
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -24,6 +27,16 @@ thread_local! {
 pub(crate) fn reset_sinks() {
     OBSERVATIONS.with(|o| o.borrow_mut().clear());
     LOG.with(|l| l.borrow_mut().clear());
+}
+
+/// Records an observation under the same cap as `observe()`.
+fn record(name: &str, value: Option<f64>) {
+    OBSERVATIONS.with(|o| {
+        let mut o = o.borrow_mut();
+        if o.len() < 64 || o.contains_key(name) {
+            o.insert(name.to_string(), value.filter(|v| v.is_finite()));
+        }
+    });
 }
 
 pub(crate) fn take_sinks() -> (Observations, Vec<String>) {
@@ -171,36 +184,302 @@ impl PolicyContext {
         }
     }
 
+    /// The evidence of this evaluation: what an earlier call in this evaluation recorded,
+    /// else the most recent evaluation in history that recorded it, counted as one more
+    /// look (one per evaluation, whatever the data, so α spent per look stays valid).
+    fn evidence(&self) -> Evidence {
+        OBSERVATIONS
+            .with(|o| Evidence::from_observations(&o.borrow()))
+            .unwrap_or_else(|| {
+                let mut ev = Evidence::latest(&self.0.history).unwrap_or(Evidence {
+                    step: self.0.step,
+                    ..Evidence::default()
+                });
+                ev.looks += 1;
+                ev
+            })
+    }
+
+    fn record_evidence(ev: &Evidence) {
+        let mut obs = Observations::new();
+        ev.record(&mut obs);
+        for k in EVIDENCE_KEYS {
+            record(k, obs.get(k).copied().flatten());
+        }
+    }
+
+    fn step_counts(&self) -> Option<StepCounts> {
+        let (c, s) = (&self.0.facts.canary, &self.0.facts.stable);
+        StepCounts::new(c.requests?, c.errors?, s.requests?, s.errors?)
+    }
+
+    /// Stable's most recent baseline error rate (as `baseline()` carries it).
+    fn carried(&self, key: &str) -> Option<f64> {
+        OBSERVATIONS
+            .with(|o| o.borrow().get(key).copied())
+            .or_else(|| {
+                self.0
+                    .history
+                    .iter()
+                    .rev()
+                    .find_map(|o| o.get(key).copied())
+            })
+            .flatten()
+    }
+
     fn error_test(&mut self, opts: Map) -> RhaiResult<Map> {
-        let d = ErrorShareTest::default();
-        let test = ErrorShareTest {
+        let d = AnytimeErrorTest::default();
+        let test = AnytimeErrorTest {
             max_ratio: opt_f64(&opts, "max_ratio", d.max_ratio)?,
             alpha: opt_f64(&opts, "alpha", d.alpha)?,
             beta: opt_f64(&opts, "beta", d.beta)?,
             min_canary_requests: opt_f64(&opts, "min_requests", self.0.min_requests as f64)? as u64,
             max_error_rate: opt_f64(&opts, "max_error_rate", d.max_error_rate)?,
         };
-        let (c, s) = (&self.0.facts.canary, &self.0.facts.stable);
-        let nan = f64::NAN;
-        Ok(map_to_outcome(test.evaluate(
-            c.requests.unwrap_or(nan),
-            c.errors.unwrap_or(nan),
-            s.requests.unwrap_or(nan),
-            s.errors.unwrap_or(nan),
-        )))
+        let baseline = match opts.get("baseline") {
+            Some(v) => to_f64(v),
+            None => self.carried("baseline_error_rate"),
+        };
+        let (ev, outcome) = test.evaluate(
+            Some(self.evidence()),
+            self.0.step,
+            self.step_counts(),
+            baseline,
+        );
+        Self::record_evidence(&ev);
+        let mut m = map_to_outcome(outcome);
+        m.insert("llr".into(), ev.error_llr.into());
+        m.insert("canary_requests".into(), ev.canary_requests.into());
+        m.insert("canary_errors".into(), ev.canary_errors.into());
+        Ok(m)
     }
 
     fn latency_test(&mut self, opts: Map) -> RhaiResult<Map> {
         let d = RankTest::default();
         let test = RankTest {
-            alpha: opt_f64(&opts, "alpha", d.alpha)?,
+            alpha: opt_f64(&opts, "alpha", 0.01)?,
             min_samples: opt_f64(&opts, "min_samples", d.min_samples as f64)? as usize,
             max_shift: opt_f64(&opts, "max_shift", d.max_shift)?,
         };
-        Ok(map_to_outcome(test.evaluate(
+        let (c, s) = (
             &self.0.facts.canary.latency_samples,
             &self.0.facts.stable.latency_samples,
-        )))
+        );
+        let ev = self.evidence();
+        Self::record_evidence(&ev);
+        let look = ev.looks;
+        let mut m = map_to_outcome(sequential_rank_test(&test, look, c, s));
+        m.insert("look".into(), (look as i64).into());
+        Ok(m)
+    }
+
+    /// Time-uniform bounds of the canary's error rate and of stable's, so that a rule
+    /// combining one canary bound with one stable bound is wrong with probability at most
+    /// `alpha` (default 0.01) over the whole rollout, however often it is checked.
+    ///
+    /// The canary's bounds are the tightest of three views, each with its share of α/2: the
+    /// rollout so far (half), the current step (a quarter, split over the schedule's steps)
+    /// and the last minute (a quarter, spent over the looks) — so a canary that starts
+    /// failing late is not hidden by its healthy past. Stable's bounds are over this step (α/2),
+    /// or over the baseline that `baseline()` carried when stable serves nothing (100%).
+    fn error_bounds(&mut self, opts: Map) -> RhaiResult<Map> {
+        let alpha = opt_f64(&opts, "alpha", 0.01)?;
+        let counts = self.step_counts();
+        let ev = Evidence::continue_from(
+            Some(self.evidence()),
+            self.0.step,
+            counts.map(|c| (c.canary_requests, c.canary_errors)),
+        );
+        Self::record_evidence(&ev);
+        let half = alpha / 2.0;
+        let steps = self.0.steps.len().max(1) as f64;
+        let c = &self.0.facts.canary;
+        let window = match (c.request_rate, c.error_rate) {
+            (Some(r), Some(e)) if r.is_finite() && e.is_finite() => Some((e * r * 60.0, r * 60.0)),
+            _ => None,
+        };
+        let views = [
+            (
+                "the rollout",
+                Some((ev.canary_errors, ev.canary_requests)),
+                half * 0.5,
+            ),
+            (
+                "this step",
+                counts.map(|c| (c.canary_errors, c.canary_requests)),
+                half * 0.25 / steps,
+            ),
+            (
+                "the last minute",
+                window,
+                spent_alpha(half * 0.25, ev.looks),
+            ),
+        ];
+        let mut lower: Option<(f64, String)> = None;
+        let mut upper: Option<f64> = None;
+        for (name, counts, a) in views {
+            let Some((x, n)) = counts else { continue };
+            let Some((lo, up)) = rate_bounds(x, n, a) else {
+                continue;
+            };
+            if lower.as_ref().is_none_or(|(l, _)| lo > *l) {
+                let over = format!("{name} ({} of {} requests)", x.round(), n.round());
+                lower = Some((lo, over));
+            }
+            upper = Some(upper.map_or(up, |u: f64| u.min(up)));
+        }
+        // At 100% stable serves nothing: its baseline from the earlier steps stands in.
+        let stable = match counts.filter(|c| c.stable_requests > 0.0) {
+            Some(c) => rate_bounds(c.stable_errors, c.stable_requests, half),
+            None => match (
+                self.carried("baseline_error_rate"),
+                self.carried("baseline_requests"),
+            ) {
+                (Some(rate), Some(n)) => rate_bounds(rate * n, n, half),
+                _ => None,
+            },
+        };
+        let unit_or = |v: Option<f64>| v.map(Dynamic::from_float).unwrap_or(Dynamic::UNIT);
+        let mut m = Map::new();
+        m.insert("canary_requests".into(), ev.canary_requests.into());
+        m.insert("canary_errors".into(), ev.canary_errors.into());
+        m.insert(
+            "canary_rate".into(),
+            unit_or((ev.canary_requests > 0.0).then(|| ev.canary_errors / ev.canary_requests)),
+        );
+        m.insert("canary_lower".into(), unit_or(lower.as_ref().map(|l| l.0)));
+        m.insert(
+            "canary_lower_over".into(),
+            lower.map(|l| Dynamic::from(l.1)).unwrap_or(Dynamic::UNIT),
+        );
+        m.insert("canary_upper".into(), unit_or(upper));
+        m.insert(
+            "stable_rate".into(),
+            unit_or(
+                counts
+                    .filter(|c| c.stable_requests > 0.0)
+                    .map(|c| c.stable_errors / c.stable_requests),
+            ),
+        );
+        m.insert("stable_lower".into(), unit_or(stable.map(|b| b.0)));
+        m.insert("stable_upper".into(), unit_or(stable.map(|b| b.1)));
+        Ok(m)
+    }
+
+    /// Stable's baseline: its counters of this step when it has `min_requests` of them,
+    /// otherwise the last baseline recorded (at 100% stable gets no traffic, and a metrics
+    /// gap must not erase what was learned). Latency quantiles are smoothed over evaluations
+    /// (0.8 old + 0.2 new) so one noisy minute of stable does not move them. Never throws;
+    /// missing parts are (). Recorded as `baseline_*` observations, which carry it on.
+    fn baseline(&mut self, min_requests: f64) -> Map {
+        let s = &self.0.facts.stable;
+        let fresh = |v: Option<f64>| v.filter(|x| x.is_finite());
+        let mut error_rate = self.carried("baseline_error_rate");
+        let mut requests = self.carried("baseline_requests");
+        if let (Some(n), Some(e)) = (fresh(s.requests), fresh(s.errors)) {
+            if n >= min_requests && n > 0.0 {
+                error_rate = Some(e / n);
+                requests = Some(n);
+            }
+        }
+        let per_minute = fresh(s.request_rate).map(|r| r * 60.0);
+        let mut m = Map::new();
+        for (q, now) in [
+            ("p50", s.latency_p50),
+            ("p95", s.latency_p95),
+            ("p99", s.latency_p99),
+        ] {
+            let key = format!("baseline_{q}_ms");
+            let mut b = self.carried(&key);
+            if let (Some(now), Some(pm)) = (fresh(now), per_minute) {
+                if pm >= min_requests / 10.0 {
+                    b = Some(b.map_or(now, |old| 0.8 * old + 0.2 * now));
+                }
+            }
+            record(&key, b);
+            m.insert(
+                q.into(),
+                b.map(Dynamic::from_float).unwrap_or(Dynamic::UNIT),
+            );
+        }
+        record("baseline_error_rate", error_rate);
+        record("baseline_requests", requests);
+        m.insert(
+            "error_rate".into(),
+            error_rate.map(Dynamic::from_float).unwrap_or(Dynamic::UNIT),
+        );
+        m.insert(
+            "requests".into(),
+            requests.map(Dynamic::from_float).unwrap_or(Dynamic::UNIT),
+        );
+        m
+    }
+
+    /// How many of the most recent evaluations, this one included (`now`), had `key` = 1,
+    /// counted back until the first that did not.
+    fn streak(&mut self, key: &str, now: bool) -> i64 {
+        if !now {
+            return 0;
+        }
+        1 + self
+            .0
+            .history
+            .iter()
+            .rev()
+            .take_while(|o| o.get(key).copied().flatten() == Some(1.0))
+            .count() as i64
+    }
+
+    /// One latency quantile ("p50", "p95", "p99") of the canary over the last minute against
+    /// the baseline: judged with at least `min_lat` canary requests in the window; `breach`
+    /// when its increase is above `max_inc`. Below 100% the sequential rank test over the
+    /// step's samples runs too (`rank`, max shift max_inc / 2): a breach counts as evidence
+    /// only together with it, because a one-minute quantile is noisy. Records
+    /// `<q>_increase`, `<q>_breach` and `latency_shift_ms`.
+    fn latency_check(&mut self, base: Map, q: &str, max_inc: f64, min_lat: f64) -> RhaiResult<Map> {
+        let c = &self.0.facts.canary;
+        let window = c.request_rate.filter(|r| r.is_finite()).map(|r| r * 60.0);
+        let judged = window.is_some_and(|n| n >= min_lat);
+        let base_q = base.get(q).and_then(to_f64);
+        let mut r = Map::new();
+        let (mut breach, mut increase, mut value) = (false, None, None);
+        if judged {
+            let Some(b) = base_q.filter(|b| *b > 0.0) else {
+                return Err(no_data(format!("no stable {q} baseline yet")));
+            };
+            let v = TrackView {
+                data: self.0.clone(),
+                track: Track::Canary,
+            }
+            .get(q)?;
+            let inc = (v - b) / b;
+            breach = inc > max_inc;
+            increase = Some(inc);
+            value = Some(v);
+            record(&format!("{q}_increase"), Some(inc));
+        }
+        record(&format!("{q}_breach"), Some(if breach { 1.0 } else { 0.0 }));
+        let streak = self.streak(&format!("{q}_breach"), breach);
+        let last = self.0.step + 1 >= self.0.steps.len();
+        let rank = if last {
+            Dynamic::UNIT
+        } else {
+            let mut opts = Map::new();
+            opts.insert("max_shift".into(), (max_inc / 2.0).into());
+            opts.insert("min_samples".into(), 50_i64.into());
+            let m = self.latency_test(opts)?;
+            record("latency_shift_ms", m.get("estimate").and_then(to_f64));
+            Dynamic::from_map(m)
+        };
+        let unit_or = |v: Option<f64>| v.map(Dynamic::from_float).unwrap_or(Dynamic::UNIT);
+        r.insert("judged".into(), judged.into());
+        r.insert("breach".into(), breach.into());
+        r.insert("streak".into(), streak.into());
+        r.insert("increase".into(), unit_or(increase));
+        r.insert("value".into(), unit_or(value));
+        r.insert("base".into(), unit_or(base_q));
+        r.insert("rank".into(), rank);
+        Ok(r)
     }
 
     fn history(&mut self) -> rhai::Array {
@@ -275,7 +554,19 @@ pub fn register(engine: &mut Engine) {
         .register_fn("error_test", PolicyContext::error_test)
         .register_fn("error_test", |c: &mut PolicyContext| c.error_test(Map::new()))
         .register_fn("latency_test", PolicyContext::latency_test)
-        .register_fn("latency_test", |c: &mut PolicyContext| c.latency_test(Map::new()));
+        .register_fn("latency_test", |c: &mut PolicyContext| c.latency_test(Map::new()))
+        .register_fn("error_bounds", PolicyContext::error_bounds)
+        .register_fn("error_bounds", |c: &mut PolicyContext| c.error_bounds(Map::new()))
+        .register_fn("baseline", |c: &mut PolicyContext, min: f64| c.baseline(min))
+        .register_fn("baseline", |c: &mut PolicyContext, min: i64| c.baseline(min as f64))
+        .register_fn("streak", PolicyContext::streak)
+        .register_fn("latency_check", PolicyContext::latency_check)
+        .register_fn(
+            "latency_check",
+            |c: &mut PolicyContext, b: Map, q: &str, inc: f64, min: i64| {
+                c.latency_check(b, q, inc, min as f64)
+            },
+        );
 
     engine.register_type_with_name::<TrackView>("Track");
     for field in [
@@ -322,13 +613,16 @@ pub fn register(engine: &mut Engine) {
 
     // Observations recorded in history and shown by `status`.
     engine.register_fn("observe", |name: &str, value: Dynamic| {
-        OBSERVATIONS.with(|o| {
-            let mut o = o.borrow_mut();
-            if o.len() < 64 || o.contains_key(name) {
-                o.insert(name.to_string(), to_f64(&value).filter(|v| v.is_finite()));
-            }
-        });
+        record(name, to_f64(&value))
     });
+
+    // Formatting helpers for reasons.
+    engine
+        .register_fn("pct", |x: f64| {
+            format!("{}%", (x * 10000.0).round() / 100.0)
+        })
+        .register_fn("mins", |secs: f64| format!("{}m", (secs / 60.0).floor()))
+        .register_fn("mins", |secs: i64| format!("{}m", secs / 60));
 
     // Comparison helpers: canary vs stable.
     engine
