@@ -289,20 +289,36 @@ pub struct StepArgs {
     /// Show what would change without changing anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Step even though a `run` holds the rollout's lease (its CAS still keeps a transition
+    /// from happening twice).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    #[command(flatten)]
-    pub service: ServiceArg,
+    /// Name of the stable Deployment and its Service (omit with --all).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub service: Option<String>,
     #[command(flatten)]
     pub prometheus: PrometheusArgs,
     /// Show what would change without changing anything.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "all")]
     pub dry_run: bool,
     /// Stop watching after this long (the rollout stays resumable).
     #[arg(long)]
     pub max_time: Option<humantime::Duration>,
+    /// Drive every active rollout of the namespace (-n) or of all namespaces (-A), picking
+    /// up new ones as they start; several `run --all` share the rollouts by their leases.
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: how often to look for rollouts that started.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub discover_interval: humantime::Duration,
+    /// Take the rollout's lease now even if another runner holds it (that runner stops
+    /// driving at its next renewal).
+    #[arg(long)]
+    pub take_over: bool,
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,19 @@ pub enum Error {
          lost — re-run the command to continue from the new state (`kubectl canary status {service} -n {namespace}`)"
     )]
     Conflict { namespace: String, service: String },
+    /// A `run` holds the rollout's lease.
+    #[error(
+        "rollout {namespace}/{service} is driven by `kubectl canary run` {holder} (lease renewed \
+         {renewed_secs_ago}s ago, lapses in {expires_in_secs}s); stepping it now would race that \
+         runner. Stop it, wait for its lease to lapse, or pass --force"
+    )]
+    Leased {
+        namespace: String,
+        service: String,
+        holder: String,
+        renewed_secs_ago: i64,
+        expires_in_secs: i64,
+    },
     #[error(transparent)]
     Provider(#[from] crate::providers::ProviderError),
     #[error(transparent)]

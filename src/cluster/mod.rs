@@ -6,7 +6,9 @@ pub mod client;
 pub mod driver;
 pub mod dryrun;
 pub mod events;
+pub mod lease;
 pub mod metrics;
+pub mod runner;
 pub mod state;
 pub mod workloads;
 

@@ -2,8 +2,10 @@
 //! (`-A`: all namespaces) as a table; `-o json|yaml`; `--watch` redraws until it ends.
 
 use crate::cli::{GlobalArgs, OutputFormat, StatusArgs};
+use crate::cluster::lease::{self, RolloutLease};
 use crate::cluster::state::{self, RolloutRecord, Store};
 use crate::cluster::{self, Session, driver, workloads};
+use crate::core::attendance::{self, Attendance, LeaseFacts};
 use crate::core::decision::Observations;
 use crate::core::facts::PodFacts;
 use crate::error::{Error, Exit, Result};
@@ -42,6 +44,70 @@ pub struct StatusView {
     pub policy_sha256: String,
     pub params: Vec<String>,
     pub schedule_overrides: Vec<String>,
+    pub runner: RunnerView,
+}
+
+/// Who drives the rollout (its lease) and whether anybody is watching it.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct RunnerView {
+    /// The `run` holding the lease, if its claim has not lapsed.
+    pub holder: Option<String>,
+    /// When a runner last renewed the lease (or released it).
+    pub renewed_at: Option<DateTime<Utc>>,
+    /// "held", "recent" (no runner, but evaluated lately), "unattended" or "idle".
+    pub attendance: &'static str,
+    /// Unattended: seconds since anybody last acted on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unattended_secs: Option<u64>,
+}
+
+fn runner_view(rec: &RolloutRecord, lease: &LeaseFacts, interval: Option<Duration>) -> RunnerView {
+    let now = Utc::now();
+    // Without a lease, three intervals without an evaluation is what a lapsed lease means.
+    let grace = lease
+        .duration
+        .or(interval.map(lease::duration_for))
+        .unwrap_or_else(|| {
+            lease::duration_for(crate::core::schedule::Schedule::default().interval)
+        });
+    let a = attendance::attendance(&rec.rollout, lease, grace, now);
+    RunnerView {
+        holder: lease.live_holder(now).map(str::to_string),
+        renewed_at: lease.renewed_at,
+        attendance: match a {
+            Attendance::Held { .. } => "held",
+            Attendance::Recent => "recent",
+            Attendance::Unattended { .. } => "unattended",
+            Attendance::Idle => "idle",
+        },
+        unattended_secs: match a {
+            Attendance::Unattended { last_seen } => {
+                Some((now - last_seen).num_seconds().max(0) as u64)
+            }
+            _ => None,
+        },
+    }
+}
+
+fn runner_words(v: &RunnerView) -> String {
+    let ago = |t: Option<DateTime<Utc>>| {
+        t.map(|t| {
+            format!(
+                "{} ago",
+                output::secs((Utc::now() - t).num_seconds().max(0) as u64)
+            )
+        })
+        .unwrap_or_else(|| "never".into())
+    };
+    match (v.attendance, &v.holder) {
+        (_, Some(h)) => format!("{h} (lease renewed {})", ago(v.renewed_at)),
+        ("unattended", _) => format!(
+            "none — UNATTENDED for {} with canary traffic (last runner seen {}); `kubectl canary run` takes it over",
+            output::secs(v.unattended_secs.unwrap_or(0)),
+            ago(v.renewed_at)
+        ),
+        _ => format!("none (last seen {})", ago(v.renewed_at)),
+    }
 }
 
 async fn pods(sess: &Session, ns: &str, name: &str) -> Result<PodFacts> {
@@ -54,7 +120,7 @@ async fn pods(sess: &Session, ns: &str, name: &str) -> Result<PodFacts> {
     }
 }
 
-pub async fn view(sess: &Session, rec: &RolloutRecord) -> Result<StatusView> {
+pub async fn view(sess: &Session, rec: &RolloutRecord, lease: &LeaseFacts) -> Result<StatusView> {
     let mut target = Target::new(&rec.namespace, &rec.service);
     target.route = rec.route.clone();
     if let Some(stable) = &rec.stable {
@@ -69,14 +135,15 @@ pub async fn view(sess: &Session, rec: &RolloutRecord) -> Result<StatusView> {
         pods(sess, &rec.namespace, &target.canary_service)
     )?;
     let r = &rec.rollout;
-    let steps = crate::policy::PolicyEngine::new(vec![], &Default::default())
+    let schedule = crate::policy::PolicyEngine::new(vec![], &Default::default())
         .compile(&rec.policy.path, &rec.policy.source, &Default::default())
         .ok()
         .map(|mut p| {
             let _ = driver::apply_overrides(&mut p.schedule, &rec.schedule_overrides);
-            p.schedule.steps
-        })
-        .unwrap_or_default();
+            p.schedule
+        });
+    let runner = runner_view(rec, lease, schedule.as_ref().map(|s| s.interval));
+    let steps = schedule.map(|s| s.steps).unwrap_or_default();
     let last = r.last_evaluation();
     let (last_decision, last_reason) = match (last, r.history.last()) {
         (Some(e), Some(t)) if t.at > e.at => (Some(t.event.clone()), Some(t.reason.clone())),
@@ -111,6 +178,7 @@ pub async fn view(sess: &Session, rec: &RolloutRecord) -> Result<StatusView> {
         policy_sha256: rec.policy.sha256.clone(),
         params: rec.params.clone(),
         schedule_overrides: rec.schedule_overrides.clone(),
+        runner,
     })
 }
 
@@ -127,6 +195,7 @@ fn print_view(v: &StatusView) {
     };
     println!("Name:        {}/{}", v.namespace, v.service);
     println!("Phase:       {}", v.phase);
+    println!("Runner:      {}", runner_words(&v.runner));
     println!(
         "Step:        {}/{} {:?}  ({} in step)",
         v.step,
@@ -191,7 +260,11 @@ fn list_table(rows: &[StatusView]) -> comfy_table::Table {
         t.add_row(vec![
             v.namespace.clone(),
             v.service.clone(),
-            v.phase.clone(),
+            if v.runner.attendance == "unattended" {
+                format!("{} (unattended)", v.phase)
+            } else {
+                v.phase.clone()
+            },
             format!("{}/{}", v.step, v.steps.len()),
             format!("{}%", v.desired_weight),
             v.route_weight
@@ -223,7 +296,10 @@ pub async fn run(g: &GlobalArgs, args: &StatusArgs) -> Result<Exit> {
                     .ok_or_else(|| {
                         Error::Cluster(format!("no rollout of {}/{svc}", sess.namespace))
                     })?;
-                let v = view(&sess, &rec).await?;
+                let lease = RolloutLease::new(&sess.client, &sess.namespace, svc, "")
+                    .facts()
+                    .await?;
+                let v = view(&sess, &rec, &lease).await?;
                 let exit = driver::phase_exit(rec.rollout.phase);
                 (
                     serde_json::to_string(&v).unwrap_or_default(),
@@ -247,11 +323,16 @@ pub async fn run(g: &GlobalArgs, args: &StatusArgs) -> Result<Exit> {
                 } else {
                     Some(sess.namespace.as_str())
                 };
-                let docs = state::list(&sess.client, ns).await?;
+                let (docs, leases) = futures::try_join!(
+                    state::list(&sess.client, ns),
+                    lease::list(&sess.client, ns)
+                )?;
                 let mut rows = Vec::new();
                 for d in docs {
                     if let Some(rec) = d.current.or_else(|| d.previous.last().cloned()) {
-                        rows.push(view(&sess, &rec).await?);
+                        let key = (rec.namespace.clone(), rec.service.clone());
+                        let lease = leases.get(&key).cloned().unwrap_or_default();
+                        rows.push(view(&sess, &rec, &lease).await?);
                     }
                 }
                 rows.sort_by(|a, b| (&a.namespace, &a.service).cmp(&(&b.namespace, &b.service)));

@@ -43,6 +43,10 @@ pub struct Schedule {
     /// Header that routes matching requests to the canary before any weight (seed 002).
     #[serde(default)]
     pub header_route: Option<HeaderRoute>,
+    /// Roll back a canary that had traffic but no runner for this long (None: never). The
+    /// next `step` or `run` that takes the rollout acts on it.
+    #[serde(with = "humantime_serde", default)]
+    pub max_unattended: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +71,7 @@ impl Default for Schedule {
             queries: BTreeMap::new(),
             metrics: None,
             header_route: None,
+            max_unattended: None,
         }
     }
 }
