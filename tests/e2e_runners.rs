@@ -572,3 +572,110 @@ async fn three_runners_share_rollouts() {
         let _ = r.child.start_kill();
     }
 }
+
+/// A Prometheus in front of the real one that answers queries mentioning `slow_marker`
+/// only after `delay` (every response closes its connection, so each query is seen).
+async fn slow_prometheus(slow_marker: &'static str, delay: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = TestEnv::get().prometheus.clone();
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let (http, upstream) = (http.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                if path.contains(slow_marker) {
+                    tokio::time::sleep(delay).await;
+                }
+                let (status, body) = match http.get(format!("{upstream}{path}")).send().await {
+                    Ok(r) => (r.status().as_u16(), r.bytes().await.unwrap_or_default()),
+                    Err(_) => (502, Default::default()),
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+                let _ = sock.write_all(&body).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// One rollout behind a slow Prometheus query never delays the others: each rollout of
+/// `run --all` is its own task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_rollout_does_not_delay_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("holding.rhai");
+    std::fs::write(&policy, HOLDING).unwrap();
+    let policy = policy.to_str().unwrap().to_string();
+    let ns = TestNamespace::create("e2e-all-slow").await;
+    start_many(&ns.name, &ns.client, "slow", 1, &policy).await;
+    start_many(&ns.name, &ns.client, "fast", 2, &policy).await;
+    let prom = slow_prometheus("slow-0", Duration::from_secs(8)).await;
+    let mut all = Proc::spawn(
+        &ns.name,
+        &[
+            "run",
+            "--all",
+            "--discover-interval",
+            "1s",
+            "--prometheus-url",
+            &prom,
+            "--prometheus-timeout",
+            "30s",
+        ],
+    );
+    for svc in ["slow-0", "fast-0", "fast-1"] {
+        let ns = ns.name.clone();
+        wait_for(Duration::from_secs(30), &format!("{svc} held"), || {
+            let ns = ns.clone();
+            async move { holder(&ns, svc).await.is_some() }
+        })
+        .await;
+    }
+    let count = |svc: &'static str| {
+        let ns = ns.name.clone();
+        async move {
+            history_json(&ns, svc).await["current"]["rollout"]["evaluations"]
+                .as_array()
+                .map(|v| {
+                    v.iter()
+                        .filter_map(|e| e["at"].as_str().map(str::to_string))
+                        .collect::<BTreeSet<_>>()
+                })
+                .unwrap_or_default()
+        }
+    };
+    let (s0, f0) = (count("slow-0").await, count("fast-0").await);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let (s1, f1) = (count("slow-0").await, count("fast-0").await);
+    let slow_new = s1.difference(&s0).count();
+    let fast_new = f1.difference(&f0).count();
+    eprintln!(
+        "in 12 s: slow-0 evaluated {slow_new}×, fast-0 {fast_new}× (interval 2 s, slow query 8 s)"
+    );
+    assert!(
+        fast_new >= 4,
+        "fast-0 keeps its 2 s interval while slow-0 waits on Prometheus: {fast_new}"
+    );
+    assert!(slow_new <= 2, "slow-0 is held up by its query: {slow_new}");
+    let _ = all.child.start_kill();
+}

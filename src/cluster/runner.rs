@@ -178,10 +178,12 @@ pub async fn drive(
         let interval = policy.schedule.interval.max(Duration::from_secs(1));
         let duration = lease::duration_for(interval);
         if shared.many {
-            // The more rollouts we drive, the later we reach for another free one.
+            // Runners that start together take free rollouts in random order, and the more
+            // rollouts one drives the later it reaches for another: they spread. Capped at
+            // half an interval so a takeover stays within about three intervals.
             let held = shared.held.load(Ordering::Relaxed) as u64;
-            let jitter = rand::random::<u64>() % 200;
-            let pause = Duration::from_millis(held * 150 + jitter);
+            let jitter = rand::random::<u64>() % 1000;
+            let pause = Duration::from_millis(held * 50 + jitter).min(interval / 2);
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = stopped(&mut stop) => return Ok(Ended::Stopped(Some(phase))),
