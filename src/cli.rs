@@ -211,6 +211,11 @@ pub struct StartArgs {
     /// whose pods the Service selects, e.g. bookinfo's reviews-v1 for Service reviews).
     #[arg(long, value_name = "DEPLOYMENT")]
     pub stable: Option<String>,
+    /// Webhook for every transition (repeatable): `format=json|slack` plus `url=URL` or
+    /// `url-secret=SECRET/KEY` (the URL is read from that Secret when sending), and optionally
+    /// `token-secret=SECRET/KEY` (sent as a bearer token). Only the references are stored.
+    #[arg(long = "notify", value_name = "SPEC")]
+    pub notify: Vec<String>,
 }
 
 /// Where metrics come from (Prometheus HTTP API).

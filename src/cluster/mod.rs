@@ -8,6 +8,7 @@ pub mod dryrun;
 pub mod events;
 pub mod lease;
 pub mod metrics;
+pub mod notify;
 pub mod runner;
 pub mod state;
 pub mod workloads;

@@ -8,6 +8,8 @@ use super::client::Session;
 use super::driver::{self, StepContext, StepReport};
 use super::lease::{self, Acquire, Claim, RolloutLease};
 use super::metrics::Metrics;
+use super::notify;
+use super::state::RolloutRecord;
 use crate::core::attendance::{self, LeaseFacts};
 use crate::core::rollout::{Event, Phase, Rollout, Transition};
 use crate::error::{Error, Result};
@@ -72,6 +74,8 @@ pub enum Update {
     Lost { holder: Option<String> },
     /// A step failed; `run --all` retries at the next interval.
     Failed(String),
+    /// Something to know that does not stop anything (a notification that failed).
+    Warning(String),
 }
 
 pub type Updates = mpsc::UnboundedSender<(Key, Update)>;
@@ -141,6 +145,30 @@ async fn renewing<F: Future>(
     }
 }
 
+/// Sends notifications in the background: a slow or failing sink never delays a step. The
+/// task holds an update sender, so `run` waits for deliveries (bounded by their retries)
+/// before it exits.
+struct Notifier {
+    client: kube::Client,
+    updates: Updates,
+    key: Key,
+}
+
+impl Notifier {
+    fn later(&self, rec: &RolloutRecord, transitions: &[Transition]) {
+        if rec.notify.is_empty() || transitions.is_empty() {
+            return;
+        }
+        let (client, updates, key) = (self.client.clone(), self.updates.clone(), self.key.clone());
+        let (rec, ts) = (rec.clone(), transitions.to_vec());
+        tokio::spawn(async move {
+            for w in notify::send(&client, &rec, &ts).await {
+                let _ = updates.send((key.clone(), Update::Warning(w)));
+            }
+        });
+    }
+}
+
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     while !*stop.borrow() {
         if stop.changed().await.is_err() {
@@ -166,6 +194,11 @@ pub async fn drive(
         let _ = updates.send((key.clone(), u));
     };
     let lease = RolloutLease::new(&sess.client, &sess.namespace, &service, &shared.identity);
+    let notifier = Notifier {
+        client: sess.client.clone(),
+        updates: updates.clone(),
+        key: key.clone(),
+    };
     let mut last_waiting_for: Option<String> = None;
     loop {
         let l = driver::load(&sess, &service).await?;
@@ -227,6 +260,7 @@ pub async fn drive(
             policy.schedule.max_unattended,
             interval,
             &send,
+            &notifier,
             &mut stop,
         )
         .await;
@@ -258,6 +292,7 @@ async fn hold(
     max_unattended: Option<Duration>,
     interval: Duration,
     send: &impl Fn(Update),
+    notifier: &Notifier,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Option<Ended>> {
     let cx = StepContext {
@@ -276,6 +311,7 @@ async fn hold(
     )
     .await;
     let done = done?;
+    notifier.later(l.record(), &done);
     if !done.is_empty() {
         send(Update::Transitions(done));
     }
@@ -313,6 +349,7 @@ async fn hold(
                 .schedule
                 .steps;
             let report = driver::step(&mut l, &cx).await?;
+            notifier.later(l.record(), &report.transitions);
             Ok::<_, Error>((report, l.rollout().clone(), steps))
         };
         let (result, held) = renewing(step, lease, claim, interval).await;

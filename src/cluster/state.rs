@@ -59,6 +59,9 @@ pub struct RolloutRecord {
     /// Delete (instead of scale to 0) the canary when rolling back.
     #[serde(default)]
     pub delete_on_rollback: bool,
+    /// Webhook sinks for transitions (`start --notify`); Secret references only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<super::notify::Sink>,
     pub rollout: Rollout,
 }
 

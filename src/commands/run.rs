@@ -172,6 +172,7 @@ impl Printer {
                 ),
             ),
             Update::Failed(e) => self.line(key, &format!("error: {e}")),
+            Update::Warning(w) => self.line(key, &format!("warning: {w}")),
             Update::Transitions(ts) => {
                 for t in &ts {
                     self.line(key, &super::step::transition_line(t));

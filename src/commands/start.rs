@@ -4,7 +4,7 @@
 use crate::cli::{GlobalArgs, StartArgs};
 use crate::cluster::driver::{self, apply_overrides};
 use crate::cluster::state::{PolicyRef, RolloutRecord, Store};
-use crate::cluster::{self, workloads};
+use crate::cluster::{self, notify, workloads};
 use crate::controller::parse_params;
 use crate::core::rollout::{Cause, Event, Phase, Rollout};
 use crate::error::{Error, Exit, Result};
@@ -59,6 +59,12 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
     apply_overrides(&mut policy.schedule, &args.schedule_overrides)?;
     parse_params(&args.policy.params).map_err(Error::Usage)?;
     let extra_labels = parse_labels(&args.canary_labels)?;
+    let sinks = args
+        .notify
+        .iter()
+        .map(|s| notify::parse_sink(s))
+        .collect::<Result<Vec<_>>>()?;
+    notify::check(&client, &ns, &sinks).await?;
     let schedule = policy.schedule.clone();
     let replicas = args.replicas.unwrap_or(schedule.canary_replicas).max(1);
 
@@ -230,6 +236,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
             canary_replicas: replicas,
             started_by: sess.actor.clone(),
             delete_on_rollback: false,
+            notify: sinks.clone(),
             rollout: Rollout::new(now),
         };
         stored.doc.archive_current();
@@ -321,6 +328,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
                 .map_err(|e| Error::Other(e.to_string()))?;
             l.store.save(&mut l.stored).await?;
             emit(&l, &t).await;
+            notify::send_and_warn(&client, l.record(), std::slice::from_ref(&t)).await;
             if !output::structured(g.output, l.record())? {
                 println!(
                     "started canary {ns}/{} with {:?}: {first}% of traffic via {} {} (steps {:?}, every {})",

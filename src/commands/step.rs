@@ -7,7 +7,7 @@ use crate::cluster;
 use crate::cluster::driver::{self, StepContext, StepReport};
 use crate::cluster::lease::RolloutLease;
 use crate::cluster::metrics::Metrics;
-use crate::cluster::runner;
+use crate::cluster::{notify, runner};
 use crate::core::rollout::Transition;
 use crate::error::{Error, Exit, Result};
 use crate::output;
@@ -94,6 +94,7 @@ pub async fn run(g: &GlobalArgs, args: &StepArgs) -> Result<Exit> {
             .schedule
             .max_unattended;
         let done = runner::roll_back_if_overdue(&mut l, &before, max, &sess.actor, true).await?;
+        notify::send_and_warn(&sess.client, l.record(), &done).await;
         if !done.is_empty() {
             if !output::structured(g.output, &done)? {
                 for t in &done {
@@ -111,6 +112,7 @@ pub async fn run(g: &GlobalArgs, args: &StepArgs) -> Result<Exit> {
         show_progress: true,
     };
     let report = driver::step(&mut l, &cx).await?;
+    notify::send_and_warn(&sess.client, l.record(), &report.transitions).await;
     if !output::structured(g.output, &report)? {
         print_report(&report);
     }
