@@ -146,6 +146,13 @@ pub enum Command {
     /// Check and test policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Install the in-cluster runner: a Deployment running `run --all`, its ServiceAccount and
+    /// a least-privilege Role (-A: ClusterRole, all namespaces).
+    #[command(
+        name = "install-runner",
+        after_help = "Examples:\n  kubectl canary install-runner -n shop --image registry.example/kubectl-canary:0.1.0\n  kubectl canary install-runner -A --dry-run -o yaml"
+    )]
+    InstallRunner(InstallRunnerArgs),
     /// Print the version, git commit and build target.
     #[command(after_help = "Example:\n  kubectl canary version -o json")]
     Version,
@@ -324,6 +331,22 @@ pub struct RunArgs {
     /// driving at its next renewal).
     #[arg(long)]
     pub take_over: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallRunnerArgs {
+    /// Print the manifests instead of applying them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The runner image (built from the Dockerfile).
+    #[arg(long, default_value = concat!("kubectl-canary:", env!("CARGO_PKG_VERSION")))]
+    pub image: String,
+    /// Runner replicas; they share the rollouts by their leases.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u32,
+    /// Prometheus base URL the runner reads metrics from.
+    #[arg(long = "prometheus-url", value_name = "URL")]
+    pub prometheus_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
