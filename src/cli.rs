@@ -356,6 +356,9 @@ pub struct StatusArgs {
     /// Keep watching and redraw on change.
     #[arg(long, short = 'w')]
     pub watch: bool,
+    /// In the list: also read each rollout's route weight and pods (requests per rollout).
+    #[arg(long)]
+    pub detail: bool,
 }
 
 #[derive(Debug, Args)]

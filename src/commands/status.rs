@@ -13,7 +13,9 @@ use crate::output;
 use crate::providers::{Router, Target};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use crate::core::schedule::Schedule;
+use futures::StreamExt;
+use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -26,13 +28,16 @@ pub struct StatusView {
     pub step: usize,
     pub steps: Vec<u32>,
     pub desired_weight: u32,
-    /// Read back from the route object (None: no canary route).
+    /// Read back from the route object (None: no canary route, or a list without --detail).
     pub route_weight: Option<u32>,
     pub provider: String,
     pub route: String,
     pub images: BTreeMap<String, String>,
-    pub stable_pods: PodFacts,
-    pub canary_pods: PodFacts,
+    /// Read from the cluster (None in a list without --detail).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stable_pods: Option<PodFacts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary_pods: Option<PodFacts>,
     pub started_at: DateTime<Utc>,
     pub started_by: String,
     pub time_in_step_secs: u64,
@@ -120,7 +125,14 @@ async fn pods(sess: &Session, ns: &str, name: &str) -> Result<PodFacts> {
     }
 }
 
-pub async fn view(sess: &Session, rec: &RolloutRecord, lease: &LeaseFacts) -> Result<StatusView> {
+/// What only the cluster's objects can tell (a few requests per rollout).
+pub struct Live {
+    pub route_weight: Option<u32>,
+    pub stable_pods: PodFacts,
+    pub canary_pods: PodFacts,
+}
+
+pub async fn live(sess: &Session, rec: &RolloutRecord) -> Result<Live> {
     let mut target = Target::new(&rec.namespace, &rec.service);
     target.route = rec.route.clone();
     if let Some(stable) = &rec.stable {
@@ -134,14 +146,60 @@ pub async fn view(sess: &Session, rec: &RolloutRecord, lease: &LeaseFacts) -> Re
         pods(sess, &rec.namespace, &target.stable_deployment),
         pods(sess, &rec.namespace, &target.canary_service)
     )?;
+    Ok(Live {
+        route_weight,
+        stable_pods,
+        canary_pods,
+    })
+}
+
+/// Schedules compiled once per policy and overrides (a list shares a few policies).
+#[derive(Default)]
+pub struct Schedules {
+    engine: Option<crate::policy::PolicyEngine>,
+    compiled: HashMap<(String, Vec<String>), Option<Schedule>>,
+}
+
+impl Schedules {
+    fn of(&mut self, rec: &RolloutRecord) -> Option<Schedule> {
+        let key = (rec.policy.sha256.clone(), rec.schedule_overrides.clone());
+        let engine = self
+            .engine
+            .get_or_insert_with(|| crate::policy::PolicyEngine::new(vec![], &Default::default()));
+        self.compiled
+            .entry(key)
+            .or_insert_with(|| {
+                engine
+                    .compile(&rec.policy.path, &rec.policy.source, &Default::default())
+                    .ok()
+                    .map(|mut p| {
+                        let _ = driver::apply_overrides(&mut p.schedule, &rec.schedule_overrides);
+                        p.schedule
+                    })
+            })
+            .clone()
+    }
+}
+
+/// One rollout in detail: its state, lease and live objects.
+pub async fn view(sess: &Session, rec: &RolloutRecord, lease: &LeaseFacts) -> Result<StatusView> {
+    let live = live(sess, rec).await?;
+    Ok(view_of(rec, lease, Some(live), &mut Schedules::default()))
+}
+
+/// The view from the stored state and lease; `live` None: the objects were not read.
+pub fn view_of(
+    rec: &RolloutRecord,
+    lease: &LeaseFacts,
+    live: Option<Live>,
+    schedules: &mut Schedules,
+) -> StatusView {
+    let (route_weight, stable_pods, canary_pods) = match live {
+        Some(l) => (l.route_weight, Some(l.stable_pods), Some(l.canary_pods)),
+        None => (None, None, None),
+    };
     let r = &rec.rollout;
-    let schedule = crate::policy::PolicyEngine::new(vec![], &Default::default())
-        .compile(&rec.policy.path, &rec.policy.source, &Default::default())
-        .ok()
-        .map(|mut p| {
-            let _ = driver::apply_overrides(&mut p.schedule, &rec.schedule_overrides);
-            p.schedule
-        });
+    let schedule = schedules.of(rec);
     let runner = runner_view(rec, lease, schedule.as_ref().map(|s| s.interval));
     let steps = schedule.map(|s| s.steps).unwrap_or_default();
     let last = r.last_evaluation();
@@ -154,7 +212,7 @@ pub async fn view(sess: &Session, rec: &RolloutRecord, lease: &LeaseFacts) -> Re
         (None, Some(t)) => (Some(t.event.clone()), Some(t.reason.clone())),
         (None, None) => (None, None),
     };
-    Ok(StatusView {
+    StatusView {
         namespace: rec.namespace.clone(),
         service: rec.service.clone(),
         phase: r.phase.to_string(),
@@ -179,11 +237,14 @@ pub async fn view(sess: &Session, rec: &RolloutRecord, lease: &LeaseFacts) -> Re
         params: rec.params.clone(),
         schedule_overrides: rec.schedule_overrides.clone(),
         runner,
-    })
+    }
 }
 
 fn print_view(v: &StatusView) {
-    let pods = |p: &PodFacts| {
+    let pods = |p: &Option<PodFacts>| {
+        let Some(p) = p else {
+            return "-".to_string();
+        };
         let mut s = format!("{}/{} ready", p.ready, p.desired);
         if p.restarts > 0 {
             s.push_str(&format!(", {} restarts", p.restarts));
@@ -243,21 +304,16 @@ fn print_view(v: &StatusView) {
     );
 }
 
-fn list_table(rows: &[StatusView]) -> comfy_table::Table {
-    let mut t = output::table(&[
-        "namespace",
-        "service",
-        "phase",
-        "step",
-        "weight",
-        "route",
-        "canary",
-        "provider",
-        "age",
-        "last",
-    ]);
+/// The list; the route and canary columns only with --detail (they cost requests per row).
+fn list_table(rows: &[StatusView], detail: bool) -> comfy_table::Table {
+    let mut header = vec!["namespace", "service", "phase", "step", "weight"];
+    if detail {
+        header.extend(["route", "canary"]);
+    }
+    header.extend(["provider", "age", "last"]);
+    let mut t = output::table(&header);
     for v in rows {
-        t.add_row(vec![
+        let mut row = vec![
             v.namespace.clone(),
             v.service.clone(),
             if v.runner.attendance == "unattended" {
@@ -267,14 +323,26 @@ fn list_table(rows: &[StatusView]) -> comfy_table::Table {
             },
             format!("{}/{}", v.step, v.steps.len()),
             format!("{}%", v.desired_weight),
-            v.route_weight
-                .map(|w| format!("{w}%"))
-                .unwrap_or_else(|| "-".into()),
-            format!("{}/{}", v.canary_pods.ready, v.canary_pods.desired),
+        ];
+        if detail {
+            row.push(
+                v.route_weight
+                    .map(|w| format!("{w}%"))
+                    .unwrap_or_else(|| "-".into()),
+            );
+            row.push(
+                v.canary_pods
+                    .as_ref()
+                    .map(|p| format!("{}/{}", p.ready, p.desired))
+                    .unwrap_or_else(|| "-".into()),
+            );
+        }
+        row.extend([
             v.provider.clone(),
             output::secs((Utc::now() - v.started_at).num_seconds().max(0) as u64),
             v.last_reason.clone().unwrap_or_default(),
         ]);
+        t.add_row(row);
     }
     t
 }
@@ -327,14 +395,33 @@ pub async fn run(g: &GlobalArgs, args: &StatusArgs) -> Result<Exit> {
                     state::list(&sess.client, ns),
                     lease::list(&sess.client, ns)
                 )?;
-                let mut rows = Vec::new();
-                for d in docs {
-                    if let Some(rec) = d.current.or_else(|| d.previous.last().cloned()) {
+                let recs: Vec<RolloutRecord> = docs
+                    .into_iter()
+                    .filter_map(|d| d.current.or_else(|| d.previous.last().cloned()))
+                    .collect();
+                // Without --detail: the two list calls above and nothing per rollout.
+                let mut lives: Vec<Option<Live>> = if args.detail {
+                    futures::stream::iter(recs.iter().map(|rec| live(&sess, rec)))
+                        .buffered(16)
+                        .collect::<Vec<_>>()
+                        .await
+                        .into_iter()
+                        .map(|l| l.map(Some))
+                        .collect::<Result<_>>()?
+                } else {
+                    Vec::new()
+                };
+                lives.resize_with(recs.len(), || None);
+                let mut schedules = Schedules::default();
+                let mut rows: Vec<StatusView> = recs
+                    .iter()
+                    .zip(lives)
+                    .map(|(rec, live)| {
                         let key = (rec.namespace.clone(), rec.service.clone());
                         let lease = leases.get(&key).cloned().unwrap_or_default();
-                        rows.push(view(&sess, &rec, &lease).await?);
-                    }
-                }
+                        view_of(rec, &lease, live, &mut schedules)
+                    })
+                    .collect();
                 rows.sort_by(|a, b| (&a.namespace, &a.service).cmp(&(&b.namespace, &b.service)));
                 (
                     serde_json::to_string(&rows).unwrap_or_default(),
@@ -347,7 +434,7 @@ pub async fn run(g: &GlobalArgs, args: &StatusArgs) -> Result<Exit> {
                                 if rows.is_empty() {
                                     println!("no rollouts");
                                 } else {
-                                    println!("{}", list_table(&rows));
+                                    println!("{}", list_table(&rows, args.detail));
                                 }
                             }
                             Ok(())
