@@ -258,6 +258,7 @@ pub async fn drive(
             &mut claim,
             &before,
             policy.schedule.max_unattended,
+            &policy.schedule.steps,
             interval,
             &send,
             &notifier,
@@ -290,6 +291,7 @@ async fn hold(
     claim: &mut Claim,
     before: &LeaseFacts,
     max_unattended: Option<Duration>,
+    steps: &[u32],
     interval: Duration,
     send: &impl Fn(Update),
     notifier: &Notifier,
@@ -343,14 +345,14 @@ async fn hold(
                 continue;
             }
         }
+        // Evaluations are due every interval from the start of the previous one, whatever
+        // the step took.
+        let due = tokio::time::Instant::now() + interval;
         let step = async {
             let mut l = driver::load(sess, service).await?;
-            let steps = driver::compile(cx.engine, cx.limits, l.record())?
-                .schedule
-                .steps;
             let report = driver::step(&mut l, &cx).await?;
             notifier.later(l.record(), &report.transitions);
-            Ok::<_, Error>((report, l.rollout().clone(), steps))
+            Ok::<_, Error>((report, l.rollout().clone(), steps.to_vec()))
         };
         let (result, held) = renewing(step, lease, claim, interval).await;
         let mut phase = None;
@@ -390,7 +392,7 @@ async fn hold(
         }
         let wait = async {
             tokio::select! {
-                _ = tokio::time::sleep(interval) => false,
+                _ = tokio::time::sleep_until(due) => false,
                 _ = stopped(stop) => true,
             }
         };
