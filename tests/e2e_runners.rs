@@ -516,18 +516,10 @@ async fn three_runners_share_rollouts() {
     );
     for (svc, who) in &h {
         let who = who.as_ref().unwrap();
-        let key = format!("{}/{svc} holding the lease", ns.name);
         let claimants: Vec<usize> = runners
             .iter()
             .enumerate()
-            .filter(|(_, r)| {
-                // A runner that held it and lost it would have logged the loss.
-                let out = r.output();
-                out.iter().any(|l| l.contains(&key))
-                    && !out
-                        .iter()
-                        .any(|l| l.contains(&format!("{}/{svc} lease taken over", ns.name)))
-            })
+            .filter(|(_, r)| drives(&r.output(), &ns.name, svc))
             .map(|(i, _)| i)
             .collect();
         assert_eq!(
@@ -568,9 +560,62 @@ async fn three_runners_share_rollouts() {
         victim_svcs.len(),
         killed.elapsed()
     );
+    // Its replacement gets a share: the others hand over what they drive beyond theirs.
+    let replacement = Proc::spawn(&ns.name, &["run", "--all", "--discover-interval", "1s"]);
+    wait_for(
+        Duration::from_secs(90),
+        "the replacement runner drives some rollouts",
+        || async {
+            let out = replacement.output();
+            (0..n)
+                .filter(|i| drives(&out, &ns.name, &format!("svc-{i}")))
+                .count()
+                >= 2
+        },
+    )
+    .await;
+    wait_for(
+        Duration::from_secs(30),
+        "every rollout has a runner",
+        || {
+            let ns = ns.name.clone();
+            async move { holders(&ns).await.values().all(Option::is_some) }
+        },
+    )
+    .await;
+    let spread = by_runner(&holders(&ns.name).await);
+    eprintln!(
+        "after the replacement joined: {:?}",
+        spread.values().map(Vec::len).collect::<Vec<_>>()
+    );
+    runners.push(replacement);
+    for (svc, _) in holders(&ns.name).await {
+        let claimants = runners
+            .iter()
+            .filter(|r| r.child.id().is_some() && drives(&r.output(), &ns.name, &svc))
+            .count();
+        assert_eq!(claimants, 1, "{svc}: exactly one live runner drives it");
+    }
     for r in runners.iter_mut() {
         let _ = r.child.start_kill();
     }
+}
+
+/// From a runner's log: whether its last lease event for `ns/svc` left it driving.
+fn drives(lines: &[String], ns: &str, svc: &str) -> bool {
+    let key = format!(" {ns}/{svc} ");
+    let mut driving = false;
+    for l in lines.iter().filter(|l| l.contains(&key)) {
+        if l.contains("holding the lease") || l.contains("took over from") {
+            driving = true;
+        } else if l.contains("lease taken over by")
+            || l.contains("handing over:")
+            || l.contains(&format!("done with {ns}/{svc}"))
+        {
+            driving = false;
+        }
+    }
+    driving
 }
 
 /// A Prometheus in front of the real one that answers queries mentioning `slow_marker`

@@ -243,6 +243,88 @@ impl RolloutLease {
     }
 }
 
+/// Label of the presence Leases of `run --all` runners.
+pub const RUNNER_LABEL: &str = "kubectl-canary/runner";
+
+/// A `run --all` runner's presence: a Lease of its own in its namespace, so runners that
+/// share a scope can count each other (even one that holds no rollout yet) and spread the
+/// rollouts evenly.
+pub struct Presence {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+}
+
+impl Presence {
+    pub fn new(client: &Client, namespace: &str, identity: &str) -> Self {
+        use sha2::Digest;
+        let digest = hex::encode(sha2::Sha256::digest(identity.as_bytes()));
+        Presence {
+            api: Api::namespaced(client.clone(), namespace),
+            name: format!("kubectl-canary-runner-{}", &digest[..12]),
+            identity: identity.into(),
+        }
+    }
+
+    /// Renews this runner's presence and counts the live runners (this one included).
+    pub async fn beat(&self, duration: Duration) -> Result<usize> {
+        let now = Utc::now();
+        let pp = PostParams {
+            field_manager: Some("kubectl-canary".into()),
+            ..Default::default()
+        };
+        let spec = LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            renew_time: micro(now),
+            lease_duration_seconds: Some(duration.as_secs().clamp(1, i32::MAX as u64) as i32),
+            ..Default::default()
+        };
+        match self.api.get_opt(&self.name).await? {
+            Some(mut l) => {
+                l.spec = Some(spec);
+                self.api.replace(&self.name, &pp, &l).await?;
+            }
+            None => {
+                let labels = BTreeMap::from([
+                    (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+                    (RUNNER_LABEL.to_string(), "true".to_string()),
+                ]);
+                let l = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        labels: Some(labels),
+                        ..Default::default()
+                    },
+                    spec: Some(spec),
+                };
+                self.api.create(&pp, &l).await?;
+            }
+        }
+        let lp = ListParams::default().labels(&format!("{RUNNER_LABEL}=true"));
+        Ok(self
+            .api
+            .list(&lp)
+            .await?
+            .iter()
+            .filter(|l| facts_of(l).live_holder(now).is_some())
+            .count()
+            .max(1))
+    }
+
+    /// Marks this runner gone (best effort).
+    pub async fn leave(&self) {
+        if let Ok(Some(mut l)) = self.api.get_opt(&self.name).await {
+            if let Some(s) = l.spec.as_mut() {
+                s.holder_identity = None;
+            }
+            let _ = self
+                .api
+                .replace(&self.name, &PostParams::default(), &l)
+                .await;
+        }
+    }
+}
+
 /// Every rollout lease of a namespace (or all with None), by (namespace, service): one call.
 pub async fn list(
     client: &Client,

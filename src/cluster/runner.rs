@@ -38,6 +38,51 @@ pub struct Shared {
     pub many: bool,
     /// Leases this process holds right now.
     pub held: AtomicUsize,
+    /// `run --all`: live runners sharing the scope (this one included), from their presence
+    /// Leases, and the active rollouts in scope, both from the last discovery round.
+    pub peers: AtomicUsize,
+    pub active: AtomicUsize,
+}
+
+impl Shared {
+    /// How many rollouts this runner should drive for an even spread.
+    fn fair_share(&self) -> usize {
+        let peers = self.peers.load(Ordering::Relaxed).max(1);
+        self.active.load(Ordering::Relaxed).div_ceil(peers).max(1)
+    }
+
+    fn has_peers(&self) -> bool {
+        self.many && self.peers.load(Ordering::Relaxed) > 1
+    }
+
+    /// Counts one rollout out if this runner drives more than its share (true: the caller
+    /// hands it over). Atomic, so only the excess is handed over.
+    fn shed_one(&self) -> bool {
+        if !self.has_peers() {
+            return false;
+        }
+        let fair = self.fair_share();
+        let mut held = self.held.load(Ordering::Relaxed);
+        while held > fair {
+            match self
+                .held
+                .compare_exchange(held, held - 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => held = now,
+            }
+        }
+        false
+    }
+}
+
+/// How a spell of holding a lease ended.
+enum Outcome {
+    Ended(Ended),
+    /// Somebody took the lease over.
+    Lost,
+    /// Handed over to even out the load (already counted out of `held`).
+    Shed,
 }
 
 /// The rollout an update is about.
@@ -72,6 +117,8 @@ pub enum Update {
     Transitions(Vec<Transition>),
     /// Somebody took the lease over; we stop driving and wait.
     Lost { holder: Option<String> },
+    /// We drive more than our share: the lease is given back for a less busy runner.
+    Shed,
     /// A step failed; `run --all` retries at the next interval.
     Failed(String),
     /// Something to know that does not stop anything (a notification that failed).
@@ -214,9 +261,13 @@ pub async fn drive(
             // Runners that start together take free rollouts in random order, and the more
             // rollouts one drives the later it reaches for another: they spread. Capped at
             // half an interval so a takeover stays within about three intervals.
-            let held = shared.held.load(Ordering::Relaxed) as u64;
+            let held = shared.held.load(Ordering::Relaxed);
             let jitter = rand::random::<u64>() % 1000;
-            let pause = Duration::from_millis(held * 50 + jitter).min(interval / 2);
+            let mut pause = Duration::from_millis(held as u64 * 50 + jitter).min(interval / 2);
+            if shared.has_peers() && held >= shared.fair_share() {
+                // Full already: let a runner below its share take it first.
+                pause += interval / 2;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = stopped(&mut stop) => return Ok(Ended::Stopped(Some(phase))),
@@ -265,14 +316,24 @@ pub async fn drive(
             &mut stop,
         )
         .await;
-        shared.held.fetch_sub(1, Ordering::Relaxed);
+        if !matches!(result, Ok(Outcome::Shed)) {
+            shared.held.fetch_sub(1, Ordering::Relaxed);
+        }
         match result {
-            Ok(Some(ended)) => {
+            Ok(Outcome::Ended(ended)) => {
                 lease.release(claim).await;
                 return Ok(ended);
             }
             // Lost the lease: back to waiting.
-            Ok(None) => continue,
+            Ok(Outcome::Lost) => continue,
+            Ok(Outcome::Shed) => {
+                lease.release(claim).await;
+                // Give the others two lease durations to take it before we may again.
+                tokio::select! {
+                    _ = tokio::time::sleep(duration * 2) => continue,
+                    _ = stopped(&mut stop) => return Ok(Ended::Stopped(Some(phase))),
+                }
+            }
             Err(e) => {
                 lease.release(claim).await;
                 return Err(e);
@@ -281,7 +342,7 @@ pub async fn drive(
     }
 }
 
-/// Steps while we hold the lease. Ok(None): the lease was taken over.
+/// Steps while we hold the lease.
 #[allow(clippy::too_many_arguments)]
 async fn hold(
     sess: &Session,
@@ -296,7 +357,7 @@ async fn hold(
     send: &impl Fn(Update),
     notifier: &Notifier,
     stop: &mut watch::Receiver<bool>,
-) -> Result<Option<Ended>> {
+) -> Result<Outcome> {
     let cx = StepContext {
         engine: &shared.engine,
         limits: &shared.limits,
@@ -321,7 +382,7 @@ async fn hold(
         send(Update::Lost {
             holder: holder_now(lease).await,
         });
-        return Ok(None);
+        return Ok(Outcome::Lost);
     }
     let mut conflicts = 0;
     loop {
@@ -330,7 +391,7 @@ async fn hold(
             let holder = holder_now(lease).await;
             if holder.as_deref().is_some_and(|h| h != lease.identity) {
                 send(Update::Lost { holder });
-                return Ok(None);
+                return Ok(Outcome::Lost);
             }
             if !matches!(lease.renew(claim).await, Ok(true)) {
                 send(Update::Failed(
@@ -340,7 +401,7 @@ async fn hold(
                     renewing(tokio::time::sleep(interval), lease, claim, interval).await;
                 if !held {
                     send(Update::Lost { holder: None });
-                    return Ok(None);
+                    return Ok(Outcome::Lost);
                 }
                 continue;
             }
@@ -383,12 +444,16 @@ async fn hold(
             send(Update::Lost {
                 holder: holder_now(lease).await,
             });
-            return Ok(None);
+            return Ok(Outcome::Lost);
         }
         if let Some(p) = phase
             && (p.is_terminal() || p == Phase::Paused)
         {
-            return Ok(Some(Ended::Done(p)));
+            return Ok(Outcome::Ended(Ended::Done(p)));
+        }
+        if shared.shed_one() {
+            send(Update::Shed);
+            return Ok(Outcome::Shed);
         }
         let wait = async {
             tokio::select! {
@@ -398,13 +463,13 @@ async fn hold(
         };
         let (stop_now, held) = renewing(wait, lease, claim, interval).await;
         if stop_now {
-            return Ok(Some(Ended::Stopped(phase)));
+            return Ok(Outcome::Ended(Ended::Stopped(phase)));
         }
         if !held {
             send(Update::Lost {
                 holder: holder_now(lease).await,
             });
-            return Ok(None);
+            return Ok(Outcome::Lost);
         }
     }
 }

@@ -21,6 +21,7 @@ use chrono::Utc;
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -171,6 +172,10 @@ impl Printer {
                     holder.as_deref().unwrap_or("another runner")
                 ),
             ),
+            Update::Shed => self.line(
+                key,
+                "handing over: this runner drives more than its share of the rollouts",
+            ),
             Update::Failed(e) => self.line(key, &format!("error: {e}")),
             Update::Warning(w) => self.line(key, &format!("warning: {w}")),
             Update::Transitions(ts) => {
@@ -285,6 +290,8 @@ fn shared(g: &GlobalArgs, args: &RunArgs, sess: &Session) -> Result<Arc<Shared>>
         take_over: args.take_over,
         many: args.all,
         held: Default::default(),
+        peers: Default::default(),
+        active: Default::default(),
     }))
 }
 
@@ -395,15 +402,28 @@ async fn run_all(g: &GlobalArgs, args: &RunArgs, sess: Session) -> Result<Exit> 
     ));
     let mut tasks: BTreeMap<Key, tokio::task::JoinHandle<Result<Ended>>> = BTreeMap::new();
     let started = Instant::now();
+    // Runners of one scope count each other through presence Leases in this namespace.
+    let presence = lease::Presence::new(&sess.client, &sess.namespace, &shared.identity);
+    let discover: Duration = args.discover_interval.into();
     loop {
+        match presence.beat(lease::duration_for(discover)).await {
+            Ok(n) => shared.peers.store(n, Ordering::Relaxed),
+            Err(e) => say(&format!("cannot renew this runner's presence: {e}")),
+        }
         match state::list(&sess.client, scope.as_deref()).await {
             Ok(docs) => {
-                for rec in docs.into_iter().filter_map(|d| d.current) {
+                let recs: Vec<_> = docs
+                    .into_iter()
+                    .filter_map(|d| d.current)
+                    .filter(|r| runner::is_active(r.rollout.phase))
+                    .collect();
+                shared.active.store(recs.len(), Ordering::Relaxed);
+                for rec in recs {
                     let key = Key {
                         namespace: rec.namespace.clone(),
                         service: rec.service.clone(),
                     };
-                    if !runner::is_active(rec.rollout.phase) || tasks.contains_key(&key) {
+                    if tasks.contains_key(&key) {
                         continue;
                     }
                     let mut s = sess.clone();
@@ -437,7 +457,7 @@ async fn run_all(g: &GlobalArgs, args: &RunArgs, sess: Session) -> Result<Exit> 
             }
         }
         let stopping = tokio::select! {
-            _ = tokio::time::sleep(args.discover_interval.into()) => false,
+            _ = tokio::time::sleep(discover) => false,
             r = stop.changed() => r.is_ok() && *stop.borrow(),
         };
         if stopping || *stop.borrow() {
@@ -448,6 +468,7 @@ async fn run_all(g: &GlobalArgs, args: &RunArgs, sess: Session) -> Result<Exit> 
     for (_, t) in tasks {
         let _ = t.await;
     }
+    presence.leave().await;
     drop(tx);
     let _ = printer.await;
     say(&format!(
