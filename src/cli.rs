@@ -153,6 +153,13 @@ pub enum Command {
     /// Check and test policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Install the in-cluster runner: a Deployment running `run --all`, its ServiceAccount and
+    /// a least-privilege Role (-A: ClusterRole, all namespaces).
+    #[command(
+        name = "install-runner",
+        after_help = "Examples:\n  kubectl canary install-runner -n shop --image registry.example/kubectl-canary:0.1.0\n  kubectl canary install-runner -A --dry-run -o yaml"
+    )]
+    InstallRunner(InstallRunnerArgs),
     /// Print the version, git commit and build target.
     #[command(after_help = "Example:\n  kubectl canary version -o json")]
     Version,
@@ -218,6 +225,11 @@ pub struct StartArgs {
     /// whose pods the Service selects, e.g. bookinfo's reviews-v1 for Service reviews).
     #[arg(long, value_name = "DEPLOYMENT")]
     pub stable: Option<String>,
+    /// Webhook for every transition (repeatable): `format=json|slack` plus `url=URL` or
+    /// `url-secret=SECRET/KEY` (the URL is read from that Secret when sending), and optionally
+    /// `token-secret=SECRET/KEY` (sent as a bearer token). Only the references are stored.
+    #[arg(long = "notify", value_name = "SPEC")]
+    pub notify: Vec<String>,
 }
 
 /// Where metrics come from (Prometheus HTTP API).
@@ -296,20 +308,52 @@ pub struct StepArgs {
     /// Show what would change without changing anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Step even though a `run` holds the rollout's lease (its CAS still keeps a transition
+    /// from happening twice).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    #[command(flatten)]
-    pub service: ServiceArg,
+    /// Name of the stable Deployment and its Service (omit with --all).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub service: Option<String>,
     #[command(flatten)]
     pub prometheus: PrometheusArgs,
     /// Show what would change without changing anything.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "all")]
     pub dry_run: bool,
     /// Stop watching after this long (the rollout stays resumable).
     #[arg(long)]
     pub max_time: Option<humantime::Duration>,
+    /// Drive every active rollout of the namespace (-n) or of all namespaces (-A), picking
+    /// up new ones as they start; several `run --all` share the rollouts by their leases.
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: how often to look for rollouts that started.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub discover_interval: humantime::Duration,
+    /// Take the rollout's lease now even if another runner holds it (that runner stops
+    /// driving at its next renewal).
+    #[arg(long)]
+    pub take_over: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallRunnerArgs {
+    /// Print the manifests instead of applying them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The runner image (built from the Dockerfile).
+    #[arg(long, default_value = concat!("kubectl-canary:", env!("CARGO_PKG_VERSION")))]
+    pub image: String,
+    /// Runner replicas; they share the rollouts by their leases.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u32,
+    /// Prometheus base URL the runner reads metrics from.
+    #[arg(long = "prometheus-url", value_name = "URL")]
+    pub prometheus_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -322,6 +366,9 @@ pub struct StatusArgs {
     /// For a rolled-back rollout, Prometheus tells when the canary's traffic reached 0.
     #[command(flatten)]
     pub prometheus: PrometheusArgs,
+    /// In the list: also read each rollout's route weight and pods (requests per rollout).
+    #[arg(long)]
+    pub detail: bool,
 }
 
 #[derive(Debug, Args)]

@@ -36,6 +36,19 @@ pub enum Error {
     Superseded { ours: u64, theirs: u64 },
     #[error(transparent)]
     Plan(#[from] crate::core::plan::Refusal),
+    /// A `run` holds the rollout's lease.
+    #[error(
+        "rollout {namespace}/{service} is driven by `kubectl canary run` {holder} (lease renewed \
+         {renewed_secs_ago}s ago, lapses in {expires_in_secs}s); stepping it now would race that \
+         runner. Stop it, wait for its lease to lapse, or pass --force"
+    )]
+    Leased {
+        namespace: String,
+        service: String,
+        holder: String,
+        renewed_secs_ago: i64,
+        expires_in_secs: i64,
+    },
     #[error(transparent)]
     Provider(#[from] crate::providers::ProviderError),
     #[error(transparent)]

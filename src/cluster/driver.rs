@@ -126,6 +126,9 @@ pub fn apply_overrides(s: &mut Schedule, pairs: &[String]) -> Result<()> {
             "canary_replicas" => s.canary_replicas = num(k, v)? as u32,
             "max_canary_replicas" => s.max_canary_replicas = Some(num(k, v)? as u32),
             "scale_down_delay" => s.scale_down_delay = dur(k, v)?,
+            "max_unattended" => {
+                s.max_unattended = if v == "none" { None } else { Some(dur(k, v)?) }
+            }
             "steps" => {
                 s.steps = v
                     .split(['/', ':', ' '])
@@ -152,7 +155,7 @@ pub fn apply_overrides(s: &mut Schedule, pairs: &[String]) -> Result<()> {
             }
             _ => {
                 return Err(Error::Usage(format!(
-                    "--schedule-override: unknown key {k:?} (min_step_time, interval, min_requests, max_duration, canary_replicas, max_canary_replicas, scale_down_delay, steps, on_error)"
+                    "--schedule-override: unknown key {k:?} (min_step_time, interval, min_requests, max_duration, canary_replicas, max_canary_replicas, scale_down_delay, max_unattended, steps, on_error)"
                 )));
             }
         }

@@ -72,6 +72,9 @@ pub struct RolloutRecord {
     pub scale_down_delay: Option<std::time::Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_canary_replicas: Option<u32>,
+    /// Webhook sinks for transitions (`start --notify`); Secret references only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<super::notify::Sink>,
     pub rollout: Rollout,
 }
 

@@ -3,6 +3,7 @@
 pub mod abort;
 pub mod completion;
 pub mod history;
+pub mod install_runner;
 pub mod pause;
 pub mod policy;
 pub mod promote;
@@ -39,6 +40,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Resume(args) => resume::run(g, &args).await,
         Command::History(args) => history::run(g, &args).await,
         Command::Report(args) => report::run(g, &args).await,
+        Command::InstallRunner(args) => install_runner::run(g, &args).await,
     }
 }
 

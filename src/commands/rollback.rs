@@ -3,7 +3,7 @@
 //! with who and why.
 
 use crate::cli::{GlobalArgs, ReasonArgs, RollbackArgs};
-use crate::cluster::{self, driver};
+use crate::cluster::{self, driver, notify};
 use crate::core::rollout::Event;
 use crate::error::{Exit, Result};
 use crate::output;
@@ -25,6 +25,7 @@ pub(crate) async fn act(
         .clone()
         .unwrap_or_else(|| default_reason.to_string());
     let ts = driver::manual(&mut l, event, &sess.actor, reason, true).await?;
+    notify::send_and_warn(&sess.client, l.record(), &ts).await;
     if !output::structured(g.output, &ts)? {
         for t in &ts {
             println!("{}", super::step::transition_line(t));

@@ -1,19 +1,29 @@
-//! `kubectl canary run`: `step` at the policy's interval until the rollout ends, with a live
-//! view on stderr and a summary table. Ctrl-C stops between steps: the rollout stays
-//! consistent and `run` (or `step`) continues it.
+//! `kubectl canary run`: `step` at the policy's interval until the rollout ends, holding the
+//! rollout's lease (see `cluster::lease`); a second `run` waits and takes over when the
+//! holder dies. `run --all` drives every active rollout of the namespace (`-A`: all
+//! namespaces), one task per rollout, and picks up rollouts as they start.
+//!
+//! Output: a terminal gets a live view on stderr; otherwise (a log file, a CI job, a pod) one
+//! line per change of decision, transition or lease event on stdout (stderr with `-o json`,
+//! which keeps stdout for the final record). Ctrl-C or SIGTERM stops between steps, gives the
+//! leases back, and the rollout stays consistent for the next `run` or `step`.
 
-use crate::cli::{GlobalArgs, RunArgs};
-use crate::cluster;
+use crate::cli::{GlobalArgs, OutputFormat, RunArgs};
 use crate::cluster::driver::{self, StepContext, StepReport};
 use crate::cluster::metrics::Metrics;
+use crate::cluster::runner::{self, Ended, Key, Shared, Update};
+use crate::cluster::{self, Session, lease, state};
 use crate::core::rollout::{Phase, Rollout};
 use crate::error::{Error, Exit, Result};
 use crate::output;
 use crate::policy::Limits;
 use chrono::Utc;
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
 
 fn live_line(r: &Rollout, steps: &[u32], rep: &StepReport) -> String {
     let now = Utc::now();
@@ -65,105 +75,282 @@ pub fn summary(r: &Rollout) -> comfy_table::Table {
     t
 }
 
-pub async fn run(g: &GlobalArgs, args: &RunArgs) -> Result<Exit> {
-    let sess = cluster::connect(g).await?;
+/// What makes a new log line: the decision, not its changing numbers ("waiting: 3s of 5m").
+#[derive(Debug, Clone, PartialEq)]
+struct DecisionKey {
+    phase: Phase,
+    step: usize,
+    weight: u32,
+    route_weight: Option<u32>,
+    action: Option<&'static str>,
+    requested: Option<&'static str>,
+    note: String,
+    warnings: Vec<String>,
+}
+
+impl DecisionKey {
+    fn of(rep: &StepReport, r: &Rollout) -> Self {
+        DecisionKey {
+            phase: r.phase,
+            step: r.step,
+            weight: r.weight,
+            route_weight: rep.route_weight,
+            action: rep.evaluation.as_ref().map(|e| e.decision.action()),
+            requested: rep.requested.as_ref().map(|d| d.action()),
+            note: if rep.evaluation.is_some() {
+                String::new()
+            } else {
+                rep.note.clone()
+            },
+            warnings: rep.warnings.clone(),
+        }
+    }
+}
+
+/// Renders updates: a spinner with the live view on a terminal, or log lines.
+struct Printer {
+    bar: Option<indicatif::ProgressBar>,
+    /// Log lines go to stderr (stdout carries `-o json|yaml`).
+    to_stderr: bool,
+    /// Prefix lines with namespace/service (several rollouts).
+    prefixed: bool,
+    last: HashMap<Key, DecisionKey>,
+}
+
+impl Printer {
+    fn new(live: bool, to_stderr: bool, prefixed: bool) -> Self {
+        let bar = live.then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {wide_msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Printer {
+            bar,
+            to_stderr,
+            prefixed,
+            last: HashMap::new(),
+        }
+    }
+
+    fn line(&self, key: &Key, text: &str) {
+        let text = if self.prefixed || self.bar.is_none() {
+            format!("{} {key} {text}", Utc::now().format("%Y-%m-%dT%H:%M:%SZ"))
+        } else {
+            text.to_string()
+        };
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None if self.to_stderr => eprintln!("{text}"),
+            None => println!("{text}"),
+        }
+    }
+
+    fn update(&mut self, key: &Key, u: Update) {
+        match u {
+            Update::Waiting { holder, expires_at } => {
+                let left = expires_at
+                    .map(|t| (t - Utc::now()).num_seconds().max(0))
+                    .map(|s| format!(", its lease lapses in {s}s unless renewed"))
+                    .unwrap_or_default();
+                self.line(
+                    key,
+                    &format!("waiting: driven by {holder}{left}; taking over when it stops"),
+                );
+            }
+            Update::Acquired { from } => match from {
+                Some(h) => self.line(key, &format!("took over from {h} (its lease lapsed)")),
+                None => self.line(key, "holding the lease"),
+            },
+            Update::Lost { holder } => self.line(
+                key,
+                &format!(
+                    "lease taken over by {}; waiting",
+                    holder.as_deref().unwrap_or("another runner")
+                ),
+            ),
+            Update::Shed => self.line(
+                key,
+                "handing over: this runner drives more than its share of the rollouts",
+            ),
+            Update::Failed(e) => self.line(key, &format!("error: {e}")),
+            Update::Warning(w) => self.line(key, &format!("warning: {w}")),
+            Update::Transitions(ts) => {
+                for t in &ts {
+                    self.line(key, &super::step::transition_line(t));
+                }
+            }
+            Update::Stepped {
+                report,
+                rollout,
+                steps,
+            } => {
+                for t in &report.transitions {
+                    self.line(key, &super::step::transition_line(t));
+                }
+                let dk = DecisionKey::of(&report, &rollout);
+                let changed = self.last.get(key) != Some(&dk);
+                if changed {
+                    for w in &report.warnings {
+                        self.line(key, &format!("warning: {w}"));
+                    }
+                }
+                match &self.bar {
+                    Some(bar) if !self.prefixed => {
+                        bar.set_message(live_line(&rollout, &steps, &report))
+                    }
+                    _ if changed => self.line(key, &log_line(&rollout, &steps, &report)),
+                    _ => {}
+                }
+                self.last.insert(key.clone(), dk);
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn log_line(r: &Rollout, steps: &[u32], rep: &StepReport) -> String {
+    let mut s = format!(
+        "{} step {}/{} {}% (route {})",
+        r.phase,
+        r.step + 1,
+        steps.len(),
+        r.weight,
+        rep.route_weight
+            .map(|w| format!("{w}%"))
+            .unwrap_or_else(|| "n/a".into()),
+    );
+    match &rep.evaluation {
+        Some(e) => {
+            s.push_str(&format!(
+                " {}: {}",
+                e.decision.action(),
+                e.decision.reason()
+            ));
+            if !e.observations.is_empty() {
+                s.push_str(&format!(" · {}", output::observations(&e.observations)));
+            }
+        }
+        None => s.push_str(&format!(" — {}", rep.note)),
+    }
+    s
+}
+
+/// Stop on Ctrl-C or SIGTERM (a pod being deleted), and after `--max-time`.
+fn stop_signal(max_time: Option<Duration>) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let term = async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{SignalKind, signal};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            }
+            #[cfg(not(unix))]
+            std::future::pending::<()>().await
+        };
+        let timeout = async {
+            match max_time {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+            _ = timeout => {}
+        }
+        let _ = tx.send(true);
+        // Keep the sender alive so receivers never see it closed.
+        std::future::pending::<()>().await;
+    });
+    rx
+}
+
+fn shared(g: &GlobalArgs, args: &RunArgs, sess: &Session) -> Result<Arc<Shared>> {
+    Ok(Arc::new(Shared {
+        engine: super::engine(g),
+        limits: Limits::default(),
+        metrics: Metrics::from_args(&args.prometheus)?,
+        identity: lease::identity(&sess.actor),
+        actor: sess.actor.clone(),
+        take_over: args.take_over,
+        many: args.all,
+        held: Default::default(),
+        peers: Default::default(),
+        active: Default::default(),
+    }))
+}
+
+/// `run --dry-run`: one evaluation, nothing written, no lease.
+async fn dry_run(g: &GlobalArgs, args: &RunArgs, sess: &Session, service: &str) -> Result<Exit> {
     let metrics = Metrics::from_args(&args.prometheus)?;
     let engine = super::engine(g);
     let limits = Limits::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let wake = Arc::new(tokio::sync::Notify::new());
-    {
-        let (stop, wake) = (stop.clone(), wake.clone());
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                stop.store(true, Ordering::SeqCst);
-                wake.notify_waiters();
-            }
-        });
+    let mut l = driver::load(sess, service).await?;
+    let cx = StepContext {
+        engine: &engine,
+        limits: &limits,
+        metrics: &metrics,
+        dry_run: true,
+        show_progress: false,
+    };
+    let report = driver::step(&mut l, &cx).await?;
+    if !output::structured(g.output, &report)? {
+        super::step::print_report(&report);
     }
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {wide_msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    let started = Instant::now();
-    let service = args.service.service.clone();
-    let mut last: Option<driver::Loaded>;
-    let mut conflicts = 0;
-    loop {
-        let mut l = driver::load(&sess, &service).await?;
-        let interval = driver::compile(&engine, &limits, l.record())?
-            .schedule
-            .interval;
-        let steps = driver::compile(&engine, &limits, l.record())?
-            .schedule
-            .steps;
-        let cx = StepContext {
-            engine: &engine,
-            limits: &limits,
-            metrics: &metrics,
-            dry_run: args.dry_run,
-            show_progress: false,
-        };
-        let report = match driver::step(&mut l, &cx).await {
-            Ok(r) => r,
-            Err(Error::Conflict { .. }) if conflicts < 10 => {
-                // Somebody else stepped at the same moment: reload and go on from their state.
-                conflicts += 1;
-                bar.println("another operator stepped this rollout at the same time; reloading");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-            Err(e) => {
-                bar.finish_and_clear();
-                return Err(e);
-            }
-        };
-        for w in &report.warnings {
-            bar.println(format!("warning: {w}"));
-        }
-        for t in &report.transitions {
-            bar.println(super::step::transition_line(t));
-        }
-        bar.set_message(live_line(l.rollout(), &steps, &report));
-        let phase = l.rollout().phase;
-        last = Some(l);
-        if args.dry_run {
-            bar.finish_and_clear();
-            super::step::print_report(&report);
-            return Ok(driver::phase_exit(phase));
-        }
-        if phase.is_terminal() || phase == Phase::Paused {
-            break;
-        }
-        if let Some(max) = args.max_time
-            && started.elapsed() >= Duration::from(max)
-        {
-            bar.println(format!(
-                "--max-time {max} reached; the rollout goes on with the next `run` or `step`"
-            ));
-            break;
-        }
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        // Not faster than once a second, even with a tiny interval override.
-        let wait = interval.max(Duration::from_secs(1));
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = wake.notified() => {}
-        }
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
+    Ok(driver::phase_exit(l.rollout().phase))
+}
+
+pub async fn run(g: &GlobalArgs, args: &RunArgs) -> Result<Exit> {
+    let sess = cluster::connect(g).await?;
+    if args.all {
+        return run_all(g, args, sess).await;
     }
-    bar.finish_and_clear();
-    let l = last.expect("at least one iteration");
+    let service = args
+        .service
+        .clone()
+        .ok_or_else(|| Error::Usage("run: name a SERVICE, or pass --all".into()))?;
+    if args.dry_run {
+        return dry_run(g, args, &sess, &service).await;
+    }
+    let shared = shared(g, args, &sess)?;
+    let stop = stop_signal(args.max_time.map(Into::into));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let live = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+    let mut printer = Printer::new(live, g.output != OutputFormat::Table, false);
+    let task = tokio::spawn(runner::drive(
+        sess.clone(),
+        service.clone(),
+        shared,
+        tx,
+        stop.clone(),
+    ));
+    while let Some((key, u)) = rx.recv().await {
+        printer.update(&key, u);
+    }
+    printer.finish();
+    let ended = task
+        .await
+        .map_err(|e| Error::Other(format!("internal: run task: {e}")))??;
+    let l = driver::load(&sess, &service).await?;
     let r = l.rollout();
-    if stop.load(Ordering::SeqCst) {
+    if let Ended::Stopped(_) = ended {
         eprintln!(
-            "interrupted: the rollout stays {} at {}% — `kubectl canary run {service}` continues it",
+            "stopped: the rollout stays {} at {}% — `kubectl canary run {service}` continues it",
             r.phase, r.weight
         );
     }
@@ -179,4 +366,114 @@ pub async fn run(g: &GlobalArgs, args: &RunArgs) -> Result<Exit> {
         );
     }
     Ok(driver::phase_exit(r.phase))
+}
+
+/// `run --all`: a task per active rollout in scope, discovered with one list call per round.
+async fn run_all(g: &GlobalArgs, args: &RunArgs, sess: Session) -> Result<Exit> {
+    let shared = shared(g, args, &sess)?;
+    let scope = (!g.all_namespaces).then(|| sess.namespace.clone());
+    let mut stop = stop_signal(args.max_time.map(Into::into));
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Key, Update)>();
+    let to_stderr = g.output != OutputFormat::Table;
+    let printer = tokio::spawn(async move {
+        let mut p = Printer::new(false, to_stderr, true);
+        while let Some((key, u)) = rx.recv().await {
+            p.update(&key, u);
+        }
+    });
+    let say = |what: &str| {
+        let line = format!(
+            "{} runner {} {what}",
+            Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
+            shared.identity
+        );
+        if to_stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    say(&format!(
+        "drives the active rollouts of {}",
+        scope
+            .as_deref()
+            .map(|n| format!("namespace {n}"))
+            .unwrap_or_else(|| "all namespaces".into())
+    ));
+    let mut tasks: BTreeMap<Key, tokio::task::JoinHandle<Result<Ended>>> = BTreeMap::new();
+    let started = Instant::now();
+    // Runners of one scope count each other through presence Leases in this namespace.
+    let presence = lease::Presence::new(&sess.client, &sess.namespace, &shared.identity);
+    let discover: Duration = args.discover_interval.into();
+    loop {
+        match presence.beat(lease::duration_for(discover)).await {
+            Ok(n) => shared.peers.store(n, Ordering::Relaxed),
+            Err(e) => say(&format!("cannot renew this runner's presence: {e}")),
+        }
+        match state::list(&sess.client, scope.as_deref()).await {
+            Ok(docs) => {
+                let recs: Vec<_> = docs
+                    .into_iter()
+                    .filter_map(|d| d.current)
+                    .filter(|r| runner::is_active(r.rollout.phase))
+                    .collect();
+                shared.active.store(recs.len(), Ordering::Relaxed);
+                for rec in recs {
+                    let key = Key {
+                        namespace: rec.namespace.clone(),
+                        service: rec.service.clone(),
+                    };
+                    if tasks.contains_key(&key) {
+                        continue;
+                    }
+                    let mut s = sess.clone();
+                    s.namespace = rec.namespace.clone();
+                    let task = runner::drive(
+                        s,
+                        rec.service.clone(),
+                        shared.clone(),
+                        tx.clone(),
+                        stop.clone(),
+                    );
+                    tasks.insert(key, tokio::spawn(task));
+                }
+            }
+            Err(e) => say(&format!("cannot list rollouts: {e}")),
+        }
+        // Drop finished rollouts (a paused one is picked up again once resumed).
+        let finished: Vec<Key> = tasks
+            .iter()
+            .filter(|(_, t)| t.is_finished())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in finished {
+            if let Some(t) = tasks.remove(&key) {
+                match t.await {
+                    Ok(Ok(Ended::Done(p))) => say(&format!("done with {key}: {p}")),
+                    Ok(Ok(Ended::Stopped(_))) => {}
+                    Ok(Err(e)) => say(&format!("{key}: {e}")),
+                    Err(e) => say(&format!("{key}: task failed: {e}")),
+                }
+            }
+        }
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(discover) => false,
+            r = stop.changed() => r.is_ok() && *stop.borrow(),
+        };
+        if stopping || *stop.borrow() {
+            break;
+        }
+    }
+    let n = tasks.len();
+    for (_, t) in tasks {
+        let _ = t.await;
+    }
+    presence.leave().await;
+    drop(tx);
+    let _ = printer.await;
+    say(&format!(
+        "stopped after {}; released {n} rollout task(s)",
+        output::secs(started.elapsed().as_secs())
+    ));
+    Ok(Exit::Ok)
 }

@@ -5,7 +5,7 @@ use crate::cli::{GlobalArgs, StartArgs};
 use crate::cluster::driver::{self, apply_overrides};
 use crate::cluster::state::{PolicyRef, RolloutRecord, Store};
 use crate::cluster::world::ClusterWorld;
-use crate::cluster::{self, workloads};
+use crate::cluster::{self, notify, workloads};
 use crate::controller::parse_params;
 use crate::core::plan::Settings;
 use crate::core::rollout::{Cause, Event, Phase, Rollout};
@@ -62,6 +62,12 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
     apply_overrides(&mut policy.schedule, &args.schedule_overrides)?;
     parse_params(&args.policy.params).map_err(Error::Usage)?;
     let extra_labels = parse_labels(&args.canary_labels)?;
+    let sinks = args
+        .notify
+        .iter()
+        .map(|s| notify::parse_sink(s))
+        .collect::<Result<Vec<_>>>()?;
+    notify::check(&client, &ns, &sinks).await?;
     let schedule = policy.schedule.clone();
     let replicas = args.replicas.unwrap_or(schedule.canary_replicas).max(1);
 
@@ -246,6 +252,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
             previous_template: serde_json::to_value(&stable.spec.template).ok(),
             scale_down_delay: Some(schedule.scale_down_delay),
             max_canary_replicas: schedule.max_canary_replicas,
+            notify: sinks.clone(),
             rollout: Rollout::new(now),
         };
         stored.doc.archive_current();
@@ -316,6 +323,9 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
                     "{e}\nno traffic stays on the canary (the rollout is {})",
                     l.rollout().phase
                 )));
+            }
+            if let Some(t) = l.rollout().history.last().cloned() {
+                notify::send_and_warn(&client, l.record(), std::slice::from_ref(&t)).await;
             }
             if !output::structured(g.output, l.record())? {
                 println!(

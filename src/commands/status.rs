@@ -2,19 +2,23 @@
 //! (`-A`: all namespaces) as a table; `-o json|yaml`; `--watch` redraws until it ends.
 
 use crate::cli::{GlobalArgs, OutputFormat, StatusArgs};
+use crate::cluster::lease::{self, RolloutLease};
 use crate::cluster::metrics::Metrics;
 use crate::cluster::state::{self, RolloutRecord, Store};
 use crate::cluster::{self, Session, driver, workloads};
 use crate::commands::report;
+use crate::core::attendance::{self, Attendance, LeaseFacts};
 use crate::core::decision::Observations;
 use crate::core::facts::PodFacts;
+use crate::core::schedule::Schedule;
 use crate::error::{Error, Exit, Result};
 use crate::output;
 use crate::providers::{Router, Target};
 use crate::report::{RollbackTimings, prometheus, timings};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -27,13 +31,16 @@ pub struct StatusView {
     pub step: usize,
     pub steps: Vec<u32>,
     pub desired_weight: u32,
-    /// Read back from the route object (None: no canary route).
+    /// Read back from the route object (None: no canary route, or a list without --detail).
     pub route_weight: Option<u32>,
     pub provider: String,
     pub route: String,
     pub images: BTreeMap<String, String>,
-    pub stable_pods: PodFacts,
-    pub canary_pods: PodFacts,
+    /// Read from the cluster (None in a list without --detail).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stable_pods: Option<PodFacts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary_pods: Option<PodFacts>,
     pub started_at: DateTime<Utc>,
     pub started_by: String,
     pub time_in_step_secs: u64,
@@ -48,6 +55,70 @@ pub struct StatusView {
     /// Time to detection and recovery of a rolled-back rollout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackTimings>,
+    pub runner: RunnerView,
+}
+
+/// Who drives the rollout (its lease) and whether anybody is watching it.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct RunnerView {
+    /// The `run` holding the lease, if its claim has not lapsed.
+    pub holder: Option<String>,
+    /// When a runner last renewed the lease (or released it).
+    pub renewed_at: Option<DateTime<Utc>>,
+    /// "held", "recent" (no runner, but evaluated lately), "unattended" or "idle".
+    pub attendance: &'static str,
+    /// Unattended: seconds since anybody last acted on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unattended_secs: Option<u64>,
+}
+
+fn runner_view(rec: &RolloutRecord, lease: &LeaseFacts, interval: Option<Duration>) -> RunnerView {
+    let now = Utc::now();
+    // Without a lease, three intervals without an evaluation is what a lapsed lease means.
+    let grace = lease
+        .duration
+        .or(interval.map(lease::duration_for))
+        .unwrap_or_else(|| {
+            lease::duration_for(crate::core::schedule::Schedule::default().interval)
+        });
+    let a = attendance::attendance(&rec.rollout, lease, grace, now);
+    RunnerView {
+        holder: lease.live_holder(now).map(str::to_string),
+        renewed_at: lease.renewed_at,
+        attendance: match a {
+            Attendance::Held { .. } => "held",
+            Attendance::Recent => "recent",
+            Attendance::Unattended { .. } => "unattended",
+            Attendance::Idle => "idle",
+        },
+        unattended_secs: match a {
+            Attendance::Unattended { last_seen } => {
+                Some((now - last_seen).num_seconds().max(0) as u64)
+            }
+            _ => None,
+        },
+    }
+}
+
+fn runner_words(v: &RunnerView) -> String {
+    let ago = |t: Option<DateTime<Utc>>| {
+        t.map(|t| {
+            format!(
+                "{} ago",
+                output::secs((Utc::now() - t).num_seconds().max(0) as u64)
+            )
+        })
+        .unwrap_or_else(|| "never".into())
+    };
+    match (v.attendance, &v.holder) {
+        (_, Some(h)) => format!("{h} (lease renewed {})", ago(v.renewed_at)),
+        ("unattended", _) => format!(
+            "none — UNATTENDED for {} with canary traffic (last runner seen {}); `kubectl canary run` takes it over",
+            output::secs(v.unattended_secs.unwrap_or(0)),
+            ago(v.renewed_at)
+        ),
+        _ => format!("none (last seen {})", ago(v.renewed_at)),
+    }
 }
 
 async fn pods(sess: &Session, ns: &str, name: &str) -> Result<PodFacts> {
@@ -60,7 +131,14 @@ async fn pods(sess: &Session, ns: &str, name: &str) -> Result<PodFacts> {
     }
 }
 
-pub async fn view(sess: &Session, rec: &RolloutRecord) -> Result<StatusView> {
+/// What only the cluster's objects can tell (a few requests per rollout).
+pub struct Live {
+    pub route_weight: Option<u32>,
+    pub stable_pods: PodFacts,
+    pub canary_pods: PodFacts,
+}
+
+pub async fn live(sess: &Session, rec: &RolloutRecord) -> Result<Live> {
     let mut target = Target::new(&rec.namespace, &rec.service);
     target.route = rec.route.clone();
     if let Some(stable) = &rec.stable {
@@ -74,15 +152,62 @@ pub async fn view(sess: &Session, rec: &RolloutRecord) -> Result<StatusView> {
         pods(sess, &rec.namespace, &target.stable_deployment),
         pods(sess, &rec.namespace, &target.canary_service)
     )?;
+    Ok(Live {
+        route_weight,
+        stable_pods,
+        canary_pods,
+    })
+}
+
+/// Schedules compiled once per policy and overrides (a list shares a few policies).
+#[derive(Default)]
+pub struct Schedules {
+    engine: Option<crate::policy::PolicyEngine>,
+    compiled: HashMap<(String, Vec<String>), Option<Schedule>>,
+}
+
+impl Schedules {
+    fn of(&mut self, rec: &RolloutRecord) -> Option<Schedule> {
+        let key = (rec.policy.sha256.clone(), rec.schedule_overrides.clone());
+        let engine = self
+            .engine
+            .get_or_insert_with(|| crate::policy::PolicyEngine::new(vec![], &Default::default()));
+        self.compiled
+            .entry(key)
+            .or_insert_with(|| {
+                engine
+                    .compile(&rec.policy.path, &rec.policy.source, &Default::default())
+                    .ok()
+                    .map(|mut p| {
+                        let _ = driver::apply_overrides(&mut p.schedule, &rec.schedule_overrides);
+                        p.schedule
+                    })
+            })
+            .clone()
+    }
+}
+
+/// One rollout in detail: its state, lease and live objects.
+pub async fn view(sess: &Session, rec: &RolloutRecord, lease: &LeaseFacts) -> Result<StatusView> {
+    let live = live(sess, rec).await?;
+    Ok(view_of(rec, lease, Some(live), &mut Schedules::default()))
+}
+
+/// The view from the stored state and lease; `live` None: the objects were not read.
+pub fn view_of(
+    rec: &RolloutRecord,
+    lease: &LeaseFacts,
+    live: Option<Live>,
+    schedules: &mut Schedules,
+) -> StatusView {
+    let (route_weight, stable_pods, canary_pods) = match live {
+        Some(l) => (l.route_weight, Some(l.stable_pods), Some(l.canary_pods)),
+        None => (None, None, None),
+    };
     let r = &rec.rollout;
-    let steps = crate::policy::PolicyEngine::new(vec![], &Default::default())
-        .compile(&rec.policy.path, &rec.policy.source, &Default::default())
-        .ok()
-        .map(|mut p| {
-            let _ = driver::apply_overrides(&mut p.schedule, &rec.schedule_overrides);
-            p.schedule.steps
-        })
-        .unwrap_or_default();
+    let schedule = schedules.of(rec);
+    let runner = runner_view(rec, lease, schedule.as_ref().map(|s| s.interval));
+    let steps = schedule.map(|s| s.steps).unwrap_or_default();
     let last = r.last_evaluation();
     let (last_decision, last_reason) = match (last, r.history.last()) {
         (Some(e), Some(t)) if t.at > e.at => (Some(t.event.clone()), Some(t.reason.clone())),
@@ -93,7 +218,7 @@ pub async fn view(sess: &Session, rec: &RolloutRecord) -> Result<StatusView> {
         (None, Some(t)) => (Some(t.event.clone()), Some(t.reason.clone())),
         (None, None) => (None, None),
     };
-    Ok(StatusView {
+    StatusView {
         namespace: rec.namespace.clone(),
         service: rec.service.clone(),
         phase: r.phase.to_string(),
@@ -118,7 +243,8 @@ pub async fn view(sess: &Session, rec: &RolloutRecord) -> Result<StatusView> {
         params: rec.params.clone(),
         schedule_overrides: rec.schedule_overrides.clone(),
         rollback: timings::rollback_timings(r),
-    })
+        runner,
+    }
 }
 
 /// Adds when Prometheus saw the canary's traffic reach 0 to a rolled-back rollout's timings
@@ -145,7 +271,10 @@ async fn with_recovery(
 }
 
 fn print_view(v: &StatusView) {
-    let pods = |p: &PodFacts| {
+    let pods = |p: &Option<PodFacts>| {
+        let Some(p) = p else {
+            return "-".to_string();
+        };
         let mut s = format!("{}/{} ready", p.ready, p.desired);
         if p.restarts > 0 {
             s.push_str(&format!(", {} restarts", p.restarts));
@@ -157,6 +286,7 @@ fn print_view(v: &StatusView) {
     };
     println!("Name:        {}/{}", v.namespace, v.service);
     println!("Phase:       {}", v.phase);
+    println!("Runner:      {}", runner_words(&v.runner));
     println!(
         "Step:        {}/{} {:?}  ({} in step)",
         v.step,
@@ -207,34 +337,45 @@ fn print_view(v: &StatusView) {
     }
 }
 
-fn list_table(rows: &[StatusView]) -> comfy_table::Table {
-    let mut t = output::table(&[
-        "namespace",
-        "service",
-        "phase",
-        "step",
-        "weight",
-        "route",
-        "canary",
-        "provider",
-        "age",
-        "last",
-    ]);
+/// The list; the route and canary columns only with --detail (they cost requests per row).
+fn list_table(rows: &[StatusView], detail: bool) -> comfy_table::Table {
+    let mut header = vec!["namespace", "service", "phase", "step", "weight"];
+    if detail {
+        header.extend(["route", "canary"]);
+    }
+    header.extend(["provider", "age", "last"]);
+    let mut t = output::table(&header);
     for v in rows {
-        t.add_row(vec![
+        let mut row = vec![
             v.namespace.clone(),
             v.service.clone(),
-            v.phase.clone(),
+            if v.runner.attendance == "unattended" {
+                format!("{} (unattended)", v.phase)
+            } else {
+                v.phase.clone()
+            },
             format!("{}/{}", v.step, v.steps.len()),
             format!("{}%", v.desired_weight),
-            v.route_weight
-                .map(|w| format!("{w}%"))
-                .unwrap_or_else(|| "-".into()),
-            format!("{}/{}", v.canary_pods.ready, v.canary_pods.desired),
+        ];
+        if detail {
+            row.push(
+                v.route_weight
+                    .map(|w| format!("{w}%"))
+                    .unwrap_or_else(|| "-".into()),
+            );
+            row.push(
+                v.canary_pods
+                    .as_ref()
+                    .map(|p| format!("{}/{}", p.ready, p.desired))
+                    .unwrap_or_else(|| "-".into()),
+            );
+        }
+        row.extend([
             v.provider.clone(),
             output::secs((Utc::now() - v.started_at).num_seconds().max(0) as u64),
             v.last_reason.clone().unwrap_or_default(),
         ]);
+        t.add_row(row);
     }
     t
 }
@@ -257,7 +398,10 @@ pub async fn run(g: &GlobalArgs, args: &StatusArgs) -> Result<Exit> {
                     .ok_or_else(|| {
                         Error::Cluster(format!("no rollout of {}/{svc}", sess.namespace))
                     })?;
-                let mut v = view(&sess, &rec).await?;
+                let lease = RolloutLease::new(&sess.client, &sess.namespace, svc, "")
+                    .facts()
+                    .await?;
+                let mut v = view(&sess, &rec, &lease).await?;
                 with_recovery(g, &sess, &rec, &mut v, &metrics).await;
                 let exit = driver::phase_exit(rec.rollout.phase);
                 (
@@ -282,13 +426,37 @@ pub async fn run(g: &GlobalArgs, args: &StatusArgs) -> Result<Exit> {
                 } else {
                     Some(sess.namespace.as_str())
                 };
-                let docs = state::list(&sess.client, ns).await?;
-                let mut rows = Vec::new();
-                for d in docs {
-                    if let Some(rec) = d.current.or_else(|| d.previous.last().cloned()) {
-                        rows.push(view(&sess, &rec).await?);
-                    }
-                }
+                let (docs, leases) = futures::try_join!(
+                    state::list(&sess.client, ns),
+                    lease::list(&sess.client, ns)
+                )?;
+                let recs: Vec<RolloutRecord> = docs
+                    .into_iter()
+                    .filter_map(|d| d.current.or_else(|| d.previous.last().cloned()))
+                    .collect();
+                // Without --detail: the two list calls above and nothing per rollout.
+                let mut lives: Vec<Option<Live>> = if args.detail {
+                    futures::stream::iter(recs.iter().map(|rec| live(&sess, rec)))
+                        .buffered(16)
+                        .collect::<Vec<_>>()
+                        .await
+                        .into_iter()
+                        .map(|l| l.map(Some))
+                        .collect::<Result<_>>()?
+                } else {
+                    Vec::new()
+                };
+                lives.resize_with(recs.len(), || None);
+                let mut schedules = Schedules::default();
+                let mut rows: Vec<StatusView> = recs
+                    .iter()
+                    .zip(lives)
+                    .map(|(rec, live)| {
+                        let key = (rec.namespace.clone(), rec.service.clone());
+                        let lease = leases.get(&key).cloned().unwrap_or_default();
+                        view_of(rec, &lease, live, &mut schedules)
+                    })
+                    .collect();
                 rows.sort_by(|a, b| (&a.namespace, &a.service).cmp(&(&b.namespace, &b.service)));
                 (
                     serde_json::to_string(&rows).unwrap_or_default(),
@@ -301,7 +469,7 @@ pub async fn run(g: &GlobalArgs, args: &StatusArgs) -> Result<Exit> {
                                 if rows.is_empty() {
                                     println!("no rollouts");
                                 } else {
-                                    println!("{}", list_table(&rows));
+                                    println!("{}", list_table(&rows, args.detail));
                                 }
                             }
                             Ok(())

@@ -1,13 +1,18 @@
-//! `kubectl canary step`: evaluate the policy once now and apply its decision.
+//! `kubectl canary step`: evaluate the policy once now and apply its decision. It refuses
+//! while a `run` holds the rollout's lease (unless `--force`), and rolls back a rollout left
+//! unattended longer than the schedule's `max_unattended`.
 
 use crate::cli::{GlobalArgs, StepArgs};
 use crate::cluster;
 use crate::cluster::driver::{self, StepContext, StepReport};
+use crate::cluster::lease::RolloutLease;
 use crate::cluster::metrics::Metrics;
+use crate::cluster::{notify, runner};
 use crate::core::rollout::Transition;
-use crate::error::{Exit, Result};
+use crate::error::{Error, Exit, Result};
 use crate::output;
 use crate::policy::Limits;
+use chrono::Utc;
 
 pub fn transition_line(t: &Transition) -> String {
     format!(
@@ -63,6 +68,42 @@ pub async fn run(g: &GlobalArgs, args: &StepArgs) -> Result<Exit> {
     let engine = super::engine(g);
     let limits = Limits::default();
     let mut l = driver::load(&sess, &args.service.service).await?;
+    let lease = RolloutLease::new(&sess.client, l.ns(), &args.service.service, &sess.actor);
+    let before = lease.facts().await?;
+    let now = Utc::now();
+    if !args.force
+        && !args.dry_run
+        && let Some(holder) = before.live_holder(now)
+    {
+        return Err(Error::Leased {
+            namespace: l.ns().to_string(),
+            service: args.service.service.clone(),
+            holder: holder.to_string(),
+            renewed_secs_ago: before
+                .renewed_at
+                .map(|t| (now - t).num_seconds())
+                .unwrap_or_default(),
+            expires_in_secs: before
+                .expires_at()
+                .map(|t| (t - now).num_seconds())
+                .unwrap_or_default(),
+        });
+    }
+    if !args.dry_run {
+        let max = driver::compile(&engine, &limits, l.record())?
+            .schedule
+            .max_unattended;
+        let done = runner::roll_back_if_overdue(&mut l, &before, max, &sess.actor, true).await?;
+        notify::send_and_warn(&sess.client, l.record(), &done).await;
+        if !done.is_empty() {
+            if !output::structured(g.output, &done)? {
+                for t in &done {
+                    println!("{}", transition_line(t));
+                }
+            }
+            return Ok(driver::phase_exit(l.rollout().phase));
+        }
+    }
     let cx = StepContext {
         engine: &engine,
         limits: &limits,
@@ -71,6 +112,7 @@ pub async fn run(g: &GlobalArgs, args: &StepArgs) -> Result<Exit> {
         show_progress: true,
     };
     let report = driver::step(&mut l, &cx).await?;
+    notify::send_and_warn(&sess.client, l.record(), &report.transitions).await;
     if !output::structured(g.output, &report)? {
         print_report(&report);
     }

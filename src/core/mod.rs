@@ -2,6 +2,7 @@
 //! evaluation step. No I/O here: adapters fill [`facts::Facts`] and persist
 //! [`rollout::Rollout`].
 
+pub mod attendance;
 pub mod decision;
 pub mod evaluate;
 pub mod facts;

@@ -51,6 +51,10 @@ pub struct Schedule {
     /// (ceil(weight × stable's replicas), never below `canary_replicas`).
     #[serde(default)]
     pub max_canary_replicas: Option<u32>,
+    /// Roll back a canary that had traffic but no runner for this long (None: never). The
+    /// next `step` or `run` that takes the rollout acts on it.
+    #[serde(with = "humantime_serde", default)]
+    pub max_unattended: Option<Duration>,
 }
 
 fn default_scale_down_delay() -> Duration {
@@ -81,6 +85,7 @@ impl Default for Schedule {
             header_route: None,
             scale_down_delay: default_scale_down_delay(),
             max_canary_replicas: None,
+            max_unattended: None,
         }
     }
 }

@@ -18,6 +18,7 @@ const KEYS: &[&str] = &[
     "metrics",
     "scale_down_delay",
     "max_canary_replicas",
+    "max_unattended",
 ];
 
 /// The longest duration a schedule may name (a rollout is not planned for longer).
@@ -90,6 +91,9 @@ pub fn schedule_from_map(map: &Map) -> Result<Schedule, String> {
     }
     if let Some(v) = map.get("max_duration") {
         s.max_duration = Some(duration("max_duration", v)?);
+    }
+    if let Some(v) = map.get("max_unattended") {
+        s.max_unattended = Some(duration("max_unattended", v)?);
     }
     if let Some(v) = map.get("min_requests") {
         s.min_requests = uint("min_requests", v)?;

@@ -1,0 +1,323 @@
+//! Notifications: every transition is POSTed to the rollout's webhook sinks, as generic JSON
+//! or as a Slack incoming-webhook message. Sinks are configured at `start`
+//! (`--notify format=slack,url-secret=hooks/slack-url`); the state records only where the
+//! credentials are (Secret name and key, in the rollout's namespace), and they are read at
+//! send time, never stored or printed. Delivery is retried a few times and then given up
+//! with a warning: a failing sink never blocks or fails the rollout.
+
+use crate::cluster::state::RolloutRecord;
+use crate::core::rollout::Transition;
+use crate::error::{Error, Result};
+use backon::{ExponentialBuilder, Retryable};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::Api;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// One request's timeout; with the retries a sink gets about 15 s per transition at most.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
+const RETRIES: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// `{"namespace", "service", "event", "from", "to", "step", "weight", "reason", …}`.
+    Json,
+    /// Slack incoming webhook: `{"text": "…"}`.
+    Slack,
+}
+
+/// A key of a Secret in the rollout's namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRef {
+    pub name: String,
+    pub key: String,
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "secret {}/{}", self.name, self.key)
+    }
+}
+
+/// Where a sink's URL comes from: the URL of a Slack webhook is itself the credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UrlSource {
+    Plain(String),
+    Secret(SecretRef),
+}
+
+/// A webhook sink as stored in the rollout state (no credentials in it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sink {
+    pub format: Format,
+    pub url: UrlSource,
+    /// Sent as `Authorization: Bearer …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<SecretRef>,
+}
+
+impl std::fmt::Display for Sink {
+    /// Names the sink without its credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let format = match self.format {
+            Format::Json => "json",
+            Format::Slack => "slack",
+        };
+        match &self.url {
+            UrlSource::Plain(u) => write!(f, "{format} sink {u}"),
+            UrlSource::Secret(s) => write!(f, "{format} sink (url from {s})"),
+        }
+    }
+}
+
+fn secret_ref(flag: &str, key: &str, v: &str) -> Result<SecretRef> {
+    match v.split_once('/') {
+        Some((name, k)) if !name.is_empty() && !k.is_empty() && !k.contains('/') => Ok(SecretRef {
+            name: name.into(),
+            key: k.into(),
+        }),
+        _ => Err(Error::Usage(format!(
+            "{flag}: {key}={v:?}: expected SECRET/KEY (a key of a Secret in the rollout's namespace)"
+        ))),
+    }
+}
+
+/// Parses one `--notify` value: `format=json|slack` plus `url=URL` or `url-secret=NAME/KEY`,
+/// and optionally `token-secret=NAME/KEY`, comma-separated.
+pub fn parse_sink(text: &str) -> Result<Sink> {
+    let flag = format!("--notify {text:?}");
+    let (mut format, mut url, mut token) = (None, None, None);
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| Error::Usage(format!("{flag}: {part:?} is not KEY=VALUE")))?;
+        match k {
+            "format" => {
+                format = Some(match v {
+                    "json" => Format::Json,
+                    "slack" => Format::Slack,
+                    _ => {
+                        return Err(Error::Usage(format!("{flag}: format={v:?}: json or slack")));
+                    }
+                })
+            }
+            "url" => {
+                let parsed = reqwest::Url::parse(v)
+                    .map_err(|e| Error::Usage(format!("{flag}: url={v:?}: {e}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(Error::Usage(format!("{flag}: url={v:?}: http or https")));
+                }
+                url = Some(UrlSource::Plain(v.into()))
+            }
+            "url-secret" => url = Some(UrlSource::Secret(secret_ref(&flag, k, v)?)),
+            "token-secret" => token = Some(secret_ref(&flag, k, v)?),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "{flag}: unknown key {k:?} (format, url, url-secret, token-secret)"
+                )));
+            }
+        }
+    }
+    Ok(Sink {
+        format: format.ok_or_else(|| Error::Usage(format!("{flag}: format=json|slack missing")))?,
+        url: url.ok_or_else(|| Error::Usage(format!("{flag}: url=… or url-secret=… missing")))?,
+        token,
+    })
+}
+
+async fn read_secret(client: &Client, ns: &str, r: &SecretRef) -> Result<String> {
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(&r.name)
+        .await?
+        .ok_or_else(|| Error::Cluster(format!("{r}: no Secret {ns}/{}", r.name)))?;
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(&r.key))
+                .map(|s| s.clone().into_bytes())
+        })
+        .ok_or_else(|| {
+            Error::Cluster(format!("{r}: Secret {ns}/{} has no key {}", r.name, r.key))
+        })?;
+    String::from_utf8(bytes)
+        .map(|s| s.trim().to_string())
+        .map_err(|_| Error::Cluster(format!("{r}: not UTF-8 text")))
+}
+
+/// Checks at `start` that every referenced Secret key exists (without keeping its value).
+pub async fn check(client: &Client, ns: &str, sinks: &[Sink]) -> Result<()> {
+    for s in sinks {
+        if let UrlSource::Secret(r) = &s.url {
+            let url = read_secret(client, ns, r).await?;
+            reqwest::Url::parse(&url)
+                .map_err(|_| Error::Usage(format!("--notify: the value of {r} is not a URL")))?;
+        }
+        if let Some(r) = &s.token {
+            read_secret(client, ns, r).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The generic JSON body of one transition.
+pub fn json_payload(rec: &RolloutRecord, t: &Transition) -> Value {
+    json!({
+        "namespace": rec.namespace,
+        "service": rec.service,
+        "event": t.event,
+        "from": t.from,
+        "to": t.to,
+        "step": t.step + 1,
+        "weight": t.weight,
+        "reason": t.reason,
+        "actor": t.actor,
+        "at": t.at,
+        "observations": t.observations,
+        "images": rec.images,
+    })
+}
+
+/// The Slack message of one transition.
+pub fn slack_payload(rec: &RolloutRecord, t: &Transition) -> Value {
+    use crate::core::rollout::Phase;
+    let icon = match t.to {
+        Phase::Promoted => ":white_check_mark:",
+        Phase::RollingBack | Phase::RolledBack | Phase::Failed => ":rotating_light:",
+        Phase::Aborting | Phase::Aborted | Phase::Paused => ":warning:",
+        _ => ":arrow_forward:",
+    };
+    json!({
+        "text": format!(
+            "{icon} canary *{}/{}*: {} → {} at step {} ({}% canary) by {}: {}",
+            rec.namespace, rec.service, t.from, t.to, t.step + 1, t.weight, t.actor, t.reason
+        )
+    })
+}
+
+fn http() -> &'static reqwest::Client {
+    static C: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    C.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .unwrap_or_default()
+    })
+}
+
+async fn deliver(client: &Client, rec: &RolloutRecord, sink: &Sink, t: &Transition) -> Result<()> {
+    let url = match &sink.url {
+        UrlSource::Plain(u) => u.clone(),
+        UrlSource::Secret(r) => read_secret(client, &rec.namespace, r).await?,
+    };
+    let token = match &sink.token {
+        Some(r) => Some(read_secret(client, &rec.namespace, r).await?),
+        None => None,
+    };
+    let body = match sink.format {
+        Format::Json => json_payload(rec, t),
+        Format::Slack => slack_payload(rec, t),
+    };
+    let post = || async {
+        let mut rb = http().post(&url).json(&body);
+        if let Some(tok) = &token {
+            rb = rb.bearer_auth(tok);
+        }
+        let resp = rb.send().await.map_err(|e| e.without_url().to_string())?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("HTTP {}", resp.status()))
+        }
+    };
+    post.retry(
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_times(RETRIES),
+    )
+    .await
+    .map_err(|e| Error::Other(format!("{sink}: {e} (after {RETRIES} retries)")))
+}
+
+/// Sends `transitions` to every sink of `rec`, in order per sink, sinks concurrently.
+/// Failures are returned as warnings (never as an error).
+pub async fn send(client: &Client, rec: &RolloutRecord, transitions: &[Transition]) -> Vec<String> {
+    if rec.notify.is_empty() || transitions.is_empty() {
+        return vec![];
+    }
+    let per_sink = rec.notify.iter().map(|sink| async move {
+        let mut warnings = Vec::new();
+        for t in transitions {
+            if let Err(e) = deliver(client, rec, sink, t).await {
+                warnings.push(format!("notification {}: {e}", t.event));
+            }
+        }
+        warnings
+    });
+    futures::future::join_all(per_sink)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// [`send`], printing the warnings on stderr (the one-shot commands).
+pub async fn send_and_warn(client: &Client, rec: &RolloutRecord, transitions: &[Transition]) {
+    for w in send(client, rec, transitions).await {
+        eprintln!("warning: {w}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sinks_parse_with_errors_naming_the_key() {
+        let s = parse_sink("format=slack,url-secret=hooks/slack-url").unwrap();
+        assert_eq!(s.format, Format::Slack);
+        assert_eq!(
+            s.url,
+            UrlSource::Secret(SecretRef {
+                name: "hooks".into(),
+                key: "slack-url".into()
+            })
+        );
+        let j =
+            parse_sink("format=json, url=http://recv:8080/hook, token-secret=hooks/token").unwrap();
+        assert_eq!(j.url, UrlSource::Plain("http://recv:8080/hook".into()));
+        assert_eq!(j.token.unwrap().key, "token");
+        for (bad, needle) in [
+            ("format=teams,url=http://x", "format=\"teams\""),
+            ("format=json", "url=… or url-secret=… missing"),
+            ("url=http://x", "format=json|slack missing"),
+            ("format=json,url=ftp://x", "http or https"),
+            ("format=json,url-secret=hooks", "expected SECRET/KEY"),
+            (
+                "format=json,url=http://x,colour=red",
+                "unknown key \"colour\"",
+            ),
+        ] {
+            let e = parse_sink(bad).unwrap_err().to_string();
+            assert!(e.contains(needle) && e.contains("--notify"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn display_never_shows_a_secret_url() {
+        let s = parse_sink("format=slack,url-secret=hooks/slack-url").unwrap();
+        assert_eq!(
+            s.to_string(),
+            "slack sink (url from secret hooks/slack-url)"
+        );
+    }
+}

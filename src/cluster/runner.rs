@@ -1,0 +1,479 @@
+//! Drives one rollout for `run` (and each rollout of `run --all`): waits for its lease, then
+//! steps it at the policy's interval while holding the lease, renewing it at every interval
+//! (also while a long step such as a promotion runs), and gives it back when it stops. A
+//! runner whose lease was taken over goes back to waiting. What happens is sent as
+//! [`Update`]s; printing is the command's job.
+
+use super::client::Session;
+use super::driver::{self, StepContext, StepReport};
+use super::lease::{self, Acquire, Claim, RolloutLease};
+use super::metrics::Metrics;
+use super::notify;
+use super::state::RolloutRecord;
+use crate::core::attendance::{self, LeaseFacts};
+use crate::core::rollout::{Event, Phase, Rollout, Transition};
+use crate::error::{Error, Result};
+use crate::policy::{Limits, PolicyEngine};
+use chrono::{DateTime, Utc};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// What every rollout task of one process shares.
+pub struct Shared {
+    pub engine: PolicyEngine,
+    pub limits: Limits,
+    pub metrics: Metrics,
+    /// Lease holder identity of this process.
+    pub identity: String,
+    /// Who is recorded in history for what the runner does itself (max_unattended).
+    pub actor: String,
+    /// Take the lease even from a live holder (`run --take-over`).
+    pub take_over: bool,
+    /// `run --all`: a failing rollout is reported and retried, never ends the process; a
+    /// runner that holds more leases waits longer before taking a free one, so several
+    /// runners share the rollouts.
+    pub many: bool,
+    /// Leases this process holds right now.
+    pub held: AtomicUsize,
+    /// `run --all`: live runners sharing the scope (this one included), from their presence
+    /// Leases, and the active rollouts in scope, both from the last discovery round.
+    pub peers: AtomicUsize,
+    pub active: AtomicUsize,
+}
+
+impl Shared {
+    /// How many rollouts this runner should drive for an even spread.
+    fn fair_share(&self) -> usize {
+        let peers = self.peers.load(Ordering::Relaxed).max(1);
+        self.active.load(Ordering::Relaxed).div_ceil(peers).max(1)
+    }
+
+    fn has_peers(&self) -> bool {
+        self.many && self.peers.load(Ordering::Relaxed) > 1
+    }
+
+    /// Counts one rollout out if this runner drives more than its share (true: the caller
+    /// hands it over). Atomic, so only the excess is handed over.
+    fn shed_one(&self) -> bool {
+        if !self.has_peers() {
+            return false;
+        }
+        let fair = self.fair_share();
+        let mut held = self.held.load(Ordering::Relaxed);
+        while held > fair {
+            match self
+                .held
+                .compare_exchange(held, held - 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => held = now,
+            }
+        }
+        false
+    }
+}
+
+/// How a spell of holding a lease ended.
+enum Outcome {
+    Ended(Ended),
+    /// Somebody took the lease over.
+    Lost,
+    /// Handed over to even out the load (already counted out of `held`).
+    Shed,
+}
+
+/// The rollout an update is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    pub namespace: String,
+    pub service: String,
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.service)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// Somebody else drives it; we wait for their lease to lapse.
+    Waiting {
+        holder: String,
+        expires_at: Option<DateTime<Utc>>,
+    },
+    /// We drive it now. `from`: the holder whose lapsed lease we took.
+    Acquired { from: Option<String> },
+    /// One evaluation (or convergence) done.
+    Stepped {
+        report: Box<StepReport>,
+        rollout: Box<Rollout>,
+        steps: Vec<u32>,
+    },
+    /// Transitions made outside a step (max_unattended's rollback).
+    Transitions(Vec<Transition>),
+    /// Somebody took the lease over; we stop driving and wait.
+    Lost { holder: Option<String> },
+    /// We drive more than our share: the lease is given back for a less busy runner.
+    Shed,
+    /// A step failed; `run --all` retries at the next interval.
+    Failed(String),
+    /// Something to know that does not stop anything (a notification that failed).
+    Warning(String),
+}
+
+pub type Updates = mpsc::UnboundedSender<(Key, Update)>;
+
+/// How a drive ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The rollout finished or paused.
+    Done(Phase),
+    /// Asked to stop (Ctrl-C, SIGTERM, --max-time); the rollout goes on with the next runner.
+    Stopped(Option<Phase>),
+}
+
+/// True for the phases a runner drives (Paused waits for a human, Initializing for `start`).
+pub fn is_active(p: Phase) -> bool {
+    matches!(
+        p,
+        Phase::Progressing | Phase::RollingBack | Phase::Aborting | Phase::Promoting
+    )
+}
+
+/// Rolls the rollout back when nobody held it for longer than the schedule's
+/// `max_unattended` (`before`: its lease as it was before we took it).
+pub async fn roll_back_if_overdue(
+    l: &mut driver::Loaded,
+    before: &LeaseFacts,
+    max_unattended: Option<Duration>,
+    actor: &str,
+    show: bool,
+) -> Result<Vec<Transition>> {
+    let Some(alone) = attendance::overdue(l.rollout(), before, max_unattended, Utc::now()) else {
+        return Ok(vec![]);
+    };
+    let max = max_unattended.unwrap_or_default();
+    let reason = format!(
+        "unattended for {} with {}% canary traffic (schedule max_unattended {}): no runner held the rollout",
+        crate::output::secs(alone.as_secs()),
+        l.rollout().weight,
+        humantime::format_duration(max)
+    );
+    driver::manual(l, Event::BeginRollback, actor, reason, show).await
+}
+
+/// Polls `fut` to completion while renewing `claim` every `every`. Returns whether the
+/// lease is still ours.
+async fn renewing<F: Future>(
+    fut: F,
+    lease: &RolloutLease,
+    claim: &mut Claim,
+    every: Duration,
+) -> (F::Output, bool) {
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut held = true;
+    loop {
+        tokio::select! {
+            out = &mut fut => return (out, held),
+            _ = tick.tick(), if held => {
+                // A failed renewal (API hiccup) is retried at the next tick; the claim's
+                // safety margin stops us before anybody else may take over.
+                if let Ok(false) = lease.renew(claim).await {
+                    held = false;
+                }
+            }
+        }
+    }
+}
+
+/// Sends notifications in the background: a slow or failing sink never delays a step. The
+/// task holds an update sender, so `run` waits for deliveries (bounded by their retries)
+/// before it exits.
+struct Notifier {
+    client: kube::Client,
+    updates: Updates,
+    key: Key,
+}
+
+impl Notifier {
+    fn later(&self, rec: &RolloutRecord, transitions: &[Transition]) {
+        if rec.notify.is_empty() || transitions.is_empty() {
+            return;
+        }
+        let (client, updates, key) = (self.client.clone(), self.updates.clone(), self.key.clone());
+        let (rec, ts) = (rec.clone(), transitions.to_vec());
+        tokio::spawn(async move {
+            for w in notify::send(&client, &rec, &ts).await {
+                let _ = updates.send((key.clone(), Update::Warning(w)));
+            }
+        });
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            // The sender is gone: nobody can ask us to stop any more.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Drives `service` in `sess.namespace` until it finishes, pauses, or `stop` turns true.
+pub async fn drive(
+    sess: Session,
+    service: String,
+    shared: Arc<Shared>,
+    updates: Updates,
+    mut stop: watch::Receiver<bool>,
+) -> Result<Ended> {
+    let key = Key {
+        namespace: sess.namespace.clone(),
+        service: service.clone(),
+    };
+    let send = |u: Update| {
+        let _ = updates.send((key.clone(), u));
+    };
+    let lease = RolloutLease::new(&sess.client, &sess.namespace, &service, &shared.identity);
+    let notifier = Notifier {
+        client: sess.client.clone(),
+        updates: updates.clone(),
+        key: key.clone(),
+    };
+    let mut last_waiting_for: Option<String> = None;
+    loop {
+        let l = driver::load(&sess, &service).await?;
+        let phase = l.rollout().phase;
+        if shared.many && !is_active(phase) {
+            return Ok(Ended::Done(phase));
+        }
+        let policy = driver::compile(&shared.engine, &shared.limits, l.record())?;
+        // Not faster than once a second, even with a tiny interval override.
+        let interval = policy.schedule.interval.max(Duration::from_secs(1));
+        let duration = lease::duration_for(interval);
+        if shared.many {
+            // Runners that start together take free rollouts in random order, and the more
+            // rollouts one drives the later it reaches for another: they spread. Capped at
+            // half an interval so a takeover stays within about three intervals.
+            let held = shared.held.load(Ordering::Relaxed);
+            let jitter = rand::random::<u64>() % 1000;
+            let mut pause = Duration::from_millis(held as u64 * 50 + jitter).min(interval / 2);
+            if shared.has_peers() && held >= shared.fair_share() {
+                // Full already: let a runner below its share take it first.
+                pause += interval / 2;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stopped(&mut stop) => return Ok(Ended::Stopped(Some(phase))),
+            }
+        }
+        let (mut claim, before) = match lease.acquire(duration, shared.take_over).await? {
+            Acquire::Held { claim, before } => (claim, before),
+            Acquire::Busy(facts) => {
+                if last_waiting_for != facts.holder {
+                    last_waiting_for = facts.holder.clone();
+                    send(Update::Waiting {
+                        holder: facts.holder.clone().unwrap_or_default(),
+                        expires_at: facts.expires_at(),
+                    });
+                }
+                // Look again when the holder's claim would lapse (it renews before that).
+                let until = facts
+                    .expires_at()
+                    .and_then(|t| (t - Utc::now()).to_std().ok())
+                    .unwrap_or(interval)
+                    .clamp(Duration::from_millis(200), duration)
+                    + Duration::from_millis(100);
+                tokio::select! {
+                    _ = tokio::time::sleep(until) => continue,
+                    _ = stopped(&mut stop) => return Ok(Ended::Stopped(Some(phase))),
+                }
+            }
+        };
+        last_waiting_for = None;
+        shared.held.fetch_add(1, Ordering::Relaxed);
+        send(Update::Acquired {
+            from: before.holder.clone().filter(|h| *h != shared.identity),
+        });
+        let result = hold(
+            &sess,
+            &service,
+            &shared,
+            &lease,
+            &mut claim,
+            &before,
+            policy.schedule.max_unattended,
+            &policy.schedule.steps,
+            interval,
+            &send,
+            &notifier,
+            &mut stop,
+        )
+        .await;
+        if !matches!(result, Ok(Outcome::Shed)) {
+            shared.held.fetch_sub(1, Ordering::Relaxed);
+        }
+        match result {
+            Ok(Outcome::Ended(ended)) => {
+                lease.release(claim).await;
+                return Ok(ended);
+            }
+            // Lost the lease: back to waiting.
+            Ok(Outcome::Lost) => continue,
+            Ok(Outcome::Shed) => {
+                lease.release(claim).await;
+                // Give the others two lease durations to take it before we may again.
+                tokio::select! {
+                    _ = tokio::time::sleep(duration * 2) => continue,
+                    _ = stopped(&mut stop) => return Ok(Ended::Stopped(Some(phase))),
+                }
+            }
+            Err(e) => {
+                lease.release(claim).await;
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Steps while we hold the lease.
+#[allow(clippy::too_many_arguments)]
+async fn hold(
+    sess: &Session,
+    service: &str,
+    shared: &Shared,
+    lease: &RolloutLease,
+    claim: &mut Claim,
+    before: &LeaseFacts,
+    max_unattended: Option<Duration>,
+    steps: &[u32],
+    interval: Duration,
+    send: &impl Fn(Update),
+    notifier: &Notifier,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Outcome> {
+    let cx = StepContext {
+        engine: &shared.engine,
+        limits: &shared.limits,
+        metrics: &shared.metrics,
+        dry_run: false,
+        show_progress: false,
+    };
+    let mut l = driver::load(sess, service).await?;
+    let (done, held) = renewing(
+        roll_back_if_overdue(&mut l, before, max_unattended, &shared.actor, false),
+        lease,
+        claim,
+        interval,
+    )
+    .await;
+    let done = done?;
+    notifier.later(l.record(), &done);
+    if !done.is_empty() {
+        send(Update::Transitions(done));
+    }
+    if !held {
+        send(Update::Lost {
+            holder: holder_now(lease).await,
+        });
+        return Ok(Outcome::Lost);
+    }
+    let mut conflicts = 0;
+    loop {
+        if !claim.is_safe(Utc::now()) {
+            // Renewals have been failing for a while: another runner may take over soon.
+            let holder = holder_now(lease).await;
+            if holder.as_deref().is_some_and(|h| h != lease.identity) {
+                send(Update::Lost { holder });
+                return Ok(Outcome::Lost);
+            }
+            if !matches!(lease.renew(claim).await, Ok(true)) {
+                send(Update::Failed(
+                    "cannot renew the lease; not stepping until it is renewed".into(),
+                ));
+                let (_, held) =
+                    renewing(tokio::time::sleep(interval), lease, claim, interval).await;
+                if !held {
+                    send(Update::Lost { holder: None });
+                    return Ok(Outcome::Lost);
+                }
+                continue;
+            }
+        }
+        // Evaluations are due every interval from the start of the previous one, whatever
+        // the step took.
+        let due = tokio::time::Instant::now() + interval;
+        let step = async {
+            let mut l = driver::load(sess, service).await?;
+            let report = driver::step(&mut l, &cx).await?;
+            notifier.later(l.record(), &report.transitions);
+            Ok::<_, Error>((report, l.rollout().clone(), steps.to_vec()))
+        };
+        let (result, held) = renewing(step, lease, claim, interval).await;
+        let mut phase = None;
+        match result {
+            Ok((report, rollout, steps)) => {
+                conflicts = 0;
+                phase = Some(rollout.phase);
+                send(Update::Stepped {
+                    report: Box::new(report),
+                    rollout: Box::new(rollout),
+                    steps,
+                });
+            }
+            Err(Error::Conflict { .. }) if conflicts < 10 => {
+                // A human (rollback, pause) or a forced step wrote at the same moment:
+                // reload and go on from their state.
+                conflicts += 1;
+                send(Update::Failed(
+                    "another operator changed the rollout at the same time; reloading".into(),
+                ));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) if shared.many => send(Update::Failed(e.to_string())),
+            Err(e) => return Err(e),
+        }
+        if !held {
+            send(Update::Lost {
+                holder: holder_now(lease).await,
+            });
+            return Ok(Outcome::Lost);
+        }
+        if let Some(p) = phase
+            && (p.is_terminal() || p == Phase::Paused)
+        {
+            return Ok(Outcome::Ended(Ended::Done(p)));
+        }
+        if shared.shed_one() {
+            send(Update::Shed);
+            return Ok(Outcome::Shed);
+        }
+        let wait = async {
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => false,
+                _ = stopped(stop) => true,
+            }
+        };
+        let (stop_now, held) = renewing(wait, lease, claim, interval).await;
+        if stop_now {
+            return Ok(Outcome::Ended(Ended::Stopped(phase)));
+        }
+        if !held {
+            send(Update::Lost {
+                holder: holder_now(lease).await,
+            });
+            return Ok(Outcome::Lost);
+        }
+    }
+}
+
+async fn holder_now(lease: &RolloutLease) -> Option<String> {
+    lease.facts().await.ok().and_then(|f| f.holder)
+}
