@@ -181,13 +181,25 @@ fn every_command_example_parses() {
         {
             continue;
         }
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-canary"))
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-canary"))
             .args(&words)
             .env("KUBECONFIG", &kubeconfig)
             .env_remove("KUBECTL_CANARY_PROMETHEUS_URL")
             .current_dir(dir.path())
-            .output()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        // A usage error exits at once; a command still running after a while (`run --all`
+        // keeps retrying an unreachable cluster) has parsed its arguments.
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none()
+            && started.elapsed() < std::time::Duration::from_secs(10)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
         let code = out.status.code();
         assert_ne!(
             code,
