@@ -662,7 +662,6 @@ pub async fn promote_stable(
     canary: &Deployment,
     fence: Fence,
 ) -> Result<()> {
-    let api = deployments(client, ns);
     let canary_template = canary.spec.template.clone();
     // The labels we set on the canary's template, with what they were before.
     let replaced: Option<BTreeMap<String, Option<String>>> = canary
@@ -671,9 +670,8 @@ pub async fn promote_stable(
         .as_ref()
         .and_then(|a| a.get(REPLACED_LABELS_ANNOTATION))
         .and_then(|j| serde_json::from_str(j).ok());
-    for _ in 0..5 {
-        let mut stable = get_stable(client, ns, stable_name).await?;
-        stamp_fence(&mut stable, fence)?;
+    let what = "promoting; re-run `kubectl canary promote`";
+    modify_stable(client, ns, stable_name, fence, what, |stable| {
         let spec = &mut stable.spec;
         let mut template = canary_template.clone();
         let meta = template.metadata.get_or_insert_with(Default::default);
@@ -697,18 +695,8 @@ pub async fn promote_stable(
             }
         }
         spec.template = template;
-        match api
-            .replace(stable_name, &PostParams::default(), &stable)
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(Error::Cluster(format!(
-        "Deployment {ns}/{stable_name} kept changing while promoting; re-run `kubectl canary promote`"
-    )))
+    })
+    .await
 }
 
 /// Annotation on the stable Deployment: the fence of the last lifecycle write to it.
@@ -742,10 +730,32 @@ pub async fn claim_stable(
     stable_name: &str,
     fence: Fence,
 ) -> Result<()> {
+    modify_stable(
+        client,
+        ns,
+        stable_name,
+        fence,
+        "claiming it; re-run the command",
+        |_| {},
+    )
+    .await
+}
+
+/// Read-modify-write of stable with its fence checked and stamped (see [`stamp_fence`]),
+/// replaced with the read resourceVersion and retried on conflict.
+async fn modify_stable(
+    client: &Client,
+    ns: &str,
+    stable_name: &str,
+    fence: Fence,
+    what: &str,
+    mut change: impl FnMut(&mut Deployment),
+) -> Result<()> {
     let api = deployments(client, ns);
     for _ in 0..5 {
         let mut stable = get_stable(client, ns, stable_name).await?;
         stamp_fence(&mut stable, fence)?;
+        change(&mut stable);
         match api
             .replace(stable_name, &PostParams::default(), &stable)
             .await
@@ -756,7 +766,7 @@ pub async fn claim_stable(
         }
     }
     Err(Error::Cluster(format!(
-        "Deployment {ns}/{stable_name} kept changing; re-run the command"
+        "Deployment {ns}/{stable_name} kept changing while {what}"
     )))
 }
 
@@ -771,14 +781,12 @@ pub async fn restore_stable(
     previous_images: &BTreeMap<String, String>,
     fence: Fence,
 ) -> Result<()> {
-    let api = deployments(client, ns);
     let template: Option<k8s_openapi::api::core::v1::PodTemplateSpec> = previous
         .map(|v| serde_json::from_value(v.clone()))
         .transpose()
         .map_err(|e| Error::Cluster(format!("stored template of {ns}/{stable_name}: {e}")))?;
-    for _ in 0..5 {
-        let mut stable = get_stable(client, ns, stable_name).await?;
-        stamp_fence(&mut stable, fence)?;
+    let what = "restoring its template; re-run `kubectl canary rollback`";
+    modify_stable(client, ns, stable_name, fence, what, |stable| {
         let spec = &mut stable.spec;
         match &template {
             Some(t) => spec.template = t.clone(),
@@ -795,18 +803,8 @@ pub async fn restore_stable(
                 }
             }
         }
-        match api
-            .replace(stable_name, &PostParams::default(), &stable)
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(Error::Cluster(format!(
-        "Deployment {ns}/{stable_name} kept changing while restoring its template; re-run `kubectl canary rollback`"
-    )))
+    })
+    .await
 }
 
 #[cfg(test)]
