@@ -11,6 +11,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
+use tokio::sync::RwLock;
+
+/// `run --all -A` drives every namespace, so it would also drive (and lease) the rollouts of
+/// the tests running beside it: that test takes this lock exclusively, the others share it.
+static CLUSTER_SCOPE: RwLock<()> = RwLock::const_new(());
 
 /// A `kubectl-canary` process whose stdout lines are collected as they come.
 struct Proc {
@@ -115,6 +120,7 @@ fn assert_no_transition_twice(ts: &[(String, u64)]) {
 /// they log one line per change of decision.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handover_after_kill_9() {
+    let _scope = CLUSTER_SCOPE.read().await;
     let p = Provider::Istio;
     let svc = "web";
     let (ns, _traffic) = setup("e2e-lease-handover", svc, p, 100.0).await;
@@ -236,6 +242,7 @@ async fn handover_after_kill_9() {
 /// rolls it back, saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unattended_rollout_rolls_back_after_max_unattended() {
+    let _scope = CLUSTER_SCOPE.read().await;
     let p = Provider::Istio;
     let svc = "web";
     let (ns, _traffic) = setup("e2e-lease-alone", svc, p, 0.0).await;
@@ -387,6 +394,7 @@ fn decide(ctx) { hold("watching") }
 /// drops one that finished.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_all_across_namespaces() {
+    let _scope = CLUSTER_SCOPE.write().await;
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("holding.rhai");
     std::fs::write(&policy, HOLDING).unwrap();
@@ -434,7 +442,11 @@ async fn run_all_across_namespaces() {
             promoted = true;
             break;
         }
-        assert!(String::from_utf8_lossy(&out.stderr).contains("another operator changed"));
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            err.contains("another operator changed") || err.contains("the rollout moved on"),
+            "promote fails only on a concurrent save: {err}"
+        );
     }
     assert!(promoted, "promote api-1");
     wait_for(Duration::from_secs(30), "run --all drops api-1", || async {
@@ -470,6 +482,7 @@ async fn run_all_across_namespaces() {
 /// taken over by the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_runners_share_rollouts() {
+    let _scope = CLUSTER_SCOPE.read().await;
     // 30 in the issue; 12 keep this test within the 2-core machine's means next to the rest
     // of the suite (`status -A` and the 200-rollout benchmark cover scale).
     let n: usize = std::env::var("CANARY_TEST_SHARE_ROLLOUTS")
@@ -493,8 +506,20 @@ async fn three_runners_share_rollouts() {
         },
     )
     .await;
-    // Each rollout exactly one driver: the runners' own logs agree with the leases.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Runners hand rollouts over until each has its share: wait until every rollout has a
+    // holder and nothing moved for 3 s, then check that the runners' own logs agree with
+    // the leases (each rollout exactly one driver).
+    let settled = Instant::now() + Duration::from_secs(90);
+    let mut last = holders(&ns.name).await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = holders(&ns.name).await;
+        if now == last && now.values().all(Option::is_some) {
+            break;
+        }
+        assert!(Instant::now() < settled, "the leases settle: {now:?}");
+        last = now;
+    }
     let by_runner = |h: &BTreeMap<String, Option<String>>| {
         let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (svc, who) in h {
@@ -667,6 +692,7 @@ async fn slow_prometheus(slow_marker: &'static str, delay: Duration) -> String {
 /// `run --all` is its own task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_rollout_does_not_delay_the_others() {
+    let _scope = CLUSTER_SCOPE.read().await;
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("holding.rhai");
     std::fs::write(&policy, HOLDING).unwrap();

@@ -307,12 +307,22 @@ pub struct StepReport {
     pub note: String,
 }
 
+/// How long a finishing operator may take beyond the scale-down delay (stable's rollout
+/// wait) before a runner assumes it died and finishes for it.
+pub const FINISH_GRACE: Duration = Duration::from_secs(120);
+
 pub struct StepContext<'a, M> {
     pub engine: &'a PolicyEngine,
     pub limits: &'a Limits,
     pub metrics: &'a M,
     pub dry_run: bool,
     pub show_progress: bool,
+    /// For runners: a promote, rollback or abort committed less than [`FINISH_GRACE`] plus
+    /// the scale-down delay ago is left to the operator finishing it. Taking it over at once
+    /// would fence that operator out, and two finishers taking over from each other never
+    /// finish (seen with `promote` beside `run --all`). Traffic to stable precedes those
+    /// commits, so waiting is safe.
+    pub leave_recent_finish: bool,
 }
 
 /// Evaluates the rollout once and applies the decision (see the module docs for ordering).
@@ -329,6 +339,21 @@ pub async fn step<M: MetricsSource + Sync>(
     let phase = l.rollout().phase;
     match phase {
         Phase::RollingBack | Phase::Aborting | Phase::Promoting => {
+            let committed = l.rollout().history.last().map(|t| (t.at, t.actor.clone()));
+            let grace = chrono::Duration::from_std(
+                super::world::settings_of(l.record()).scale_down_delay + FINISH_GRACE,
+            )
+            .unwrap_or(chrono::Duration::MAX);
+            if let (true, Some((at, actor))) = (cx.leave_recent_finish, committed)
+                && Utc::now() < at + grace
+            {
+                report.note = format!(
+                    "{phase}: being finished by {actor} (since {}); taken over if still unfinished at {}",
+                    at.format("%H:%M:%SZ"),
+                    (at + grace).format("%H:%M:%SZ")
+                );
+                return Ok(report);
+            }
             if cx.dry_run {
                 report.note = format!("would finish {phase}");
             } else {

@@ -364,6 +364,7 @@ async fn hold(
         metrics: &shared.metrics,
         dry_run: false,
         show_progress: false,
+        leave_recent_finish: true,
     };
     let mut l = driver::load(sess, service).await?;
     let (done, held) = renewing(

@@ -307,6 +307,7 @@ async fn dry_run(g: &GlobalArgs, args: &RunArgs, sess: &Session, service: &str) 
         metrics: &metrics,
         dry_run: true,
         show_progress: false,
+        leave_recent_finish: false,
     };
     let report = driver::step(&mut l, &cx).await?;
     if !output::structured(g.output, &report)? {

@@ -110,6 +110,7 @@ pub async fn run(g: &GlobalArgs, args: &StepArgs) -> Result<Exit> {
         metrics: &metrics,
         dry_run: args.dry_run,
         show_progress: true,
+        leave_recent_finish: false,
     };
     let report = driver::step(&mut l, &cx).await?;
     notify::send_and_warn(&sess.client, l.record(), &report.transitions).await;
