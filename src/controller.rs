@@ -59,6 +59,7 @@ impl Evaluator<'_> {
             decision: step.decision.clone(),
             observations: outcome.observations,
             queries: facts.resolved.clone(),
+            values: Default::default(),
             log: outcome.log,
         };
         Evaluated { step, evaluation }

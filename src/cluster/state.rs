@@ -208,14 +208,146 @@ pub async fn list(client: &Client, namespace: Option<&str>) -> Result<Vec<StateD
 }
 
 impl StateDoc {
-    /// Moves a finished current rollout into `previous` (bounded).
+    /// Moves a finished current rollout into `previous` as a summary (bounded). The newest
+    /// finished rollout keeps its policy source (`status` reads its schedule when nothing is
+    /// in progress); older ones keep only its name and sha.
     pub fn archive_current(&mut self) {
-        if let Some(cur) = self.current.take() {
+        if let Some(mut cur) = self.current.take() {
+            for older in &mut self.previous {
+                older.policy.source.clear();
+            }
+            cur.summarize();
             self.previous.push(cur);
             if self.previous.len() > MAX_PREVIOUS {
                 let excess = self.previous.len() - MAX_PREVIOUS;
                 self.previous.drain(..excess);
             }
         }
+    }
+}
+
+impl RolloutRecord {
+    /// Drops what only a rollout in progress needs: stable's previous template (restored by a
+    /// rollback from Promoting) and the per-evaluation detail (see `core::retention`).
+    pub fn summarize(&mut self) {
+        self.previous_template = None;
+        crate::core::retention::summarize(&mut self.rollout);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::decision::{Decision, Evaluation};
+    use crate::core::rollout::{Cause, Event};
+    use chrono::{DateTime, Duration, Utc};
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
+    }
+
+    /// A rollout of `evaluations` evaluations at 30 s with Prometheus-backed observations,
+    /// 10 resolved queries and full policy logs, through 5 steps to a promote.
+    fn long_rollout(start: i64, evaluations: usize) -> RolloutRecord {
+        let mut r = Rollout::new(t(start));
+        let at = |i: usize| t(start + 30 * i as i64);
+        r.apply(
+            Event::CanaryReady { weight: 5 },
+            at(0),
+            Cause::new("e2e", "start"),
+        )
+        .unwrap();
+        for i in 0..evaluations {
+            let advance = i % (evaluations / 5) == evaluations / 5 - 1;
+            let decision = if advance {
+                Decision::Advance {
+                    to_weight: None,
+                    reason: "soaked: error share within bounds".into(),
+                }
+            } else {
+                Decision::hold("collecting evidence")
+            };
+            r.record_evaluation(Evaluation {
+                at: at(i),
+                step: r.step,
+                weight: r.weight,
+                decision,
+                observations: (0..12)
+                    .map(|k| (format!("canary_observation_{k}"), Some(i as f64 / 7.0)))
+                    .collect(),
+                queries: (0..10)
+                    .map(|k| (format!("sum(rate(istio_requests_total{{destination_workload=\"web-canary\",namespace=\"shop\",response_code=~\"5..\",q=\"{k}\"}}[1m]))"), Some(1.0)))
+                    .collect(),
+                values: Default::default(),
+                log: vec!["p".repeat(500); 50],
+            });
+            if advance && r.step + 1 < 5 {
+                r.apply(
+                    Event::Advance {
+                        step: r.step + 1,
+                        weight: r.weight * 2,
+                    },
+                    at(i),
+                    Cause::new("policy", "soaked"),
+                )
+                .unwrap();
+            }
+        }
+        r.apply(
+            Event::BeginPromote,
+            at(evaluations),
+            Cause::new("policy", "done"),
+        )
+        .unwrap();
+        r.apply(
+            Event::PromoteDone,
+            at(evaluations) + Duration::seconds(40),
+            Cause::new("policy", "done"),
+        )
+        .unwrap();
+        serde_json::from_value(serde_json::json!({
+            "namespace": "shop", "service": "web", "images": {"app": "shop/web:2.0"},
+            "previous_images": {"app": "shop/web:1.0"}, "provider": "istio",
+            "route": "web", "canary_replicas": 1, "started_by": "e2e",
+            "policy": {"name": "default", "path": "default.rhai", "sha256": "ab".repeat(32),
+                "source": include_str!("../../policies/default.rhai")},
+            "previous_template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
+                {"name": "app", "image": "shop/web:1.0", "env": (0..40).map(|k| serde_json::json!({"name": format!("ENV_{k}"), "value": "v".repeat(40)})).collect::<Vec<_>>()}]}},
+            "rollout": r,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_thousand_evaluations_and_ten_finished_rollouts_fit_in_256_kib() {
+        let mut doc = StateDoc::default();
+        // Recording is the slow part in a debug build: one finished rollout, archived 12 times.
+        let finished = long_rollout(0, 1000);
+        for _ in 0..12 {
+            doc.current = Some(finished.clone());
+            doc.archive_current();
+        }
+        doc.current = Some(long_rollout(2_000_000, 1000));
+        let bytes = serde_json::to_vec(&doc).unwrap().len();
+        assert!(bytes <= 256 * 1024, "{bytes} bytes");
+        assert_eq!(doc.previous.len(), MAX_PREVIOUS);
+        let newest = doc.previous.last().unwrap();
+        assert!(
+            !newest.policy.source.is_empty(),
+            "the newest finished keeps its policy"
+        );
+        assert!(doc.previous[0].policy.source.is_empty());
+        assert!(doc.previous.iter().all(|p| p.previous_template.is_none()));
+        assert!(
+            doc.previous.iter().all(|p| p.rollout.history.len() == 7),
+            "transitions are kept whole"
+        );
+        let cur = &doc.current.as_ref().unwrap().rollout;
+        assert!(cur.evaluations.len() >= 50, "{}", cur.evaluations.len());
+        eprintln!(
+            "state: {bytes} bytes; current keeps {} of 1000 evaluations, each finished {}",
+            cur.evaluations.len(),
+            doc.previous[0].rollout.evaluations.len()
+        );
     }
 }

@@ -78,6 +78,10 @@ pub struct Evaluation {
     /// decision can be traced back to the exact data behind it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub queries: BTreeMap<String, Option<f64>>,
+    /// Once recorded: the values of those queries, by index into the rollout's
+    /// `query_texts` (see `Rollout::queries_of`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<u32, Option<f64>>,
     /// Policy log lines (`print`/`debug`) emitted during this evaluation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log: Vec<String>,

@@ -7,6 +7,7 @@ pub mod decision;
 pub mod evaluate;
 pub mod facts;
 pub mod plan;
+pub mod retention;
 pub mod rollout;
 pub mod schedule;
 pub mod stats;

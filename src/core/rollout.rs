@@ -121,6 +121,10 @@ pub struct Transition {
     pub observations: Observations,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// The full state of one rollout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rollout {
@@ -132,9 +136,15 @@ pub struct Rollout {
     pub step_started_at: DateTime<Utc>,
     #[serde(default)]
     pub history: Vec<Transition>,
-    /// Most recent evaluations (bounded, see [`Rollout::MAX_EVALUATIONS`]).
+    /// Most recent evaluations, older ones thinned (see [`super::retention`]).
     #[serde(default)]
     pub evaluations: Vec<Evaluation>,
+    /// The resolved PromQL texts of this rollout, once; evaluations keep values by index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_texts: Vec<String>,
+    /// Evaluations removed from `evaluations` to keep the state small.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub evaluations_thinned: u64,
     /// Transitions applied so far; every route write carries it as its fence.
     #[serde(default)]
     pub generation: u64,
@@ -213,8 +223,8 @@ impl Cause {
 }
 
 impl Rollout {
-    /// Evaluations kept in the state object; older ones are summarised by transitions.
-    pub const MAX_EVALUATIONS: usize = 100;
+    /// Evaluations kept in the state object at most (see [`super::retention`]).
+    pub const MAX_EVALUATIONS: usize = super::retention::MAX_EVALUATIONS;
 
     pub fn new(at: DateTime<Utc>) -> Self {
         Rollout {
@@ -225,6 +235,8 @@ impl Rollout {
             step_started_at: at,
             history: Vec::new(),
             evaluations: Vec::new(),
+            query_texts: Vec::new(),
+            evaluations_thinned: 0,
             generation: 0,
         }
     }
@@ -304,26 +316,23 @@ impl Rollout {
             actor: cause.actor,
             observations: cause.observations,
         });
+        super::retention::bound_history(self);
         Ok(self.history.last().expect("just pushed"))
     }
 
     pub fn record_evaluation(&mut self, evaluation: Evaluation) {
-        // The resolved queries (PromQL text → value) are the bulk of an evaluation. They are
-        // kept for the latest evaluation and for every decision that was not a hold (the
-        // ones that changed something); a hold's are dropped once a newer evaluation exists,
-        // so the state object stays far below the 1 MiB object limit however long a rollout
-        // runs (it grew by ~2.5 KB per evaluation).
-        if let Some(prev) = self.evaluations.last_mut()
-            && prev.decision.action() == "hold"
-        {
-            prev.queries.clear();
-            prev.log.truncate(Self::MAX_LOG_LINES_KEPT);
-        }
-        self.evaluations.push(evaluation);
-        if self.evaluations.len() > Self::MAX_EVALUATIONS {
-            let excess = self.evaluations.len() - Self::MAX_EVALUATIONS;
-            self.evaluations.drain(..excess);
-        }
+        super::retention::record(self, evaluation);
+    }
+
+    /// The queries behind `evaluation` (resolved PromQL text → value).
+    pub fn queries_of<'a>(
+        &'a self,
+        evaluation: &'a Evaluation,
+    ) -> impl Iterator<Item = (&'a str, Option<f64>)> + 'a {
+        evaluation
+            .values
+            .iter()
+            .filter_map(|(i, v)| self.query_texts.get(*i as usize).map(|t| (t.as_str(), *v)))
     }
 
     /// What to do when the route object's canary weight disagrees with this state (read
@@ -353,7 +362,7 @@ impl Rollout {
     }
 
     /// Policy log lines kept on a hold that is no longer the latest evaluation.
-    pub const MAX_LOG_LINES_KEPT: usize = 5;
+    pub const MAX_LOG_LINES_KEPT: usize = super::retention::MAX_LOG_LINES_KEPT;
 
     pub fn last_evaluation(&self) -> Option<&Evaluation> {
         self.evaluations.last()
@@ -661,13 +670,14 @@ mod tests {
                 decision,
                 observations: Default::default(),
                 queries: queries.clone(),
+                values: Default::default(),
                 log: Vec::new(),
             });
         }
         let size = serde_json::to_string(&r).unwrap().len();
         assert!(size < 64 * 1024, "{size} bytes");
         assert_eq!(
-            r.last_evaluation().unwrap().queries.len(),
+            r.last_evaluation().unwrap().values.len(),
             20,
             "latest keeps its queries"
         );
@@ -677,7 +687,7 @@ mod tests {
             .find(|e| e.decision.action() == "advance")
             .unwrap();
         assert_eq!(
-            advance.queries.len(),
+            advance.values.len(),
             20,
             "the decision that changed something keeps them"
         );
@@ -694,10 +704,15 @@ mod tests {
                 decision: crate::core::decision::Decision::hold("x"),
                 observations: Default::default(),
                 queries: Default::default(),
+                values: Default::default(),
                 log: vec![],
             });
         }
-        assert_eq!(r.evaluations.len(), Rollout::MAX_EVALUATIONS);
-        assert_eq!(r.evaluations[0].step, 7);
+        assert!(r.evaluations.len() <= Rollout::MAX_EVALUATIONS);
+        assert_eq!(r.evaluations[0].step, 0, "thinned, not cut");
+        assert_eq!(
+            r.last_evaluation().unwrap().step,
+            Rollout::MAX_EVALUATIONS + 6
+        );
     }
 }

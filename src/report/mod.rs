@@ -245,13 +245,10 @@ impl Report {
             now.max(last_activity(r))
         };
         let mut notes = Vec::new();
-        if r.evaluations.len() >= Rollout::MAX_EVALUATIONS
-            && let Some(first) = r.evaluations.first()
-        {
+        if r.evaluations_thinned > 0 {
             notes.push(format!(
-                "The state keeps the latest {} evaluations: decisions before {} are shown only through the transitions they caused.",
-                Rollout::MAX_EVALUATIONS,
-                first.at.format("%H:%M:%S")
+                "{} older evaluations were thinned out of the state to keep it small: the charts show every evaluation that changed something and a sample of the holds.",
+                r.evaluations_thinned
             ));
         }
         let rollback = timings::rollback_timings(r);

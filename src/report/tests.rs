@@ -22,6 +22,7 @@ fn eval(secs: f64, decision: Decision, obs: &[(&str, Option<f64>)]) -> Evaluatio
         decision,
         observations: obs.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         queries: Default::default(),
+        values: Default::default(),
         log: vec![],
     }
 }
@@ -397,13 +398,17 @@ fn ticks_and_values() {
 
 #[test]
 fn a_report_says_when_early_evaluations_are_gone() {
-    let evals = (0..Rollout::MAX_EVALUATIONS + 5)
+    let evals = (0..20)
         .map(|i| eval(2.0 + i as f64, Decision::hold("ok"), &[]))
         .collect();
-    let report = Report::of_record(&record(progressing(evals)), vec![], at(500.0));
-    assert_eq!(report.decisions.len(), Rollout::MAX_EVALUATIONS);
+    let mut rollout = progressing(evals);
+    let quiet = Report::of_record(&record(rollout.clone()), vec![], at(500.0));
+    assert!(quiet.notes.is_empty(), "{:?}", quiet.notes);
+    rollout.evaluations_thinned = 380;
+    let report = Report::of_record(&record(rollout), vec![], at(500.0));
+    assert_eq!(report.decisions.len(), 20);
     assert!(
-        report.notes[0].contains("latest 100 evaluations"),
+        report.notes[0].contains("380 older evaluations were thinned"),
         "{:?}",
         report.notes
     );
