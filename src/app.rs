@@ -1,7 +1,6 @@
 //! The binary's edge: parse arguments, run the command, report errors in a friendly way.
 
 use crate::cli::Cli;
-use crate::error::Exit;
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -11,7 +10,7 @@ pub async fn main() -> ExitCode {
         Ok(exit) => exit.into(),
         Err(e) => {
             eprintln!("error: {e}");
-            Exit::Error.into()
+            e.exit().into()
         }
     }
 }

@@ -9,8 +9,12 @@ pub enum Error {
     Policy(#[from] PolicyError),
     #[error(transparent)]
     Scenario(#[from] ScenarioError),
+    /// Bad arguments or input files: exit code 2.
     #[error("{0}")]
     Usage(String),
+    /// The rollout's state does not allow the command now (promote a rolled-back rollout).
+    #[error("{0}")]
+    Refused(String),
     #[error(
         "`kubectl canary {0}` needs a cluster and is not built yet in this version.\n\
          Try it offline: `kubectl canary simulate --policy FILE --scenario NAME`."
@@ -61,6 +65,16 @@ impl From<kube::Error> for Error {
     }
 }
 
+impl Error {
+    /// The exit code the binary reports this error with.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Error::Usage(_) | Error::Policy(PolicyError::Read { .. }) => Exit::Usage,
+            _ => Exit::Error,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Process exit codes, documented in `--help` and the README so CI can branch on them.
@@ -69,6 +83,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Exit {
     Ok = 0,
     Error = 1,
+    Usage = 2,
     RolledBack = 3,
     Paused = 4,
     Running = 5,

@@ -58,7 +58,7 @@ pub async fn run<W: World>(w: &mut W, plan: Vec<Effect>) -> Result<Vec<Transitio
                     .rollout_mut()
                     .apply(event, now, cause)
                     .cloned()
-                    .map_err(|e| Error::Usage(format!("cannot do that now: {e}")))?;
+                    .map_err(|e| Error::Refused(format!("cannot do that now: {e}")))?;
                 if let Err(e) = w.save().await {
                     // Not committed: this operator's view stays what is stored.
                     *w.rollout_mut() = before;
@@ -151,7 +151,7 @@ pub async fn command<W: World>(
             if already {
                 return converge(w).await;
             }
-            return Err(Error::Usage(format!(
+            return Err(Error::Refused(format!(
                 "cannot {} rollout {rollout_name}: it is {phase} ({e})",
                 event.name()
             )));

@@ -186,6 +186,16 @@ fn unknown_scenario_lists_the_builtins() {
 fn unknown_policy_lists_the_shipped_ones() {
     kc().args(["simulate", "--policy", "no-such-policy"])
         .assert()
-        .failure()
+        .code(2)
         .stderr(predicate::str::contains("statistical"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    // Ours (a value clap cannot judge) and clap's own.
+    kc().args(["simulate", "--set", "max_error_rate=nan"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("max_error_rate"));
+    kc().args(["simulate", "--no-such-flag"]).assert().code(2);
 }

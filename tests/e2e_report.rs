@@ -457,7 +457,7 @@ async fn rollback_drill_report_in_a_browser() {
         &["report", "web", "--previous", "1", "-o", "json"],
     )
     .await;
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--previous 1"));
     // status shows the same timings.
     let st = status_json(&ns.name, "web").await;

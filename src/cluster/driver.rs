@@ -217,7 +217,7 @@ fn apply_event(l: &mut Loaded, event: Event, cause: Cause) -> Result<Transition>
     rollout
         .apply(event, now, cause)
         .cloned()
-        .map_err(|e| Error::Usage(format!("cannot do that now: {e}")))
+        .map_err(|e| Error::Refused(format!("cannot do that now: {e}")))
 }
 
 /// Finishes in-flight phases (RollingBack, Aborting, Promoting); returns the transitions made.

@@ -86,7 +86,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
                     .iter()
                     .all(|i| cur.images.values().any(|v| v == i))
                 {
-                    return Err(Error::Usage(format!(
+                    return Err(Error::Refused(format!(
                         "a rollout of {ns}/{service} to {:?} is starting (Initializing, by {}); abort it first with `kubectl canary abort {service}`",
                         cur.images, cur.started_by
                     )));
@@ -94,7 +94,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
                 true
             } else {
                 let r = &cur.rollout;
-                return Err(Error::Usage(format!(
+                return Err(Error::Refused(format!(
                     "a rollout of {ns}/{service} is already in progress: {} at step {} ({}% canary), started by {} at {}.\n\
                      Continue it with `kubectl canary run {service}`, or stop it with `kubectl canary abort {service}`.",
                     r.phase,
