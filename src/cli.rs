@@ -468,3 +468,45 @@ pub struct CompletionArgs {
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
 }
+
+impl GlobalArgs {
+    /// kubectl's connection flags, for the cluster adapter.
+    pub fn connection(&self) -> crate::cluster::client::Connection {
+        crate::cluster::client::Connection {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            cluster: self.cluster.clone(),
+            user: self.user.clone(),
+            namespace: self.namespace.clone(),
+            impersonate: self.impersonate.clone(),
+            impersonate_groups: self.impersonate_groups.clone(),
+            request_timeout: self.request_timeout.clone(),
+        }
+    }
+}
+
+impl PrometheusArgs {
+    /// The Prometheus client's configuration; None without a URL (no metrics source).
+    pub fn config(&self) -> Option<crate::metrics::prometheus::PrometheusConfig> {
+        use crate::metrics::prometheus::{Auth, PrometheusConfig};
+        let url = self.url.clone().filter(|u| !u.is_empty())?;
+        let auth = match (&self.token, &self.user) {
+            (Some(t), _) => Auth::Bearer(t.clone()),
+            (None, Some(u)) => Auth::Basic {
+                username: u.clone(),
+                password: self.password.clone(),
+            },
+            (None, None) => Auth::None,
+        };
+        Some(PrometheusConfig {
+            base_url: url,
+            timeout: self.timeout.into(),
+            auth,
+            ca_cert: self.ca.clone(),
+            insecure_skip_verify: self.insecure,
+            window: self.window.into(),
+            scrape_interval: self.scrape_interval.into(),
+            ..PrometheusConfig::default()
+        })
+    }
+}

@@ -27,6 +27,13 @@ pub enum Error {
     /// Talking to the cluster failed (connection, permissions, missing objects).
     #[error("{0}")]
     Cluster(String),
+    /// A Kubernetes API call failed; its status (code, reason) stays reachable as the source.
+    #[error("{message}")]
+    Kube {
+        message: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
     /// Optimistic concurrency: somebody else wrote the rollout state between our read and write.
     #[error(
         "another operator changed rollout {namespace}/{service} at the same time; nothing was \
@@ -61,11 +68,25 @@ pub enum Error {
 
 impl From<kube::Error> for Error {
     fn from(e: kube::Error) -> Self {
-        Error::Cluster(crate::cluster::describe_kube_error(&e))
+        Error::Kube {
+            message: crate::cluster::describe_kube_error(&e),
+            source: Box::new(e),
+        }
     }
 }
 
 impl Error {
+    /// The HTTP status code of a failed Kubernetes API call.
+    pub fn api_code(&self) -> Option<u16> {
+        match self {
+            Error::Kube { source, .. } => match source.as_ref() {
+                kube::Error::Api(s) => Some(s.code),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The exit code the binary reports this error with.
     pub fn exit(&self) -> Exit {
         match self {
@@ -92,5 +113,23 @@ pub enum Exit {
 impl From<Exit> for std::process::ExitCode {
     fn from(e: Exit) -> Self {
         std::process::ExitCode::from(e as u8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubernetes_errors_keep_their_status() {
+        let status = kube::core::Status::failure("configmaps \"x\" is forbidden", "Forbidden")
+            .with_code(403);
+        let e: Error = kube::Error::Api(Box::new(status)).into();
+        assert_eq!(e.api_code(), Some(403));
+        assert!(e.to_string().starts_with("permission denied"), "{e}");
+        let source = std::error::Error::source(&e).expect("the kube error is the source");
+        assert!(source.to_string().contains("forbidden"), "{source}");
+        assert_eq!(e.exit(), Exit::Error);
+        assert_eq!(Error::Usage("--x".into()).exit(), Exit::Usage);
     }
 }

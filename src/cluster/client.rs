@@ -1,10 +1,23 @@
 //! A kube client built from kubectl's own flags (kubectl passes them through unchanged).
 
-use crate::cli::GlobalArgs;
 use crate::error::{Error, Result};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use std::time::Duration;
+
+/// How to reach the cluster: kubectl's connection flags, as given.
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    pub kubeconfig: Option<std::path::PathBuf>,
+    pub context: Option<String>,
+    pub cluster: Option<String>,
+    pub user: Option<String>,
+    pub namespace: Option<String>,
+    pub impersonate: Option<String>,
+    pub impersonate_groups: Vec<String>,
+    /// kubectl's `--request-timeout` text (see [`parse_request_timeout`]).
+    pub request_timeout: Option<String>,
+}
 
 /// A connected client plus what the commands need to know about the session.
 #[derive(Clone)]
@@ -30,7 +43,7 @@ pub fn parse_request_timeout(s: &str) -> Result<Option<Duration>> {
         .map_err(|e| Error::Usage(format!("--request-timeout {s:?}: {e}")))
 }
 
-pub async fn config(g: &GlobalArgs) -> Result<Config> {
+pub async fn config(g: &Connection) -> Result<Config> {
     let opts = KubeConfigOptions {
         context: g.context.clone(),
         cluster: g.cluster.clone(),
@@ -81,7 +94,7 @@ pub async fn config(g: &GlobalArgs) -> Result<Config> {
 }
 
 /// The kubeconfig user of the selected context (who runs the command, for history).
-fn kubeconfig_user(g: &GlobalArgs) -> Option<String> {
+fn kubeconfig_user(g: &Connection) -> Option<String> {
     if let Some(u) = &g.user {
         return Some(u.clone());
     }
@@ -101,7 +114,7 @@ fn kubeconfig_user(g: &GlobalArgs) -> Option<String> {
         .and_then(|c| c.user.clone())
 }
 
-pub async fn connect(g: &GlobalArgs) -> Result<Session> {
+pub async fn connect(g: &Connection) -> Result<Session> {
     let cfg = config(g).await?;
     let namespace = cfg.default_namespace.clone();
     let actor = g

@@ -50,7 +50,7 @@ pub fn since(doc: StateDoc, since: DateTime<Utc>) -> StateDoc {
 }
 
 pub async fn run(g: &GlobalArgs, args: &HistoryArgs) -> Result<Exit> {
-    let sess = cluster::connect(g).await?;
+    let sess = cluster::connect(&g.connection()).await?;
     let service = &args.service.service;
     let stored = Store::new(&sess.client, &sess.namespace, service)
         .load()

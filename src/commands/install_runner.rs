@@ -82,7 +82,7 @@ pub async fn run(g: &GlobalArgs, args: &InstallRunnerArgs) -> Result<Exit> {
         (Some(ns), _, _) => ns.clone(),
         (None, true, _) => CLUSTER_NAMESPACE.to_string(),
         (None, false, true) => "default".to_string(),
-        (None, false, false) => cluster::connect(g).await?.namespace,
+        (None, false, false) => cluster::connect(&g.connection()).await?.namespace,
     };
     let objects = render(cluster_wide, &namespace, args)?;
     if args.dry_run {
@@ -101,7 +101,7 @@ pub async fn run(g: &GlobalArgs, args: &InstallRunnerArgs) -> Result<Exit> {
         }
         return Ok(Exit::Ok);
     }
-    let sess = cluster::connect(g).await?;
+    let sess = cluster::connect(&g.connection()).await?;
     for o in &objects {
         let what = apply(&sess.client, o).await?;
         eprintln!("applied {what}");

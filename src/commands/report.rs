@@ -78,7 +78,7 @@ pub async fn workloads(
 }
 
 pub async fn run(g: &GlobalArgs, args: &ReportArgs) -> Result<Exit> {
-    let sess = cluster::connect(g).await?;
+    let sess = cluster::connect(&g.connection()).await?;
     let service = &args.service.service;
     let doc = Store::new(&sess.client, &sess.namespace, service)
         .load()
@@ -96,7 +96,7 @@ pub async fn run(g: &GlobalArgs, args: &ReportArgs) -> Result<Exit> {
         .unwrap_or_default();
     let now = Utc::now();
     let mut report = Report::of_record(rec, steps, now);
-    if let Metrics::Prometheus(client) = Metrics::from_args(&args.prometheus)? {
+    if let Metrics::Prometheus(client) = Metrics::new(args.prometheus.config())? {
         let who = workloads(&sess, rec, schedule.as_ref()).await?;
         report = report.with_prometheus(&client, &who, now).await?;
     }

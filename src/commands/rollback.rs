@@ -15,7 +15,7 @@ pub(crate) async fn act(
     default_reason: &str,
     delete: bool,
 ) -> Result<Exit> {
-    let sess = cluster::connect(g).await?;
+    let sess = cluster::connect(&g.connection()).await?;
     let mut l = driver::load(&sess, &args.service.service).await?;
     if delete {
         l.record_mut().delete_on_rollback = true;

@@ -284,7 +284,7 @@ fn shared(g: &GlobalArgs, args: &RunArgs, sess: &Session) -> Result<Arc<Shared>>
     Ok(Arc::new(Shared {
         engine: super::engine(g),
         limits: Limits::default(),
-        metrics: Metrics::from_args(&args.prometheus)?,
+        metrics: Metrics::new(args.prometheus.config())?,
         identity: lease::identity(&sess.actor),
         actor: sess.actor.clone(),
         take_over: args.take_over,
@@ -297,7 +297,7 @@ fn shared(g: &GlobalArgs, args: &RunArgs, sess: &Session) -> Result<Arc<Shared>>
 
 /// `run --dry-run`: one evaluation, nothing written, no lease.
 async fn dry_run(g: &GlobalArgs, args: &RunArgs, sess: &Session, service: &str) -> Result<Exit> {
-    let metrics = Metrics::from_args(&args.prometheus)?;
+    let metrics = Metrics::new(args.prometheus.config())?;
     let engine = super::engine(g);
     let limits = Limits::default();
     let mut l = driver::load(sess, service).await?;
@@ -317,7 +317,7 @@ async fn dry_run(g: &GlobalArgs, args: &RunArgs, sess: &Session, service: &str) 
 }
 
 pub async fn run(g: &GlobalArgs, args: &RunArgs) -> Result<Exit> {
-    let sess = cluster::connect(g).await?;
+    let sess = cluster::connect(&g.connection()).await?;
     if args.all {
         return run_all(g, args, sess).await;
     }

@@ -49,7 +49,7 @@ fn parse_labels(pairs: &[String]) -> Result<BTreeMap<String, String>> {
 }
 
 pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
-    let sess = cluster::connect(g).await?;
+    let sess = cluster::connect(&g.connection()).await?;
     let ns = sess.namespace.clone();
     let service = args.service.service.clone();
     let client = sess.client.clone();

@@ -381,8 +381,8 @@ fn list_table(rows: &[StatusView], detail: bool) -> comfy_table::Table {
 }
 
 pub async fn run(g: &GlobalArgs, args: &StatusArgs) -> Result<Exit> {
-    let sess = cluster::connect(g).await?;
-    let metrics = Metrics::from_args(&args.prometheus)?;
+    let sess = cluster::connect(&g.connection()).await?;
+    let metrics = Metrics::new(args.prometheus.config())?;
     let tty = std::io::stdout().is_terminal() && g.output == OutputFormat::Table;
     let mut previous: Option<String> = None;
     loop {

@@ -63,8 +63,8 @@ pub fn print_report(r: &StepReport) {
 }
 
 pub async fn run(g: &GlobalArgs, args: &StepArgs) -> Result<Exit> {
-    let sess = cluster::connect(g).await?;
-    let metrics = Metrics::from_args(&args.prometheus)?;
+    let sess = cluster::connect(&g.connection()).await?;
+    let metrics = Metrics::new(args.prometheus.config())?;
     let engine = super::engine(g);
     let limits = Limits::default();
     let mut l = driver::load(&sess, &args.service.service).await?;
