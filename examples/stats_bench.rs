@@ -232,12 +232,23 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// `--policy NAME` runs the cells of one shipped policy only.
+fn only_policy() -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == "--policy")?;
+    let name = args.get(i + 1).expect("--policy needs a name").clone();
+    assert!(POLICIES.contains(&name.as_str()), "--policy: one of {POLICIES:?}");
+    Some(name)
+}
+
 fn main() {
     let seeds = arg("--seeds", 200) as u64;
+    let only = only_policy();
     let threads = arg("--threads", 2).max(1);
     let started = Instant::now();
     let jobs: Vec<(&str, Case)> = POLICIES
         .iter()
+        .filter(|p| only.as_deref().is_none_or(|o| o == **p))
         .flat_map(|p| {
             common_cases()
                 .into_iter()
@@ -294,7 +305,10 @@ fn main() {
     );
     println!("| policy | A/A 10 rps | A/A 100 rps | A/A 1000 rps | A/A on the thresholds |");
     println!("|---|---|---|---|---|");
-    for p in POLICIES {
+    for p in POLICIES
+        .into_iter()
+        .filter(|p| only.as_deref().is_none_or(|o| o == *p))
+    {
         let mut row = format!("| `{p}` |");
         let mut bounds = Vec::new();
         for (j, (name, c)) in jobs.iter().enumerate().filter(|(_, (n, _))| *n == p) {
@@ -318,7 +332,10 @@ fn main() {
         "| policy | first weight | errors 1→2% @10 rps | errors 1→2% @100 rps | SPRT errors | p95 +20% @100 rps | SPRT p95 |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for p in POLICIES {
+    for p in POLICIES
+        .into_iter()
+        .filter(|p| only.as_deref().is_none_or(|o| o == *p))
+    {
         let engine = PolicyEngine::new(Vec::new(), &Limits::default());
         let w = policy::load(&engine, p, &Limits::default())
             .map(|pol| pol.schedule.weight_at(0))

@@ -60,6 +60,7 @@ impl Evaluator<'_> {
             observations: outcome.observations,
             queries: facts.resolved.clone(),
             values: Default::default(),
+            canary_ready: Some(facts.canary_pods.ready),
             log: outcome.log,
         };
         Evaluated { step, evaluation }

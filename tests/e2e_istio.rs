@@ -668,7 +668,8 @@ async fn stable_deleted_fails_the_rollout() {
 }
 
 /// A canary that loses its pods while it has traffic (here: scaled to 0 by hand) is rolled
-/// back at the next evaluation, not held as "no data" until the deadline.
+/// back once the readiness grace has passed (2 s here), not held as "no data" until the
+/// deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_losing_its_pods_rolls_back() {
     let p = Provider::Istio;
@@ -687,7 +688,18 @@ async fn canary_losing_its_pods_rolls_back() {
     .await
     .unwrap();
     let out = kc_out(n, &["step", "web"]).await;
-    assert_eq!(out.status.code(), Some(3), "step rolls back");
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "first seen without pods: held for the readiness grace"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let out = kc_out(n, &["step", "web"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "past the grace, step rolls back"
+    );
     let h = history_json(n, "web").await;
     let rb = h["current"]["rollout"]["history"]
         .as_array()

@@ -20,13 +20,14 @@ use crate::core::decision::{Decision, Evaluation};
 use crate::core::facts::{Facts, PodFacts};
 use crate::core::rollout::RouteRepair;
 use crate::core::rollout::{Cause, Event, Phase, Rollout, Transition};
-use crate::core::schedule::{OnError, Schedule};
+use crate::core::schedule::Schedule;
 use crate::error::{Error, Exit, Result};
 use crate::lifecycle::{self, World};
 use crate::metrics::{MetricsRequest, MetricsSource};
 use crate::policy::{Limits, Policy, PolicyEngine};
 use crate::providers::{Router, Target};
 use chrono::Utc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long rollback and promote wait for the canary's pods to go before removing our pins.
@@ -95,22 +96,6 @@ pub async fn load(sess: &Session, service: &str) -> Result<Loaded> {
 
 /// Applies `--schedule-override KEY=VALUE` pairs and re-validates the schedule.
 pub fn apply_overrides(s: &mut Schedule, pairs: &[String]) -> Result<()> {
-    let dur = |k: &str, v: &str| {
-        humantime::parse_duration(v)
-            .or_else(|_| v.parse::<u64>().map(Duration::from_secs).map_err(|_| ()))
-            .map_err(|_| {
-                Error::Usage(format!(
-                    "--schedule-override {k}={v}: expected a duration like 30s"
-                ))
-            })
-    };
-    let num = |k: &str, v: &str| {
-        v.parse::<u64>().map_err(|_| {
-            Error::Usage(format!(
-                "--schedule-override {k}={v}: expected a whole number"
-            ))
-        })
-    };
     for pair in pairs.iter().filter(|p| !p.trim().is_empty()) {
         let (k, v) = pair
             .split_once('=')
@@ -118,50 +103,49 @@ pub fn apply_overrides(s: &mut Schedule, pairs: &[String]) -> Result<()> {
             .ok_or_else(|| {
                 Error::Usage(format!("--schedule-override {pair:?}: expected KEY=VALUE"))
             })?;
-        match k {
-            "min_step_time" => s.min_step_time = dur(k, v)?,
-            "interval" => s.interval = dur(k, v)?,
-            "max_duration" => s.max_duration = if v == "none" { None } else { Some(dur(k, v)?) },
-            "min_requests" => s.min_requests = num(k, v)?,
-            "canary_replicas" => s.canary_replicas = num(k, v)? as u32,
-            "max_canary_replicas" => s.max_canary_replicas = Some(num(k, v)? as u32),
-            "scale_down_delay" => s.scale_down_delay = dur(k, v)?,
-            "max_unattended" => {
-                s.max_unattended = if v == "none" { None } else { Some(dur(k, v)?) }
-            }
-            "steps" => {
-                s.steps = v
-                    .split(['/', ':', ' '])
-                    .filter(|x| !x.is_empty())
-                    .map(|x| x.parse::<u32>())
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(|_| {
-                        Error::Usage(format!(
-                            "--schedule-override steps={v}: expected e.g. 5/25/50/100"
-                        ))
-                    })?
-            }
-            "on_error" => {
-                s.on_error = match v {
-                    "hold" => OnError::Hold,
-                    "pause" => OnError::Pause,
-                    "rollback" => OnError::Rollback,
-                    _ => {
-                        return Err(Error::Usage(format!(
-                            "--schedule-override on_error={v}: hold, pause or rollback"
-                        )));
-                    }
-                }
-            }
-            _ => {
-                return Err(Error::Usage(format!(
-                    "--schedule-override: unknown key {k:?} (min_step_time, interval, min_requests, max_duration, canary_replicas, max_canary_replicas, scale_down_delay, max_unattended, steps, on_error)"
-                )));
-            }
-        }
+        crate::policy::schedule::apply_override(s, k, v)
+            .map_err(|e| Error::Usage(format!("--schedule-override {k}={v}: {e}")))?;
     }
     s.validate()
         .map_err(|e| Error::Usage(format!("schedule after overrides: {e}")))
+}
+
+/// Compiled policies by (sha256, schedule overrides): a runner of many rollouts that share a
+/// policy compiles it once and keeps one AST, and a command compiles once per run instead of
+/// at every use.
+#[derive(Default)]
+pub struct PolicyCache {
+    compiled: std::sync::Mutex<std::collections::HashMap<(String, Vec<String>), Arc<Policy>>>,
+}
+
+impl PolicyCache {
+    /// The stored policy of `rec`, compiled (see [`compile`]) or from the cache.
+    pub fn get(
+        &self,
+        engine: &PolicyEngine,
+        limits: &Limits,
+        rec: &RolloutRecord,
+    ) -> Result<Arc<Policy>> {
+        let key = (rec.policy.sha256.clone(), rec.schedule_overrides.clone());
+        if let Some(p) = self.lock().get(&key) {
+            return Ok(p.clone());
+        }
+        let policy = Arc::new(compile(engine, limits, rec)?);
+        let mut cache = self.lock();
+        // Rollouts come and go with their policies: a bounded cache, not a growing one.
+        if cache.len() >= 64 {
+            cache.clear();
+        }
+        cache.insert(key, policy.clone());
+        Ok(policy)
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, Vec<String>), Arc<Policy>>>
+    {
+        self.compiled.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Recompiles the stored policy source (no file needed) and applies the stored overrides.
@@ -313,6 +297,7 @@ pub const FINISH_GRACE: Duration = Duration::from_secs(120);
 
 pub struct StepContext<'a, M> {
     pub engine: &'a PolicyEngine,
+    pub policies: &'a PolicyCache,
     pub limits: &'a Limits,
     pub metrics: &'a M,
     pub dry_run: bool,
@@ -399,7 +384,7 @@ pub async fn step<M: MetricsSource + Sync>(
                 report.weight = r.weight;
                 return Ok(report);
             }
-            let policy = compile(cx.engine, cx.limits, l.record())?;
+            let policy = cx.policies.get(cx.engine, cx.limits, l.record())?;
             let params = controller::parse_params(&l.record().params).map_err(Error::Usage)?;
             let route_weight = l.router.read_weight(&l.sess.client, &l.target).await?;
             report.route_weight = route_weight;
@@ -536,5 +521,63 @@ mod tests {
         assert_eq!(s.steps, vec![10, 50, 100]);
         assert!(apply_overrides(&mut s, &["bogus=1".into()]).is_err());
         assert!(apply_overrides(&mut s, &["steps=10/5/100".into()]).is_err());
+        // The same rules as the policy's schedule() map (one parser): limits, names, none.
+        let mut s = Schedule::default();
+        let err = apply_overrides(&mut s, &["interval=1e20".into()]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--schedule-override interval=1e20"),
+            "{err}"
+        );
+        let err = apply_overrides(&mut s, &["scale_down_delay=90d".into()]).unwrap_err();
+        assert!(err.to_string().contains("longer than the limit"), "{err}");
+        apply_overrides(
+            &mut s,
+            &["readiness_grace=7".into(), "max_canary_replicas=3".into()],
+        )
+        .unwrap();
+        assert_eq!(s.readiness_grace, Duration::from_secs(7));
+        assert_eq!(s.max_canary_replicas, Some(3));
+        apply_overrides(&mut s, &["max_canary_replicas=none".into()]).unwrap();
+        assert_eq!(s.max_canary_replicas, None);
+        let err = apply_overrides(&mut s, &["queries=x".into()]).unwrap_err();
+        assert!(err.to_string().contains("unknown key"), "{err}");
+    }
+
+    #[test]
+    fn a_policy_is_compiled_once_per_sha_and_overrides() {
+        let engine = PolicyEngine::new(vec![], &Limits::default());
+        let source = include_str!("../../policies/default.rhai");
+        let sha = engine
+            .compile("default.rhai", source, &Limits::default())
+            .unwrap()
+            .sha256;
+        let rec = |overrides: &[&str]| -> RolloutRecord {
+            serde_json::from_value(serde_json::json!({
+                "namespace": "shop", "service": "web", "images": {}, "provider": "istio",
+                "route": "web", "canary_replicas": 1, "started_by": "e2e",
+                "policy": {"name": "default", "path": "default.rhai", "sha256": sha, "source": source},
+                "schedule_overrides": overrides,
+                "rollout": Rollout::new(Utc::now()),
+            }))
+            .unwrap()
+        };
+        let cache = PolicyCache::default();
+        let limits = Limits::default();
+        let a = cache.get(&engine, &limits, &rec(&[])).unwrap();
+        let b = cache.get(&engine, &limits, &rec(&[])).unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "one AST for the rollouts that share a policy"
+        );
+        let c = cache.get(&engine, &limits, &rec(&["interval=5s"])).unwrap();
+        assert_eq!(c.schedule.interval, Duration::from_secs(5));
+        assert!(!Arc::ptr_eq(&a, &c));
+        let mut edited = rec(&[]);
+        edited.policy.sha256 = "0".repeat(64);
+        assert!(
+            cache.get(&engine, &limits, &edited).is_err(),
+            "a hand-edited state"
+        );
     }
 }

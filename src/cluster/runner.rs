@@ -24,6 +24,8 @@ use tokio::sync::{mpsc, watch};
 /// What every rollout task of one process shares.
 pub struct Shared {
     pub engine: PolicyEngine,
+    /// One compiled policy for all the rollouts that run it.
+    pub policies: driver::PolicyCache,
     pub limits: Limits,
     pub metrics: Metrics,
     /// Lease holder identity of this process.
@@ -253,7 +255,10 @@ pub async fn drive(
         if shared.many && !is_active(phase) {
             return Ok(Ended::Done(phase));
         }
-        let policy = driver::compile(&shared.engine, &shared.limits, l.record())?;
+        let policy = shared
+            .policies
+            .get(&shared.engine, &shared.limits, l.record())?;
+        drop(l);
         // Not faster than once a second, even with a tiny interval override.
         let interval = policy.schedule.interval.max(Duration::from_secs(1));
         let duration = lease::duration_for(interval);
@@ -360,6 +365,7 @@ async fn hold(
 ) -> Result<Outcome> {
     let cx = StepContext {
         engine: &shared.engine,
+        policies: &shared.policies,
         limits: &shared.limits,
         metrics: &shared.metrics,
         dry_run: false,
@@ -376,6 +382,9 @@ async fn hold(
     .await;
     let done = done?;
     notifier.later(l.record(), &done);
+    // Each step loads the state afresh: not keeping this copy for the whole spell keeps a
+    // runner of many rollouts small.
+    drop(l);
     if !done.is_empty() {
         send(Update::Transitions(done));
     }

@@ -279,6 +279,7 @@ mod tests {
                     .map(|k| (format!("sum(rate(istio_requests_total{{destination_workload=\"web-canary\",namespace=\"shop\",response_code=~\"5..\",q=\"{k}\"}}[1m]))"), Some(1.0)))
                     .collect(),
                 values: Default::default(),
+                canary_ready: None,
                 log: vec!["p".repeat(500); 50],
             });
             if advance && r.step + 1 < 5 {

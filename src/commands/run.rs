@@ -283,6 +283,7 @@ fn stop_signal(max_time: Option<Duration>) -> watch::Receiver<bool> {
 fn shared(g: &GlobalArgs, args: &RunArgs, sess: &Session) -> Result<Arc<Shared>> {
     Ok(Arc::new(Shared {
         engine: super::engine(g),
+        policies: Default::default(),
         limits: Limits::default(),
         metrics: Metrics::new(args.prometheus.config())?,
         identity: lease::identity(&sess.actor),
@@ -301,8 +302,10 @@ async fn dry_run(g: &GlobalArgs, args: &RunArgs, sess: &Session, service: &str) 
     let engine = super::engine(g);
     let limits = Limits::default();
     let mut l = driver::load(sess, service).await?;
+    let policies = driver::PolicyCache::default();
     let cx = StepContext {
         engine: &engine,
+        policies: &policies,
         limits: &limits,
         metrics: &metrics,
         dry_run: true,

@@ -67,6 +67,7 @@ pub async fn run(g: &GlobalArgs, args: &StepArgs) -> Result<Exit> {
     let metrics = Metrics::new(args.prometheus.config())?;
     let engine = super::engine(g);
     let limits = Limits::default();
+    let policies = driver::PolicyCache::default();
     let mut l = driver::load(&sess, &args.service.service).await?;
     let lease = RolloutLease::new(&sess.client, l.ns(), &args.service.service, &sess.actor);
     let before = lease.facts().await?;
@@ -90,7 +91,8 @@ pub async fn run(g: &GlobalArgs, args: &StepArgs) -> Result<Exit> {
         });
     }
     if !args.dry_run {
-        let max = driver::compile(&engine, &limits, l.record())?
+        let max = policies
+            .get(&engine, &limits, l.record())?
             .schedule
             .max_unattended;
         let done = runner::roll_back_if_overdue(&mut l, &before, max, &sess.actor, true).await?;
@@ -106,6 +108,7 @@ pub async fn run(g: &GlobalArgs, args: &StepArgs) -> Result<Exit> {
     }
     let cx = StepContext {
         engine: &engine,
+        policies: &policies,
         limits: &limits,
         metrics: &metrics,
         dry_run: args.dry_run,

@@ -82,6 +82,9 @@ pub struct Evaluation {
     /// `query_texts` (see `Rollout::queries_of`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values: BTreeMap<u32, Option<f64>>,
+    /// Ready canary pods when evaluated (the readiness gate's memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_ready: Option<u32>,
     /// Policy log lines (`print`/`debug`) emitted during this evaluation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log: Vec<String>,

@@ -49,6 +49,18 @@ fn gate_advance(
     None
 }
 
+/// When the canary's pods were last seen going to 0 ready: the earliest of the latest
+/// evaluations in a row that found none at a weight above 0.
+fn unready_since(rollout: &Rollout) -> Option<DateTime<Utc>> {
+    rollout
+        .evaluations
+        .iter()
+        .rev()
+        .take_while(|e| e.canary_ready == Some(0) && e.weight > 0)
+        .last()
+        .map(|e| e.at)
+}
+
 /// Decides the effective step for a rollout in `Progressing` given the policy's result.
 pub fn decide(
     rollout: &Rollout,
@@ -80,9 +92,27 @@ pub fn decide(
                 pods.restarts, pods.ready, pods.desired, rollout.weight
             )
         } else {
+            // A pod restarting or being rescheduled is not a verdict yet: roll back once no
+            // pod has been ready for the grace (measured from the recorded evaluations).
+            let since = unready_since(rollout).unwrap_or(now);
+            let deadline = since
+                + chrono::Duration::from_std(schedule.readiness_grace)
+                    .unwrap_or(chrono::Duration::MAX);
+            if now < deadline {
+                return plain(Decision::hold(format!(
+                    "canary has no ready pod (0/{}) at {}% of traffic since {}: rolling back at {} unless one becomes ready",
+                    pods.desired,
+                    rollout.weight,
+                    since.format("%H:%M:%SZ"),
+                    deadline.format("%H:%M:%SZ")
+                )));
+            }
             format!(
-                "canary has no ready pod (0/{}) at {}% of traffic: its share has no upstream",
-                pods.desired, rollout.weight
+                "canary has had no ready pod (0/{}) at {}% of traffic since {} (readiness grace {}): its share has no upstream",
+                pods.desired,
+                rollout.weight,
+                since.format("%H:%M:%SZ"),
+                humantime::format_duration(schedule.readiness_grace)
             )
         };
         return plain(Decision::Rollback { reason: why });
@@ -457,16 +487,49 @@ mod tests {
             restarts: 0,
             crash_looping: false,
         };
+        // First seen without ready pods: held for the readiness grace (a pod restarting).
         let st = decide(&r, &s, advance(), &f, t(10_000));
+        assert!(
+            matches!(st.decision, Decision::Hold { ref reason } if reason.contains("unless one becomes ready")),
+            "{st:?}"
+        );
+        assert_eq!(st.event, None);
+        // Recorded evaluations remember since when: past the grace, it rolls back.
+        let mut r = r;
+        let seen = |at: i64, ready: u32| crate::core::decision::Evaluation {
+            at: t(at),
+            step: 1,
+            weight: 25,
+            decision: Decision::hold("x"),
+            observations: Default::default(),
+            queries: Default::default(),
+            values: Default::default(),
+            canary_ready: Some(ready),
+            log: vec![],
+        };
+        r.record_evaluation(seen(10_000 - 40, 1));
+        r.record_evaluation(seen(10_000 - 20, 0));
+        let st = decide(&r, &s, advance(), &f, t(10_000));
+        assert!(
+            matches!(st.decision, Decision::Hold { .. }),
+            "20 s < 30 s grace: {st:?}"
+        );
+        let st = decide(&r, &s, advance(), &f, t(10_000 + 15));
         assert!(matches!(st.decision, Decision::Rollback { .. }), "{st:?}");
         assert_eq!(st.event, Some(Event::BeginRollback));
-        // Also when the policy only has no data, and when the pods crash-loop.
+        // A ready pod in between starts the grace again.
+        r.record_evaluation(seen(10_000 + 5, 1));
+        let st = decide(&r, &s, advance(), &f, t(10_000 + 15));
+        assert!(matches!(st.decision, Decision::Hold { .. }), "{st:?}");
+        r.record_evaluation(seen(10_000 - 40, 0));
+        r.record_evaluation(seen(10_000 - 20, 0));
+        // Also when the policy only has no data, and when the pods crash-loop (at once).
         let st = decide(
             &r,
             &s,
             Err(PolicyFailure::NoData("canary.p95".into())),
             &f,
-            t(10_000),
+            t(10_000 + 40),
         );
         assert!(matches!(st.decision, Decision::Rollback { .. }), "{st:?}");
         f.canary_pods = crate::core::facts::PodFacts {

@@ -207,6 +207,7 @@ mod tests {
             observations,
             queries,
             values: BTreeMap::new(),
+            canary_ready: None,
             log: vec!["x".repeat(500); 50],
         }
     }

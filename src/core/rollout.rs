@@ -671,6 +671,7 @@ mod tests {
                 observations: Default::default(),
                 queries: queries.clone(),
                 values: Default::default(),
+                canary_ready: None,
                 log: Vec::new(),
             });
         }
@@ -705,6 +706,7 @@ mod tests {
                 observations: Default::default(),
                 queries: Default::default(),
                 values: Default::default(),
+                canary_ready: None,
                 log: vec![],
             });
         }

@@ -51,10 +51,18 @@ pub struct Schedule {
     /// (ceil(weight × stable's replicas), never below `canary_replicas`).
     #[serde(default)]
     pub max_canary_replicas: Option<u32>,
+    /// How long a canary with traffic may have no ready pod before it is rolled back (a
+    /// pod restarting or rescheduled); crash-looping rolls back at once.
+    #[serde(with = "humantime_serde", default = "default_readiness_grace")]
+    pub readiness_grace: Duration,
     /// Roll back a canary that had traffic but no runner for this long (None: never). The
     /// next `step` or `run` that takes the rollout acts on it.
     #[serde(with = "humantime_serde", default)]
     pub max_unattended: Option<Duration>,
+}
+
+fn default_readiness_grace() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_scale_down_delay() -> Duration {
@@ -84,6 +92,7 @@ impl Default for Schedule {
             metrics: None,
             header_route: None,
             scale_down_delay: default_scale_down_delay(),
+            readiness_grace: default_readiness_grace(),
             max_canary_replicas: None,
             max_unattended: None,
         }

@@ -19,6 +19,7 @@ const KEYS: &[&str] = &[
     "scale_down_delay",
     "max_canary_replicas",
     "max_unattended",
+    "readiness_grace",
 ];
 
 /// The longest duration a schedule may name (a rollout is not planned for longer).
@@ -73,87 +74,128 @@ pub fn schedule_from_map(map: &Map) -> Result<Schedule, String> {
         ));
     }
     let mut s = Schedule::default();
-    if let Some(v) = map.get("steps") {
-        let arr = v
-            .clone()
-            .into_array()
-            .map_err(|t| format!("schedule.steps must be an array of weights, got {t}"))?;
-        s.steps = arr
-            .iter()
-            .map(|w| uint("steps[]", w).and_then(|w| u32::try_from(w).map_err(|e| e.to_string())))
-            .collect::<Result<_, _>>()?;
-    }
-    if let Some(v) = map.get("min_step_time") {
-        s.min_step_time = duration("min_step_time", v)?;
-    }
-    if let Some(v) = map.get("interval") {
-        s.interval = duration("interval", v)?;
-    }
-    if let Some(v) = map.get("max_duration") {
-        s.max_duration = Some(duration("max_duration", v)?);
-    }
-    if let Some(v) = map.get("max_unattended") {
-        s.max_unattended = Some(duration("max_unattended", v)?);
-    }
-    if let Some(v) = map.get("min_requests") {
-        s.min_requests = uint("min_requests", v)?;
-    }
-    if let Some(v) = map.get("canary_replicas") {
-        s.canary_replicas =
-            u32::try_from(uint("canary_replicas", v)?).map_err(|e| e.to_string())?;
-    }
-    if let Some(v) = map.get("scale_down_delay") {
-        s.scale_down_delay = duration("scale_down_delay", v)?;
-    }
-    if let Some(v) = map.get("max_canary_replicas") {
-        s.max_canary_replicas =
-            Some(u32::try_from(uint("max_canary_replicas", v)?).map_err(|e| e.to_string())?);
-    }
-    if let Some(v) = map.get("on_error") {
-        let text = v.clone().into_string().unwrap_or_default();
-        s.on_error = match text.as_str() {
-            "hold" => OnError::Hold,
-            "pause" => OnError::Pause,
-            "rollback" => OnError::Rollback,
-            _ => {
-                return Err(format!(
-                    "schedule.on_error must be \"hold\", \"pause\" or \"rollback\", got {v}"
-                ));
-            }
-        };
-    }
-    if let Some(v) = map.get("queries") {
-        let q = v
-            .clone()
-            .try_cast::<Map>()
-            .ok_or("schedule.queries must be a map of name → PromQL template")?;
-        for (name, text) in q {
-            let text = text
-                .into_string()
-                .map_err(|t| format!("schedule.queries.{name} must be a string, got {t}"))?;
-            s.queries.insert(name.to_string(), text);
-        }
-    }
-    if let Some(v) = map.get("metrics") {
-        s.metrics = Some(
-            v.clone()
-                .into_string()
-                .map_err(|t| format!("schedule.metrics must be a string, got {t}"))?,
-        );
-    }
-    if let Some(v) = map.get("header_route") {
-        let m = v.clone().try_cast::<Map>().ok_or(
-            "schedule.header_route must be a map like #{ name: \"x-canary\", value: \"true\" }",
-        )?;
-        let get = |k: &str| {
-            m.get(k)
-                .and_then(|v| v.clone().into_string().ok())
-                .ok_or_else(|| format!("schedule.header_route.{k} must be a string"))
-        };
-        s.header_route = Some(HeaderRoute {
-            name: get("name")?,
-            value: get("value")?,
-        });
+    for (key, v) in map {
+        set_key(&mut s, key, v)?;
     }
     Ok(s)
+}
+
+/// Applies one `--schedule-override KEY=VALUE` with the same rules as `schedule()`'s map:
+/// a whole number is an integer, `none` clears an optional key, steps are `5/25/100`.
+pub fn apply_override(s: &mut Schedule, key: &str, text: &str) -> Result<(), String> {
+    if !KEYS.contains(&key) || matches!(key, "queries" | "header_route") {
+        return Err(format!(
+            "unknown key {key:?} (known: {})",
+            KEYS.iter()
+                .filter(|k| !matches!(**k, "queries" | "header_route"))
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let v = if key == "steps" {
+        let weights = text
+            .split(['/', ':', ' ', ','])
+            .filter(|x| !x.is_empty())
+            .map(|x| x.parse::<i64>().map(Dynamic::from_int))
+            .collect::<Result<rhai::Array, _>>()
+            .map_err(|_| format!("steps={text}: expected e.g. 5/25/50/100"))?;
+        Dynamic::from_array(weights)
+    } else if text == "none" {
+        Dynamic::UNIT
+    } else if let Ok(i) = text.parse::<i64>() {
+        Dynamic::from_int(i)
+    } else {
+        Dynamic::from(text.to_string())
+    };
+    set_key(s, key, &v)
+}
+
+fn set_key(s: &mut Schedule, key: &str, v: &Dynamic) -> Result<(), String> {
+    let optional = |v: &Dynamic, f: &dyn Fn(&Dynamic) -> Result<Duration, String>| {
+        if v.is_unit() {
+            Ok(None)
+        } else {
+            f(v).map(Some)
+        }
+    };
+    match key {
+        "steps" => {
+            let arr = v
+                .clone()
+                .into_array()
+                .map_err(|t| format!("schedule.steps must be an array of weights, got {t}"))?;
+            s.steps = arr
+                .iter()
+                .map(|w| {
+                    uint("steps[]", w).and_then(|w| u32::try_from(w).map_err(|e| e.to_string()))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        "min_step_time" => s.min_step_time = duration(key, v)?,
+        "interval" => s.interval = duration(key, v)?,
+        "max_duration" => s.max_duration = optional(v, &|v| duration(key, v))?,
+        "max_unattended" => s.max_unattended = optional(v, &|v| duration(key, v))?,
+        "scale_down_delay" => s.scale_down_delay = duration(key, v)?,
+        "readiness_grace" => s.readiness_grace = duration(key, v)?,
+        "min_requests" => s.min_requests = uint(key, v)?,
+        "canary_replicas" => {
+            s.canary_replicas = u32::try_from(uint(key, v)?).map_err(|e| e.to_string())?
+        }
+        "max_canary_replicas" => {
+            s.max_canary_replicas = if v.is_unit() {
+                None
+            } else {
+                Some(u32::try_from(uint(key, v)?).map_err(|e| e.to_string())?)
+            }
+        }
+        "on_error" => {
+            let text = v.clone().into_string().unwrap_or_default();
+            s.on_error = match text.as_str() {
+                "hold" => OnError::Hold,
+                "pause" => OnError::Pause,
+                "rollback" => OnError::Rollback,
+                _ => {
+                    return Err(format!(
+                        "schedule.on_error must be \"hold\", \"pause\" or \"rollback\", got {v}"
+                    ));
+                }
+            };
+        }
+        "queries" => {
+            let q = v
+                .clone()
+                .try_cast::<Map>()
+                .ok_or("schedule.queries must be a map of name → PromQL template")?;
+            for (name, text) in q {
+                let text = text
+                    .into_string()
+                    .map_err(|t| format!("schedule.queries.{name} must be a string, got {t}"))?;
+                s.queries.insert(name.to_string(), text);
+            }
+        }
+        "metrics" => {
+            s.metrics = Some(
+                v.clone()
+                    .into_string()
+                    .map_err(|t| format!("schedule.metrics must be a string, got {t}"))?,
+            )
+        }
+        "header_route" => {
+            let m = v.clone().try_cast::<Map>().ok_or(
+                "schedule.header_route must be a map like #{ name: \"x-canary\", value: \"true\" }",
+            )?;
+            let get = |k: &str| {
+                m.get(k)
+                    .and_then(|v| v.clone().into_string().ok())
+                    .ok_or_else(|| format!("schedule.header_route.{k} must be a string"))
+            };
+            s.header_route = Some(HeaderRoute {
+                name: get("name")?,
+                value: get("value")?,
+            });
+        }
+        _ => return Err(format!("schedule has unknown key {key:?}")),
+    }
+    Ok(())
 }

@@ -23,6 +23,7 @@ fn eval(secs: f64, decision: Decision, obs: &[(&str, Option<f64>)]) -> Evaluatio
         observations: obs.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         queries: Default::default(),
         values: Default::default(),
+        canary_ready: None,
         log: vec![],
     }
 }

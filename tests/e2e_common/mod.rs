@@ -16,7 +16,8 @@ pub use support::*;
 
 pub const NEW_IMAGE: &str = "kubectl-canary/demo:2.0";
 /// Fast schedule for tests (the shipped default policy has 5-minute steps).
-pub const FAST: &str = "min_step_time=5s,interval=2s,min_requests=50,scale_down_delay=1s";
+pub const FAST: &str =
+    "min_step_time=5s,interval=2s,min_requests=50,scale_down_delay=1s,readiness_grace=2s";
 
 pub fn provider_name(p: Provider) -> &'static str {
     match p {
