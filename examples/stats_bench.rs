@@ -237,7 +237,10 @@ fn only_policy() -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     let i = args.iter().position(|a| a == "--policy")?;
     let name = args.get(i + 1).expect("--policy needs a name").clone();
-    assert!(POLICIES.contains(&name.as_str()), "--policy: one of {POLICIES:?}");
+    assert!(
+        POLICIES.contains(&name.as_str()),
+        "--policy: one of {POLICIES:?}"
+    );
     Some(name)
 }
 
