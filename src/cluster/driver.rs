@@ -115,8 +115,11 @@ pub fn apply_overrides(s: &mut Schedule, pairs: &[String]) -> Result<()> {
 /// at every use.
 #[derive(Default)]
 pub struct PolicyCache {
-    compiled: std::sync::Mutex<std::collections::HashMap<(String, Vec<String>), Arc<Policy>>>,
+    compiled: std::sync::Mutex<CompiledPolicies>,
 }
+
+/// (sha256, schedule overrides) → compiled policy.
+type CompiledPolicies = std::collections::HashMap<(String, Vec<String>), Arc<Policy>>;
 
 impl PolicyCache {
     /// The stored policy of `rec`, compiled (see [`compile`]) or from the cache.
@@ -140,10 +143,7 @@ impl PolicyCache {
         Ok(policy)
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, Vec<String>), Arc<Policy>>>
-    {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CompiledPolicies> {
         self.compiled.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
