@@ -107,26 +107,22 @@ fn thin(r: &mut Rollout, max_count: usize, max_bytes: usize) {
         let older = (r.evaluations.len() / 2)
             .max(1)
             .min(r.evaluations.len() - 1);
-        let mut keep = Vec::with_capacity(r.evaluations.len());
         let mut drop_next_hold = false;
-        for (i, e) in r.evaluations.iter().enumerate() {
-            let hold = e.decision.action() == "hold";
-            let dropped = i < older && hold && drop_next_hold && over(&sizes, table);
-            if i < older && hold {
+        let (evaluations, kept_sizes): (Vec<_>, Vec<_>) = std::mem::take(&mut r.evaluations)
+            .into_iter()
+            .zip(sizes)
+            .enumerate()
+            .filter(|(i, (e, _))| {
+                if *i >= older || e.decision.action() != "hold" {
+                    return true;
+                }
                 drop_next_hold = !drop_next_hold;
-            }
-            keep.push(!dropped);
-        }
-        let mut i = 0;
-        r.evaluations.retain(|_| {
-            i += 1;
-            keep[i - 1]
-        });
-        let mut i = 0;
-        sizes.retain(|_| {
-            i += 1;
-            keep[i - 1]
-        });
+                drop_next_hold
+            })
+            .map(|(_, pair)| pair)
+            .unzip();
+        r.evaluations = evaluations;
+        sizes = kept_sizes;
         if sizes.len() == before {
             // Nothing left to thin: the oldest goes.
             if r.evaluations.len() <= 1 {
