@@ -403,6 +403,26 @@ async fn run_all_across_namespaces() {
     let ns2 = TestNamespace::create("e2e-all-b").await;
     start_many(&ns1.name, &ns1.client, "api", 2, &policy).await;
     start_many(&ns2.name, &ns2.client, "web", 1, &policy).await;
+    // run --all finds active rollouts by the phase label; a state saved before that label
+    // existed (by an earlier version) is read instead.
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(ns2.client.clone(), &ns2.name);
+    let cm = cms.get("web-0-canary-rollout").await.unwrap();
+    let phase = cm
+        .metadata
+        .labels
+        .unwrap_or_default()
+        .remove("kubectl-canary/phase");
+    assert_eq!(phase.as_deref(), Some("Progressing"));
+    cms.patch(
+        "web-0-canary-rollout",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!(
+            {"metadata": {"labels": {"kubectl-canary/phase": null}}}
+        )),
+    )
+    .await
+    .unwrap();
     let mut all = Proc::spawn(
         &ns1.name,
         &["run", "--all", "-A", "--discover-interval", "1s"],

@@ -27,6 +27,8 @@ pub struct Session {
     pub namespace: String,
     /// Who runs the command, recorded in history ("alice", "system:serviceaccount:ci:deployer").
     pub actor: String,
+    /// Traffic providers discovered in this cluster, shared by the session's clones.
+    pub routers: std::sync::Arc<crate::providers::Routers>,
 }
 
 /// Parses kubectl's `--request-timeout` ("0" = none, plain numbers are seconds).
@@ -129,6 +131,7 @@ pub async fn connect(g: &Connection) -> Result<Session> {
         client,
         namespace,
         actor,
+        routers: Default::default(),
     })
 }
 

@@ -79,7 +79,7 @@ pub async fn load(sess: &Session, service: &str) -> Result<Loaded> {
             sess.namespace, sess.namespace
         )));
     };
-    let router = Router::by_name(&sess.client, &rec.provider).await?;
+    let router = sess.routers.by_name(&sess.client, &rec.provider).await?;
     let mut target = Target::new(&sess.namespace, service);
     target.route = rec.route.clone();
     if let Some(stable) = &rec.stable {

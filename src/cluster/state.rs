@@ -13,6 +13,9 @@ use std::collections::BTreeMap;
 
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kubectl-canary");
 pub const SERVICE_LABEL: &str = "kubectl-canary/service";
+/// The phase of the rollout in progress (absent when none is): `run --all` finds the active
+/// rollouts from metadata alone instead of listing every state document.
+pub const PHASE_LABEL: &str = "kubectl-canary/phase";
 const DATA_KEY: &str = "state.json";
 /// Finished rollouts kept per service.
 pub const MAX_PREVIOUS: usize = 10;
@@ -147,6 +150,12 @@ impl Store {
         let mut labels = BTreeMap::new();
         labels.insert(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string());
         labels.insert(SERVICE_LABEL.to_string(), self.service.clone());
+        if let Some(cur) = &doc.current {
+            labels.insert(
+                PHASE_LABEL.to_string(),
+                cur.rollout.phase.as_str().to_string(),
+            );
+        }
         Ok(ConfigMap {
             metadata: ObjectMeta {
                 name: Some(configmap_name(&self.service)),
@@ -205,6 +214,71 @@ pub async fn list(client: &Client, namespace: Option<&str>) -> Result<Vec<StateD
         }
     }
     Ok(out)
+}
+
+/// A stored rollout as its ConfigMap's metadata tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub namespace: String,
+    pub service: String,
+    pub resource_version: Option<String>,
+    /// From the phase label. `Unlabelled`: written before the label existed, so only the
+    /// document tells (see [`phase_of`]).
+    pub phase: ListedPhase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListedPhase {
+    Current(crate::core::rollout::Phase),
+    Unlabelled,
+}
+
+/// The stored rollouts of a namespace (or of all with `None`) from one metadata-only list:
+/// a runner of many rollouts looks for new ones every few seconds, and listing every state
+/// document each time cost megabytes per look.
+pub async fn list_metadata(client: &Client, namespace: Option<&str>) -> Result<Vec<Listed>> {
+    let api: Api<ConfigMap> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let lp = ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+    let suffix = configmap_name("");
+    Ok(api
+        .list_metadata(&lp)
+        .await?
+        .into_iter()
+        .filter_map(|m| {
+            let meta = m.metadata;
+            let labels = meta.labels.unwrap_or_default();
+            let name = meta.name?;
+            let service = labels
+                .get(SERVICE_LABEL)
+                .cloned()
+                .or_else(|| name.strip_suffix(&suffix).map(str::to_string))?;
+            let phase = labels
+                .get(PHASE_LABEL)
+                .and_then(|p| crate::core::rollout::Phase::from_name(p))
+                .map_or(ListedPhase::Unlabelled, ListedPhase::Current);
+            Some(Listed {
+                namespace: meta.namespace?,
+                service,
+                resource_version: meta.resource_version,
+                phase,
+            })
+        })
+        .collect())
+}
+
+/// The phase of the rollout in progress of a listed ConfigMap without a phase label: the
+/// label's absence means either no rollout in progress or a document from before the label.
+pub async fn phase_of(
+    client: &Client,
+    listed: &Listed,
+) -> Result<Option<crate::core::rollout::Phase>> {
+    let stored = Store::new(client, &listed.namespace, &listed.service)
+        .load()
+        .await?;
+    Ok(stored.doc.current.map(|c| c.rollout.phase))
 }
 
 impl StateDoc {

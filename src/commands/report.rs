@@ -9,7 +9,7 @@ use crate::core::schedule::Schedule;
 use crate::error::{Error, Exit, Result};
 use crate::output;
 use crate::policy::Limits;
-use crate::providers::{Router, Target};
+use crate::providers::Target;
 use crate::report::prometheus::Workloads;
 use crate::report::{Report, html};
 use chrono::Utc;
@@ -59,7 +59,9 @@ pub async fn workloads(
 ) -> Result<Workloads> {
     let flavour = match schedule.and_then(|s| s.metrics.clone()) {
         Some(f) => f,
-        None => Router::by_name(&sess.client, &rec.provider)
+        None => sess
+            .routers
+            .by_name(&sess.client, &rec.provider)
             .await?
             .metrics_flavour()
             .to_string(),

@@ -12,6 +12,7 @@ use crate::cli::{GlobalArgs, OutputFormat, RunArgs};
 use crate::cluster::driver::{self, StepContext, StepReport};
 use crate::cluster::metrics::Metrics;
 use crate::cluster::runner::{self, Ended, Key, Shared, Update};
+use crate::cluster::state::ListedPhase;
 use crate::cluster::{self, Session, lease, state};
 use crate::core::rollout::{Phase, Rollout};
 use crate::error::{Error, Exit, Result};
@@ -409,32 +410,38 @@ async fn run_all(g: &GlobalArgs, args: &RunArgs, sess: Session) -> Result<Exit> 
     // Runners of one scope count each other through presence Leases in this namespace.
     let presence = lease::Presence::new(&sess.client, &sess.namespace, &shared.identity);
     let discover: Duration = args.discover_interval.into();
+    let mut unlabelled = UnlabelledPhases::default();
     loop {
         match presence.beat(lease::duration_for(discover)).await {
             Ok(n) => shared.peers.store(n, Ordering::Relaxed),
             Err(e) => say(&format!("cannot renew this runner's presence: {e}")),
         }
-        match state::list(&sess.client, scope.as_deref()).await {
-            Ok(docs) => {
-                let recs: Vec<_> = docs
-                    .into_iter()
-                    .filter_map(|d| d.current)
-                    .filter(|r| runner::is_active(r.rollout.phase))
-                    .collect();
-                shared.active.store(recs.len(), Ordering::Relaxed);
-                for rec in recs {
+        match state::list_metadata(&sess.client, scope.as_deref()).await {
+            Ok(listed) => {
+                let mut active = Vec::new();
+                for l in listed {
                     let key = Key {
-                        namespace: rec.namespace.clone(),
-                        service: rec.service.clone(),
+                        namespace: l.namespace.clone(),
+                        service: l.service.clone(),
                     };
+                    let phase = match l.phase {
+                        ListedPhase::Current(p) => Some(p),
+                        ListedPhase::Unlabelled => unlabelled.phase(&sess.client, &key, &l).await,
+                    };
+                    if phase.is_some_and(runner::is_active) {
+                        active.push(key);
+                    }
+                }
+                shared.active.store(active.len(), Ordering::Relaxed);
+                for key in active {
                     if tasks.contains_key(&key) {
                         continue;
                     }
                     let mut s = sess.clone();
-                    s.namespace = rec.namespace.clone();
+                    s.namespace = key.namespace.clone();
                     let task = runner::drive(
                         s,
-                        rec.service.clone(),
+                        key.service.clone(),
                         shared.clone(),
                         tx.clone(),
                         stop.clone(),
@@ -480,4 +487,29 @@ async fn run_all(g: &GlobalArgs, args: &RunArgs, sess: Session) -> Result<Exit> 
         output::secs(started.elapsed().as_secs())
     ));
     Ok(Exit::Ok)
+}
+
+/// Phases of state documents written before the phase label, read once per resourceVersion
+/// (they are rewritten, and so labelled, at their next save).
+#[derive(Default)]
+struct UnlabelledPhases(BTreeMap<Key, (Option<String>, Option<Phase>)>);
+
+impl UnlabelledPhases {
+    async fn phase(
+        &mut self,
+        client: &kube::Client,
+        key: &Key,
+        l: &state::Listed,
+    ) -> Option<Phase> {
+        if let Some((rv, phase)) = self.0.get(key)
+            && *rv == l.resource_version
+        {
+            return *phase;
+        }
+        // Unreadable now: looked at again at the next round.
+        let phase = state::phase_of(client, l).await.ok()?;
+        self.0
+            .insert(key.clone(), (l.resource_version.clone(), phase));
+        phase
+    }
 }

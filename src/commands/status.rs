@@ -13,7 +13,7 @@ use crate::core::facts::PodFacts;
 use crate::core::schedule::Schedule;
 use crate::error::{Error, Exit, Result};
 use crate::output;
-use crate::providers::{Router, Target};
+use crate::providers::Target;
 use crate::report::{RollbackTimings, prometheus, timings};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -144,7 +144,7 @@ pub async fn live(sess: &Session, rec: &RolloutRecord) -> Result<Live> {
     if let Some(stable) = &rec.stable {
         target.stable_deployment = stable.clone();
     }
-    let route_weight = match Router::by_name(&sess.client, &rec.provider).await {
+    let route_weight = match sess.routers.by_name(&sess.client, &rec.provider).await {
         Ok(r) => r.read_weight(&sess.client, &target).await.ok().flatten(),
         Err(_) => None,
     };

@@ -36,6 +36,24 @@ impl Phase {
         )
     }
 
+    pub const ALL: [Phase; 10] = [
+        Phase::Initializing,
+        Phase::Progressing,
+        Phase::Paused,
+        Phase::Promoting,
+        Phase::Promoted,
+        Phase::RollingBack,
+        Phase::RolledBack,
+        Phase::Aborting,
+        Phase::Aborted,
+        Phase::Failed,
+    ];
+
+    /// The inverse of [`Phase::as_str`] (a phase read back from a label).
+    pub fn from_name(name: &str) -> Option<Phase> {
+        Self::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Initializing => "Initializing",
@@ -393,18 +411,15 @@ mod tests {
         r
     }
 
-    const ALL: [Phase; 10] = [
-        Initializing,
-        Progressing,
-        Paused,
-        Promoting,
-        Promoted,
-        RollingBack,
-        RolledBack,
-        Aborting,
-        Aborted,
-        Failed,
-    ];
+    const ALL: [Phase; 10] = Phase::ALL;
+
+    #[test]
+    fn phase_names_read_back() {
+        for p in ALL {
+            assert_eq!(Phase::from_name(p.as_str()), Some(p));
+        }
+        assert_eq!(Phase::from_name("progressing"), None);
+    }
 
     fn events() -> Vec<Event> {
         vec![

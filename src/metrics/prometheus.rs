@@ -90,7 +90,15 @@ const MAX_SAMPLES: u64 = 1000;
 pub struct PrometheusClient {
     pub config: PrometheusConfig,
     http: reqwest::Client,
+    /// Queries in flight at once, shared by the clones (a runner of many rollouts): beyond
+    /// that, queries wait their turn instead of each opening a connection (seen: 577 open
+    /// connections for 200 rollouts), and Prometheus answers no faster for being asked more
+    /// at once.
+    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// See [`PrometheusClient::in_flight`].
+const MAX_IN_FLIGHT: usize = 16;
 
 /// One query that produced no value because of an error (not merely an empty result).
 #[derive(Debug, Clone, PartialEq)]
@@ -353,6 +361,8 @@ impl PrometheusClient {
             message,
         };
         let mut b = reqwest::Client::builder()
+            .pool_max_idle_per_host(MAX_IN_FLIGHT)
+            .pool_idle_timeout(Duration::from_secs(30))
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(5)));
         if let Some(path) = &config.ca_cert {
@@ -375,7 +385,11 @@ impl PrometheusClient {
         let http = b
             .build()
             .map_err(|e| backend(format!("HTTP client: {e}")))?;
-        Ok(PrometheusClient { config, http })
+        Ok(PrometheusClient {
+            config,
+            http,
+            in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+        })
     }
 
     fn endpoint(&self, path: &str) -> String {
@@ -390,7 +404,24 @@ impl PrometheusClient {
     async fn get(&self, path: &str, params: &[(&str, String)]) -> Result<QueryResult, QueryError> {
         let url = reqwest::Url::parse_with_params(&self.endpoint(path), params)
             .map_err(|e| QueryError::fatal(format!("invalid URL: {e}")))?;
-        let mut rb = self.http.get(url);
+        // Waiting for a turn counts against the query's timeout like waiting for an answer:
+        // a hung Prometheus fails the queries in time instead of queueing them up.
+        let started = tokio::time::Instant::now();
+        let _turn = tokio::time::timeout(self.config.timeout, self.in_flight.acquire())
+            .await
+            .map_err(|_| QueryError {
+                message: format!(
+                    "no answer within {} ({MAX_IN_FLIGHT} queries in flight)",
+                    humantime::format_duration(self.config.timeout)
+                ),
+                retryable: true,
+            })?
+            .map_err(|_| QueryError::fatal("metrics client closed"))?;
+        let left = self.config.timeout.saturating_sub(started.elapsed());
+        let mut rb = self
+            .http
+            .get(url)
+            .timeout(left.max(Duration::from_millis(100)));
         rb = match &self.config.auth {
             Auth::None => rb,
             Auth::Bearer(t) => rb.bearer_auth(t),

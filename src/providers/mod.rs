@@ -149,6 +149,39 @@ pub enum Router {
     GatewayApi(gateway_api::GatewayApi),
 }
 
+/// Routers by provider name, discovered once per process and kept for a while: discovery
+/// (Istio's served versions) is several API calls, and a runner of many rollouts would
+/// otherwise repeat it at every step of every rollout.
+#[derive(Debug, Default)]
+pub struct Routers {
+    known: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Router)>>,
+}
+
+impl Routers {
+    /// A CRD upgrade (a new served version) is picked up within this long.
+    const KEEP: std::time::Duration = std::time::Duration::from_secs(300);
+
+    pub async fn by_name(&self, client: &Client, name: &str) -> Result<Router, ProviderError> {
+        let now = std::time::Instant::now();
+        if let Some((at, r)) = self.lock().get(name)
+            && now.duration_since(*at) < Self::KEEP
+        {
+            return Ok(r.clone());
+        }
+        let router = Router::by_name(client, name).await?;
+        self.lock().insert(name.to_string(), (now, router.clone()));
+        Ok(router)
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (std::time::Instant, Router)>>
+    {
+        // A panic elsewhere cannot leave the map half-written: insert is one call.
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Does a namespaced object of this kind and name exist? (false when the CRD is absent)
 async fn exists(client: &Client, group: &str, version: &str, kind: &str, t: &Target) -> bool {
     let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
