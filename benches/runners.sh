@@ -118,7 +118,7 @@ bench_run_all() {
     --image app=kubectl-canary/demo:2.0 --provider istio --policy "$WORK/holding.rhai" \
     --replicas 1 --timeout 300s >/dev/null
   echo "driving them for ${secs}s with one run --all (interval $interval)…" >&2
-  "${KC[@]}" -n "$ns" run --all --prometheus-url "$CANARY_TEST_PROMETHEUS" > "$WORK/run.log" 2>&1 &
+  "${KC[@]}" -n "$ns" run --all --prometheus-url "$CANARY_TEST_PROMETHEUS" > "${RUNLOG:-$WORK/run.log}" 2>&1 &
   local pid=$! hz rss=0 t0 c0 t1 c1
   hz=$(getconf CLK_TCK)
   sleep 30 # every rollout taken and evaluated once; measure the steady state from here

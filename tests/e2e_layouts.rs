@@ -133,6 +133,17 @@ spec:
     eprintln!("bookinfo: canary share {share:.3} with a header client ({served:?})");
     assert!((share - 0.24).abs() < 0.05, "{served:?}");
     drop(header_client);
+    // An evaluation on this layout: stable is `reviews-v1`, no Deployment is named after the
+    // Service (step used to look for `reviews`, and marked the rollout Failed).
+    let out = kc_out(n, &["step", "reviews"]).await;
+    let st = status_json(n, "reviews").await;
+    assert_eq!(
+        st["phase"],
+        "Progressing",
+        "{st}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(matches!(out.status.code(), Some(0 | 5)), "{out:?}");
 
     // The header client's traffic after rollback: the header route is gone, so it is stable's.
     let _header_client = Traffic::start_with(

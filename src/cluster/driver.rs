@@ -27,6 +27,7 @@ use crate::metrics::{MetricsRequest, MetricsSource};
 use crate::policy::{Limits, Policy, PolicyEngine};
 use crate::providers::{Router, Target};
 use chrono::Utc;
+use k8s_openapi::api::apps::v1::Deployment;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -209,11 +210,18 @@ pub async fn converge(l: &mut Loaded, show: bool) -> Result<Vec<Transition>> {
     lifecycle::converge(&mut ClusterWorld::new(l, show)).await
 }
 
+/// The stable and canary Deployments as one step read them (None: not found).
+pub struct Versions {
+    pub stable: Option<Deployment>,
+    pub canary: Option<Deployment>,
+}
+
 /// Fetches metrics and pod facts for one evaluation (concurrently).
 pub async fn gather<M: MetricsSource + Sync>(
     l: &Loaded,
     schedule: &Schedule,
     metrics: &M,
+    versions: Versions,
 ) -> Result<(Facts, Option<String>)> {
     let client = &l.sess.client;
     let ns = l.ns();
@@ -232,12 +240,8 @@ pub async fn gather<M: MetricsSource + Sync>(
         queries: schedule.queries.clone(),
     };
     let pods = async {
-        let api = workloads::deployments(client, ns);
-        let (stable, canary) = futures::try_join!(
-            api.get_opt(&l.target.stable_deployment),
-            api.get_opt(&l.target.canary_service)
-        )?;
-        let facts_of = |d: Option<k8s_openapi::api::apps::v1::Deployment>| async move {
+        let Versions { stable, canary } = versions;
+        let facts_of = |d: Option<Deployment>| async move {
             match d {
                 None => Ok::<_, Error>(PodFacts::default()),
                 Some(d) => workloads::deployment_pod_facts(client, ns, &d).await,
@@ -342,7 +346,7 @@ pub async fn step<M: MetricsSource + Sync>(
             if cx.dry_run {
                 report.note = format!("would finish {phase}");
             } else {
-                report.transitions = converge(l, cx.show_progress).await?;
+                report.transitions = Box::pin(converge(l, cx.show_progress)).await?;
                 report.note = format!("finished {phase}");
             }
         }
@@ -352,11 +356,20 @@ pub async fn step<M: MetricsSource + Sync>(
         Phase::Paused => report.note = "paused: `kubectl canary resume` continues".into(),
         p if p.is_terminal() => report.note = format!("rollout is {p}"),
         _ => {
-            let stable_exists = workloads::deployments(&l.sess.client, l.ns())
-                .get_opt(&l.target.service)
-                .await?
-                .is_some();
-            if !stable_exists {
+            // The reads an evaluation starts from, at once: every round trip before the
+            // evaluation makes it later than due (a runner of many rollouts waits on a busy
+            // API server).
+            let api = workloads::deployments(&l.sess.client, l.ns());
+            let (stable, canary, route_weight) = tokio::join!(
+                api.get_opt(&l.target.stable_deployment),
+                api.get_opt(&l.target.canary_service),
+                l.router.read_weight(&l.sess.client, &l.target),
+            );
+            let versions = Versions {
+                stable: stable?,
+                canary: canary?,
+            };
+            if versions.stable.is_none() {
                 // Outside the policy: nothing to promote into or roll back to. The route is
                 // left as it is (weight 0 would send everything to a backend that is gone).
                 report.note = format!(
@@ -386,7 +399,7 @@ pub async fn step<M: MetricsSource + Sync>(
             }
             let policy = cx.policies.get(cx.engine, cx.limits, l.record())?;
             let params = controller::parse_params(&l.record().params).map_err(Error::Usage)?;
-            let route_weight = l.router.read_weight(&l.sess.client, &l.target).await?;
+            let route_weight = route_weight?;
             report.route_weight = route_weight;
             match l.rollout().reconcile_route(route_weight) {
                 RouteRepair::InSync => {}
@@ -437,7 +450,7 @@ pub async fn step<M: MetricsSource + Sync>(
                     return Ok(report);
                 }
             }
-            let (facts, warning) = gather(l, &policy.schedule, cx.metrics).await?;
+            let (facts, warning) = gather(l, &policy.schedule, cx.metrics, versions).await?;
             report.warnings.extend(warning);
             let now = Utc::now();
             let evaluator = Evaluator {
@@ -465,9 +478,14 @@ pub async fn step<M: MetricsSource + Sync>(
                 if let Some(event) = step.event {
                     let cause = Cause::new("policy", step.decision.reason())
                         .with_observations(observations);
-                    report.transitions =
-                        lifecycle::apply(&mut ClusterWorld::new(l, cx.show_progress), event, cause)
-                            .await?;
+                    // Boxed: the lifecycle's future is large, and this one is polled inside
+                    // a runner's (stack depth).
+                    report.transitions = Box::pin(lifecycle::apply(
+                        &mut ClusterWorld::new(l, cx.show_progress),
+                        event,
+                        cause,
+                    ))
+                    .await?;
                 }
             }
         }

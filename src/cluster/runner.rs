@@ -249,6 +249,7 @@ pub async fn drive(
         key: key.clone(),
     };
     let mut last_waiting_for: Option<String> = None;
+    let mut first_look = true;
     loop {
         let l = driver::load(&sess, &service).await?;
         let phase = l.rollout().phase;
@@ -264,11 +265,16 @@ pub async fn drive(
         let duration = lease::duration_for(interval);
         if shared.many {
             // Runners that start together take free rollouts in random order, and the more
-            // rollouts one drives the later it reaches for another: they spread. Capped at
-            // half an interval so a takeover stays within about three intervals.
+            // rollouts one drives the later it reaches for another: they spread. The first
+            // look spreads the rollouts found together over a whole interval, so their
+            // evaluations do not all fall in the same second of every interval (200 at once
+            // made the API server and Prometheus queue them); later looks are capped at half
+            // an interval so a takeover stays within about three intervals.
+            let spread = if first_look { interval } else { interval / 2 };
+            first_look = false;
             let held = shared.held.load(Ordering::Relaxed);
-            let jitter = rand::random::<u64>() % 1000;
-            let mut pause = Duration::from_millis(held as u64 * 50 + jitter).min(interval / 2);
+            let jitter = rand::random::<u64>() % (spread.as_millis() as u64).max(1);
+            let mut pause = Duration::from_millis(held as u64 * 50 + jitter).min(spread);
             if shared.has_peers() && held >= shared.fair_share() {
                 // Full already: let a runner below its share take it first.
                 pause += interval / 2;

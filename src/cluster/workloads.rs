@@ -544,15 +544,13 @@ pub async fn version_selectors(
 /// would also count the other version where both share the app labels.
 pub async fn deployment_pod_facts(client: &Client, ns: &str, d: &Deployment) -> Result<PodFacts> {
     let desired = d.spec.replicas.unwrap_or(1).max(0) as u32;
-    let sets: Vec<String> = replica_sets_of(client, ns, d)
-        .await?
-        .into_iter()
-        .filter_map(|rs| rs.metadata.name)
-        .collect();
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pods = api
-        .list(&ListParams::default().labels(&label_query(&selector_of(d))))
-        .await?;
+    let lp = ListParams::default().labels(&label_query(&selector_of(d)));
+    // Both lists at once: they depend only on the Deployment.
+    let (sets, pods) = futures::try_join!(async { replica_sets_of(client, ns, d).await }, async {
+        Ok(api.list(&lp).await?)
+    })?;
+    let sets: Vec<String> = sets.into_iter().filter_map(|rs| rs.metadata.name).collect();
     let mut f = PodFacts {
         desired,
         ..Default::default()
