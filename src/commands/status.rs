@@ -18,7 +18,7 @@ use crate::report::{RollbackTimings, prometheus, timings};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -159,31 +159,24 @@ pub async fn live(sess: &Session, rec: &RolloutRecord) -> Result<Live> {
     })
 }
 
-/// Schedules compiled once per policy and overrides (a list shares a few policies).
+/// Schedules compiled once per policy and overrides (a list shares a few policies), with
+/// the cache the runners use.
 #[derive(Default)]
 pub struct Schedules {
     engine: Option<crate::policy::PolicyEngine>,
-    compiled: HashMap<(String, Vec<String>), Option<Schedule>>,
+    policies: driver::PolicyCache,
 }
 
 impl Schedules {
     fn of(&mut self, rec: &RolloutRecord) -> Option<Schedule> {
-        let key = (rec.policy.sha256.clone(), rec.schedule_overrides.clone());
         let engine = self
             .engine
             .get_or_insert_with(|| crate::policy::PolicyEngine::new(vec![], &Default::default()));
-        self.compiled
-            .entry(key)
-            .or_insert_with(|| {
-                engine
-                    .compile(&rec.policy.path, &rec.policy.source, &Default::default())
-                    .ok()
-                    .map(|mut p| {
-                        let _ = driver::apply_overrides(&mut p.schedule, &rec.schedule_overrides);
-                        p.schedule
-                    })
-            })
-            .clone()
+        // A policy that no longer compiles shows no schedule; status itself still works.
+        self.policies
+            .get(engine, &Default::default(), rec)
+            .ok()
+            .map(|p| p.schedule.clone())
     }
 }
 
