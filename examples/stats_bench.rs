@@ -15,7 +15,15 @@
 //! ```text
 //! cargo run --profile bench --example stats_bench              # 200 seeds, ~10 min on 2 cores
 //! cargo run --profile bench --example stats_bench -- --seeds 40 --threads 2
+//! cargo run --profile bench --example stats_bench -- --policy statistical --seeds 40 \
+//!     --set latency_alpha=0.002 --schedule-override interval=10s --case "1→2%" --verbose
 //! ```
+//!
+//! Flags: `--seeds N`, `--threads N`, `--policy NAME` (one shipped policy), `--set KEY=VALUE`
+//! (policy params, as `kubectl canary --set`; repeatable), `--schedule-override KEY=VALUE`
+//! (repeatable), `--case TEXT` (only the cases whose name contains TEXT; repeatable) and
+//! `--verbose` (per cell: rollbacks by the test that decided them — the first word of the
+//! reason — and by the weight they happened at).
 
 use kubectl_canary::controller::Evaluator;
 use kubectl_canary::core::stats::normal_cdf;
@@ -164,17 +172,27 @@ fn scenario(c: &Case) -> Scenario {
 struct Run {
     outcome: Outcome,
     canary_requests: f64,
+    /// First word of the outcome's reason (`errors:`, `latency:`, …) and the weight then.
+    cause: String,
+    weight: u32,
+    /// Virtual minutes until the outcome.
+    minutes: f64,
 }
 
-fn run_one(engine: &PolicyEngine, policy: &policy::Policy, sc: &Scenario, seed: u64) -> Run {
+fn run_one(
+    engine: &PolicyEngine,
+    policy: &policy::Policy,
+    params: &rhai::Map,
+    sc: &Scenario,
+    seed: u64,
+) -> Run {
     let limits = Limits::default();
-    let params = rhai::Map::new();
     let evaluator = Evaluator {
         engine,
         policy,
         limits: &limits,
         service: "bench",
-        params: &params,
+        params,
     };
     let report = sim::run(&evaluator, sc, seed);
     // Every shipped policy records the evidence first, so its last evaluation carries the
@@ -190,9 +208,27 @@ fn run_one(engine: &PolicyEngine, policy: &policy::Policy, sc: &Scenario, seed: 
                 .flatten()
         })
         .unwrap_or(f64::NAN);
+    let cause = report
+        .reason
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches(':')
+        .to_string();
+    // The weight the canary had when it was decided (the last rows may already be at 0).
+    let weight = report
+        .rows
+        .iter()
+        .rev()
+        .map(|r| r.weight)
+        .find(|w| *w > 0)
+        .unwrap_or(0);
     Run {
         outcome: report.outcome,
         canary_requests,
+        cause,
+        weight,
+        minutes: report.outcome_at_secs as f64 / 60.0,
     }
 }
 
@@ -244,10 +280,45 @@ fn only_policy() -> Option<String> {
     Some(name)
 }
 
+/// Every value of a repeatable flag `name VALUE`.
+fn values(name: &str) -> Vec<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .enumerate()
+        .filter(|(_, a)| *a == name)
+        .map(|(i, _)| {
+            args.get(i + 1)
+                .unwrap_or_else(|| panic!("{name} needs a value"))
+                .clone()
+        })
+        .collect()
+}
+
+/// A shipped policy with the `--schedule-override` pairs applied.
+fn load(engine: &PolicyEngine, name: &str) -> policy::Policy {
+    let mut pol =
+        policy::load(engine, name, &Limits::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    for pair in values("--schedule-override") {
+        let (k, v) = pair
+            .split_once('=')
+            .unwrap_or_else(|| panic!("--schedule-override {pair:?}: expected KEY=VALUE"));
+        policy::schedule::apply_override(&mut pol.schedule, k.trim(), v.trim())
+            .unwrap_or_else(|e| panic!("--schedule-override {pair}: {e}"));
+    }
+    pol.schedule
+        .validate()
+        .unwrap_or_else(|e| panic!("schedule after overrides: {e}"));
+    pol
+}
+
 fn main() {
     let seeds = arg("--seeds", 200) as u64;
     let only = only_policy();
     let threads = arg("--threads", 2).max(1);
+    let params = kubectl_canary::controller::parse_params(&values("--set"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let only_cases = values("--case");
+    let verbose = std::env::args().any(|a| a == "--verbose");
     let started = Instant::now();
     let jobs: Vec<(&str, Case)> = POLICIES
         .iter()
@@ -258,6 +329,7 @@ fn main() {
                 .chain(boundaries(p))
                 .map(move |c| (*p, c))
         })
+        .filter(|(_, c)| only_cases.is_empty() || only_cases.iter().any(|t| c.name.contains(t)))
         .collect();
     let tasks: Vec<(usize, u64)> = (0..jobs.len())
         .flat_map(|j| (1..=seeds).map(move |s| (j, s)))
@@ -275,11 +347,8 @@ fn main() {
                         break;
                     };
                     let (name, case) = &jobs[job];
-                    let policy = compiled.entry(*name).or_insert_with(|| {
-                        policy::load(&engine, name, &Limits::default())
-                            .unwrap_or_else(|e| panic!("{name}: {e}"))
-                    });
-                    let run = run_one(&engine, policy, &scenario(case), seed);
+                    let policy = compiled.entry(*name).or_insert_with(|| load(&engine, name));
+                    let run = run_one(&engine, policy, &params, &scenario(case), seed);
                     results.lock().unwrap().entry(job).or_default().push(run);
                 }
             });
@@ -340,9 +409,7 @@ fn main() {
         .filter(|p| only.as_deref().is_none_or(|o| o == *p))
     {
         let engine = PolicyEngine::new(Vec::new(), &Limits::default());
-        let w = policy::load(&engine, p, &Limits::default())
-            .map(|pol| pol.schedule.weight_at(0))
-            .unwrap_or(0);
+        let w = load(&engine, p).schedule.weight_at(0);
         let mut row = format!("| `{p}` | {w}% |");
         for (j, (_, c)) in jobs.iter().enumerate().filter(|(_, (n, _))| *n == p) {
             if c.kind != Kind::Detect {
@@ -357,5 +424,45 @@ fn main() {
         }
         row += &format!(" {:.0} |", sprt_p95());
         println!("{row}");
+    }
+    if verbose {
+        println!(
+            "\nPer cell: outcomes (count, mean minutes); rollbacks by cause and by weight (count, mean canary requests):\n"
+        );
+        for (j, (p, c)) in jobs.iter().enumerate() {
+            let mut by_cause: BTreeMap<&str, usize> = BTreeMap::new();
+            let mut by_weight: BTreeMap<u32, (usize, f64)> = BTreeMap::new();
+            for r in results[&j]
+                .iter()
+                .filter(|r| r.outcome == Outcome::RolledBack)
+            {
+                *by_cause.entry(&r.cause).or_default() += 1;
+                let e = by_weight.entry(r.weight).or_default();
+                e.0 += 1;
+                e.1 += r.canary_requests;
+            }
+            let mut by_outcome: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+            for r in &results[&j] {
+                let e = by_outcome.entry(format!("{:?}", r.outcome)).or_default();
+                e.0 += 1;
+                e.1 += r.minutes;
+            }
+            let outcomes: Vec<String> = by_outcome
+                .iter()
+                .map(|(o, (n, m))| format!("{o} {n} ({:.0} min)", m / *n as f64))
+                .collect();
+            let causes: Vec<String> = by_cause.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let weights: Vec<String> = by_weight
+                .iter()
+                .map(|(w, (n, sum))| format!("{w}%: {n} (mean {:.0} req)", sum / *n as f64))
+                .collect();
+            println!(
+                "- `{p}` {}: {} | {} | {}",
+                c.name,
+                outcomes.join(", "),
+                causes.join(", "),
+                weights.join(", ")
+            );
+        }
     }
 }
