@@ -168,26 +168,44 @@ pub async fn roll_back_if_overdue(
     driver::manual(l, Event::BeginRollback, actor, reason, show).await
 }
 
-/// Polls `fut` to completion while renewing `claim` every `every`. Returns whether the
-/// lease is still ours.
+/// Polls `fut` to completion while renewing `claim` after `first`, then every `every`.
+/// Returns whether the lease is still ours.
 async fn renewing<F: Future>(
     fut: F,
     lease: &RolloutLease,
     claim: &mut Claim,
+    first: Duration,
     every: Duration,
 ) -> (F::Output, bool) {
     tokio::pin!(fut);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut held = true;
+    let mut out = None;
     loop {
         tokio::select! {
-            out = &mut fut => return (out, held),
+            o = &mut fut => return (o, held),
             _ = tick.tick(), if held => {
-                // A failed renewal (API hiccup) is retried at the next tick; the claim's
-                // safety margin stops us before anybody else may take over.
-                if let Ok(false) = lease.renew(claim).await {
-                    held = false;
+                // The renewal and `fut` go on together. A renewal is never dropped half-way
+                // (the lease could then be renewed without our knowing its new version), so
+                // a `fut` that ends first waits for it.
+                let renewal = lease.renew(claim);
+                tokio::pin!(renewal);
+                loop {
+                    tokio::select! {
+                        r = &mut renewal => {
+                            // A failed renewal (API hiccup) is retried at the next tick; the
+                            // claim's safety margin stops us before anybody else may take over.
+                            if let Ok(false) = r {
+                                held = false;
+                            }
+                            break;
+                        }
+                        o = &mut fut, if out.is_none() => out = Some(o),
+                    }
+                }
+                if let Some(o) = out.take() {
+                    return (o, held);
                 }
             }
         }
@@ -384,6 +402,7 @@ async fn hold(
         lease,
         claim,
         interval,
+        interval,
     )
     .await;
     let done = done?;
@@ -413,8 +432,14 @@ async fn hold(
                 send(Update::Failed(
                     "cannot renew the lease; not stepping until it is renewed".into(),
                 ));
-                let (_, held) =
-                    renewing(tokio::time::sleep(interval), lease, claim, interval).await;
+                let (_, held) = renewing(
+                    tokio::time::sleep(interval),
+                    lease,
+                    claim,
+                    interval,
+                    interval,
+                )
+                .await;
                 if !held {
                     send(Update::Lost { holder: None });
                     return Ok(Outcome::Lost);
@@ -431,7 +456,9 @@ async fn hold(
             notifier.later(l.record(), &report.transitions);
             Ok::<_, Error>((report, l.rollout().clone(), steps.to_vec()))
         };
-        let (result, held) = renewing(step, lease, claim, interval).await;
+        // The lease is renewed at every evaluation, beside it: a renewal before the step
+        // (one more round trip) made every second evaluation later than the others.
+        let (result, held) = renewing(step, lease, claim, Duration::ZERO, interval).await;
         let mut phase = None;
         match result {
             Ok((report, rollout, steps)) => {
@@ -477,7 +504,7 @@ async fn hold(
                 _ = stopped(stop) => true,
             }
         };
-        let (stop_now, held) = renewing(wait, lease, claim, interval).await;
+        let (stop_now, held) = renewing(wait, lease, claim, interval, interval).await;
         if stop_now {
             return Ok(Outcome::Ended(Ended::Stopped(phase)));
         }
