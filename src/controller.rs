@@ -79,8 +79,7 @@ pub fn apply(
     match step.event {
         None => Ok(None),
         Some(event) => {
-            let cause =
-                Cause::new("policy", step.decision.reason()).with_observations(observations);
+            let cause = Cause::policy(step.decision.reason()).with_observations(observations);
             rollout.apply(event, now, cause).map(|t| Some(t.clone()))
         }
     }

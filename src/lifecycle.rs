@@ -3,7 +3,7 @@
 //! crash and race tests below. The lifecycle after a decision exists once, here.
 
 use crate::core::plan::{self, Effect, Observed, Settings};
-use crate::core::rollout::{Cause, Event, Fence, Phase, Rollout, Transition};
+use crate::core::rollout::{Cause, Event, Fence, POLICY_ACTOR, Phase, Rollout, Transition};
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -230,7 +230,7 @@ pub async fn converge<W: World>(w: &mut W) -> Result<Vec<Transition>> {
             .history
             .last()
             .map(|t| t.actor.clone())
-            .unwrap_or_else(|| "policy".into());
+            .unwrap_or_else(|| POLICY_ACTOR.into());
         // Take the phase over: of two operators finishing it at once (two `run`s, a `step`
         // beside a `promote`), only the one that saved this bump may write, the other's
         // fence is older everywhere.

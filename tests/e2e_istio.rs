@@ -7,7 +7,7 @@ mod e2e_common;
 use e2e_common::*;
 use kube::api::Api;
 use kubectl_canary::cluster::state::{StateDoc, Store};
-use kubectl_canary::core::rollout::Rollout;
+use kubectl_canary::core::rollout::{EventKind, Rollout};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,7 +205,7 @@ async fn concurrent_steps_make_exactly_one_transition() {
             &after.history[before.history.len()..]
         );
         if new == 1 {
-            assert_eq!(after.history.last().unwrap().event, "advance");
+            assert_eq!(after.history.last().unwrap().event, EventKind::Advance);
             assert_eq!(after.weight, 25);
             assert_eq!(route_weight(&ns.client, &ns.name, "web", p).await, Some(25));
             break;

@@ -476,8 +476,8 @@ pub async fn step<M: MetricsSource + Sync>(
                 // The evaluation is kept even when its effects fail below.
                 l.store.save(&mut l.stored).await?;
                 if let Some(event) = step.event {
-                    let cause = Cause::new("policy", step.decision.reason())
-                        .with_observations(observations);
+                    let cause =
+                        Cause::policy(step.decision.reason()).with_observations(observations);
                     // Boxed: the lifecycle's future is large, and this one is polled inside
                     // a runner's (stack depth).
                     report.transitions = Box::pin(lifecycle::apply(

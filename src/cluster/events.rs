@@ -1,26 +1,25 @@
 //! Kubernetes Events on the stable Deployment for every transition (best effort: a failed
 //! Event never fails a rollout step).
 
-use crate::core::rollout::{Phase, Transition};
+use crate::core::rollout::{EventKind, Phase, Transition};
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 
 fn reason(t: &Transition) -> &'static str {
-    match t.event.as_str() {
-        "canary_ready" => "CanaryStarted",
-        "advance" => "CanaryAdvanced",
-        "pause" => "CanaryPaused",
-        "resume" => "CanaryResumed",
-        "begin_promote" => "CanaryPromoting",
-        "promote_done" => "CanaryPromoted",
-        "begin_rollback" => "CanaryRollingBack",
-        "rollback_done" if t.to == Phase::Aborted => "CanaryAborted",
-        "rollback_done" => "CanaryRolledBack",
-        "abort" => "CanaryAborting",
-        "fail" => "CanaryFailed",
-        _ => "CanaryTransition",
+    match t.event {
+        EventKind::CanaryReady => "CanaryStarted",
+        EventKind::Advance => "CanaryAdvanced",
+        EventKind::Pause => "CanaryPaused",
+        EventKind::Resume => "CanaryResumed",
+        EventKind::BeginPromote => "CanaryPromoting",
+        EventKind::PromoteDone => "CanaryPromoted",
+        EventKind::BeginRollback => "CanaryRollingBack",
+        EventKind::RollbackDone if t.to == Phase::Aborted => "CanaryAborted",
+        EventKind::RollbackDone => "CanaryRolledBack",
+        EventKind::Abort => "CanaryAborting",
+        EventKind::Fail => "CanaryFailed",
     }
 }
 

@@ -174,7 +174,7 @@ pub fn json_payload(rec: &RolloutRecord, t: &Transition) -> Value {
     json!({
         "namespace": rec.namespace,
         "service": rec.service,
-        "event": t.event,
+        "event": t.event.name(),
         "from": t.from,
         "to": t.to,
         "step": t.step + 1,

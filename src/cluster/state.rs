@@ -363,21 +363,17 @@ mod tests {
                         weight: r.weight * 2,
                     },
                     at(i),
-                    Cause::new("policy", "soaked"),
+                    Cause::policy("soaked"),
                 )
                 .unwrap();
             }
         }
-        r.apply(
-            Event::BeginPromote,
-            at(evaluations),
-            Cause::new("policy", "done"),
-        )
-        .unwrap();
+        r.apply(Event::BeginPromote, at(evaluations), Cause::policy("done"))
+            .unwrap();
         r.apply(
             Event::PromoteDone,
             at(evaluations) + Duration::seconds(40),
-            Cause::new("policy", "done"),
+            Cause::policy("done"),
         )
         .unwrap();
         serde_json::from_value(serde_json::json!({

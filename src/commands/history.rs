@@ -93,7 +93,7 @@ pub async fn run(g: &GlobalArgs, args: &HistoryArgs) -> Result<Exit> {
         );
         println!("{}", super::run::summary(r));
         // The queries behind each policy transition.
-        for t in r.history.iter().filter(|t| t.actor == "policy") {
+        for t in r.history.iter().filter(|t| t.by_policy()) {
             if let Some(e) = r.evaluations.iter().find(|e| e.at == t.at)
                 && !e.queries.is_empty()
             {
@@ -113,7 +113,7 @@ pub async fn run(g: &GlobalArgs, args: &HistoryArgs) -> Result<Exit> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::rollout::{Cause, Event, Rollout};
+    use crate::core::rollout::{Cause, Event, EventKind, Rollout};
 
     fn t(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_767_225_600 + s, 0).unwrap()
@@ -133,8 +133,7 @@ mod tests {
     fn record(start: i64, events: &[(i64, Event)]) -> crate::cluster::state::RolloutRecord {
         let mut r = Rollout::new(t(start));
         for (at, e) in events {
-            r.apply(e.clone(), t(*at), Cause::new("policy", "x"))
-                .unwrap();
+            r.apply(e.clone(), t(*at), Cause::policy("x")).unwrap();
         }
         serde_json::from_value(serde_json::json!({
             "namespace": "shop", "service": "web", "images": {}, "provider": "istio",
@@ -172,7 +171,7 @@ mod tests {
         assert!(got.previous.is_empty(), "ended before --since");
         let history = &got.current.unwrap().rollout.history;
         assert_eq!(history.len(), 1);
-        assert_eq!(history[0].event, "advance");
+        assert_eq!(history[0].event, EventKind::Advance);
         assert_eq!(since(doc.clone(), t(0)), doc, "everything since the start");
         assert_eq!(since(doc, t(1000)), StateDoc::default());
     }

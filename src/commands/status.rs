@@ -203,12 +203,12 @@ pub fn view_of(
     let steps = schedule.map(|s| s.steps).unwrap_or_default();
     let last = r.last_evaluation();
     let (last_decision, last_reason) = match (last, r.history.last()) {
-        (Some(e), Some(t)) if t.at > e.at => (Some(t.event.clone()), Some(t.reason.clone())),
+        (Some(e), Some(t)) if t.at > e.at => (Some(t.event.to_string()), Some(t.reason.clone())),
         (Some(e), _) => (
             Some(e.decision.action().to_string()),
             Some(e.decision.reason().to_string()),
         ),
-        (None, Some(t)) => (Some(t.event.clone()), Some(t.reason.clone())),
+        (None, Some(t)) => (Some(t.event.to_string()), Some(t.reason.clone())),
         (None, None) => (None, None),
     };
     StatusView {

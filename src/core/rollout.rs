@@ -100,21 +100,84 @@ pub enum Event {
 }
 
 impl Event {
-    pub fn name(&self) -> &'static str {
+    /// Which kind of event this is, without its data (what a [`Transition`] records).
+    pub fn kind(&self) -> EventKind {
         match self {
-            Event::CanaryReady { .. } => "canary_ready",
-            Event::Advance { .. } => "advance",
-            Event::Pause => "pause",
-            Event::Resume => "resume",
-            Event::BeginPromote => "begin_promote",
-            Event::PromoteDone => "promote_done",
-            Event::BeginRollback => "begin_rollback",
-            Event::RollbackDone => "rollback_done",
-            Event::Abort => "abort",
-            Event::Fail => "fail",
+            Event::CanaryReady { .. } => EventKind::CanaryReady,
+            Event::Advance { .. } => EventKind::Advance,
+            Event::Pause => EventKind::Pause,
+            Event::Resume => EventKind::Resume,
+            Event::BeginPromote => EventKind::BeginPromote,
+            Event::PromoteDone => EventKind::PromoteDone,
+            Event::BeginRollback => EventKind::BeginRollback,
+            Event::RollbackDone => EventKind::RollbackDone,
+            Event::Abort => EventKind::Abort,
+            Event::Fail => EventKind::Fail,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+}
+
+/// The kind of an [`Event`], as recorded in a [`Transition`]. Serialized as its
+/// [`EventKind::name`] (`"advance"`, `"begin_rollback"`, ...), the text stored since
+/// before this type existed, so stored state reads back unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    CanaryReady,
+    Advance,
+    Pause,
+    Resume,
+    BeginPromote,
+    PromoteDone,
+    BeginRollback,
+    RollbackDone,
+    Abort,
+    Fail,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 10] = [
+        EventKind::CanaryReady,
+        EventKind::Advance,
+        EventKind::Pause,
+        EventKind::Resume,
+        EventKind::BeginPromote,
+        EventKind::PromoteDone,
+        EventKind::BeginRollback,
+        EventKind::RollbackDone,
+        EventKind::Abort,
+        EventKind::Fail,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::CanaryReady => "canary_ready",
+            EventKind::Advance => "advance",
+            EventKind::Pause => "pause",
+            EventKind::Resume => "resume",
+            EventKind::BeginPromote => "begin_promote",
+            EventKind::PromoteDone => "promote_done",
+            EventKind::BeginRollback => "begin_rollback",
+            EventKind::RollbackDone => "rollback_done",
+            EventKind::Abort => "abort",
+            EventKind::Fail => "fail",
         }
     }
 }
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The actor of transitions decided by the policy (any other actor is the user who ran a
+/// command). Stored as this plain text in [`Transition::actor`].
+pub const POLICY_ACTOR: &str = "policy";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("illegal transition: {event} while {phase}")]
@@ -129,14 +192,21 @@ pub struct Transition {
     pub at: DateTime<Utc>,
     pub from: Phase,
     pub to: Phase,
-    pub event: String,
+    pub event: EventKind,
     pub step: usize,
     pub weight: u32,
     pub reason: String,
-    /// "policy", or the user who ran the command.
+    /// [`POLICY_ACTOR`], or the user who ran the command.
     pub actor: String,
     #[serde(default)]
     pub observations: Observations,
+}
+
+impl Transition {
+    /// Decided by the policy, not asked for by a user.
+    pub fn by_policy(&self) -> bool {
+        self.actor == POLICY_ACTOR
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -234,6 +304,11 @@ impl Cause {
         }
     }
 
+    /// A transition decided by the policy ([`POLICY_ACTOR`]).
+    pub fn policy(reason: impl Into<String>) -> Self {
+        Cause::new(POLICY_ACTOR, reason)
+    }
+
     pub fn with_observations(mut self, observations: Observations) -> Self {
         self.observations = observations;
         self
@@ -327,7 +402,7 @@ impl Rollout {
             at,
             from,
             to,
-            event: event.name().to_string(),
+            event: event.kind(),
             step: self.step,
             weight: self.weight,
             reason: cause.reason,
@@ -367,7 +442,7 @@ impl Rollout {
             _ => {
                 let last = self.history.last();
                 let before_last_advance = last
-                    .filter(|t| t.event == "advance" && t.weight == desired)
+                    .filter(|t| t.event == EventKind::Advance && t.weight == desired)
                     .and_then(|_| self.history.iter().rev().nth(1).map(|t| t.weight));
                 match (route, before_last_advance) {
                     (Some(w), Some(prev)) if w == prev => RouteRepair::Write(desired),
@@ -521,7 +596,7 @@ mod tests {
         r.apply(
             Event::CanaryReady { weight: 5 },
             later(10),
-            Cause::new("policy", "ready"),
+            Cause::policy("ready"),
         )
         .unwrap();
         assert_eq!((r.step, r.weight), (0, 5));
@@ -531,7 +606,7 @@ mod tests {
                 weight: 25,
             },
             later(400),
-            Cause::new("policy", "ok"),
+            Cause::policy("ok"),
         )
         .unwrap();
         assert_eq!(r.step_started_at, later(400));
@@ -542,15 +617,11 @@ mod tests {
             Cause::new("alice", "manual"),
         )
         .unwrap();
-        r.apply(
-            Event::PromoteDone,
-            later(960),
-            Cause::new("policy", "rolled out"),
-        )
-        .unwrap();
+        r.apply(Event::PromoteDone, later(960), Cause::policy("rolled out"))
+            .unwrap();
         assert_eq!(r.phase, Promoted);
         assert_eq!(r.weight, 100);
-        let events: Vec<_> = r.history.iter().map(|t| t.event.as_str()).collect();
+        let events: Vec<_> = r.history.iter().map(|t| t.event.name()).collect();
         assert_eq!(
             events,
             ["canary_ready", "advance", "begin_promote", "promote_done"]
@@ -562,7 +633,7 @@ mod tests {
     fn rollback_sets_weight_to_zero_first() {
         let mut r = in_phase(Progressing, 1);
         r.weight = 25;
-        r.apply(Event::BeginRollback, t0(), Cause::new("policy", "errors"))
+        r.apply(Event::BeginRollback, t0(), Cause::policy("errors"))
             .unwrap();
         assert_eq!(r.weight, 0);
         assert_eq!(r.history[0].weight, 0);
@@ -577,13 +648,61 @@ mod tests {
         r.apply(
             Event::CanaryReady { weight: 5 },
             t0(),
-            Cause::new("policy", "ready"),
+            Cause::policy("ready"),
         )
         .unwrap();
         let json = serde_json::to_string(&r).unwrap();
         let back: Rollout = serde_json::from_str(&json).unwrap();
         assert_eq!(back, r);
         assert!(json.contains("\"phase\":\"progressing\""));
+    }
+
+    #[test]
+    fn event_kinds_are_stored_as_the_old_event_names() {
+        // The names stored as plain text before `EventKind` existed.
+        let old = [
+            "canary_ready",
+            "advance",
+            "pause",
+            "resume",
+            "begin_promote",
+            "promote_done",
+            "begin_rollback",
+            "rollback_done",
+            "abort",
+            "fail",
+        ];
+        let kinds: Vec<_> = events().iter().map(Event::kind).collect();
+        assert_eq!(kinds, EventKind::ALL);
+        for ((event, kind), name) in events().iter().zip(EventKind::ALL).zip(old) {
+            assert_eq!(event.name(), name);
+            assert_eq!(kind.name(), name);
+            assert_eq!(kind.to_string(), name);
+            let t = Transition {
+                at: t0(),
+                from: Progressing,
+                to: Progressing,
+                event: kind,
+                step: 1,
+                weight: 25,
+                reason: "r".into(),
+                actor: POLICY_ACTOR.into(),
+                observations: Observations::new(),
+            };
+            let json = serde_json::to_value(&t).unwrap();
+            assert_eq!(json["event"], name, "{kind:?}");
+            assert_eq!(json["actor"], "policy");
+            let back: Transition = serde_json::from_value(json).unwrap();
+            assert_eq!(back, t);
+            assert!(back.by_policy());
+        }
+        // A transition stored as text by an older version still loads.
+        let stored = r#"{"at":"2023-11-14T22:13:20Z","from":"progressing","to":"rolling_back",
+            "event":"begin_rollback","step":1,"weight":0,"reason":"errors","actor":"alice"}"#;
+        let t: Transition = serde_json::from_str(stored).unwrap();
+        assert_eq!(t.event, EventKind::BeginRollback);
+        assert!(!t.by_policy());
+        assert!(serde_json::from_str::<EventKind>("\"begin-rollback\"").is_err());
     }
 
     #[test]

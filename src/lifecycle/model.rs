@@ -333,7 +333,7 @@ async fn step_once(w: &mut ModelWorld) -> Result<Vec<Transition>> {
             } else {
                 Event::BeginPromote
             };
-            apply(w, event, Cause::new("policy", "model")).await
+            apply(w, event, Cause::policy("model")).await
         }
         p if p.is_terminal() => sweep(w).await.map(|()| Vec::new()),
         _ => Ok(Vec::new()),

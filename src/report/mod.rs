@@ -14,7 +14,7 @@ pub mod timings;
 use crate::cluster::state::RolloutRecord;
 use crate::core::decision::{Evaluation, Observations};
 use crate::core::facts::Track;
-use crate::core::rollout::{Event, Phase, Rollout, Transition};
+use crate::core::rollout::{EventKind, POLICY_ACTOR, Phase, Rollout, Transition};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -89,12 +89,12 @@ pub struct DecisionMark {
     /// `hold`, `advance`, `rollback`, … (for a human: the event, e.g. `begin_rollback`).
     pub action: String,
     pub reason: String,
-    /// "policy" or the user.
+    /// [`POLICY_ACTOR`] or the user.
     pub by: String,
     pub observations: Observations,
     /// The transition this decision caused, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub transition: Option<String>,
+    pub transition: Option<EventKind>,
 }
 
 /// What the rollout ran with.
@@ -382,14 +382,15 @@ fn dom_id(name: &str) -> String {
 /// A transition someone asked for with a command (the effects that follow, such as
 /// `rollback_done`, carry the same actor but are not decisions).
 fn is_human_decision(t: &Transition) -> bool {
-    const ASKED: [Event; 5] = [
-        Event::BeginRollback,
-        Event::Abort,
-        Event::Pause,
-        Event::Resume,
-        Event::BeginPromote,
-    ];
-    t.actor != "policy" && ASKED.iter().any(|e| e.name() == t.event)
+    !t.by_policy()
+        && matches!(
+            t.event,
+            EventKind::BeginRollback
+                | EventKind::Abort
+                | EventKind::Pause
+                | EventKind::Resume
+                | EventKind::BeginPromote
+        )
 }
 
 /// Every stored evaluation, plus the decisions of humans (they have no evaluation).
@@ -403,13 +404,13 @@ fn decisions(r: &Rollout) -> Vec<DecisionMark> {
             weight: e.weight,
             action: e.decision.action().to_string(),
             reason: e.decision.reason().to_string(),
-            by: "policy".into(),
+            by: POLICY_ACTOR.into(),
             observations: e.observations.clone(),
             transition: r
                 .history
                 .iter()
-                .find(|t| t.at == e.at && t.actor == "policy")
-                .map(|t| t.event.clone()),
+                .find(|t| t.at == e.at && t.by_policy())
+                .map(|t| t.event),
         })
         .collect();
     for t in r.history.iter().filter(|t| is_human_decision(t)) {
@@ -417,11 +418,11 @@ fn decisions(r: &Rollout) -> Vec<DecisionMark> {
             at: t.at,
             step: t.step + 1,
             weight: t.weight,
-            action: t.event.clone(),
+            action: t.event.name().to_string(),
             reason: t.reason.clone(),
             by: t.actor.clone(),
             observations: t.observations.clone(),
-            transition: Some(t.event.clone()),
+            transition: Some(t.event),
         });
     }
     out.sort_by_key(|d| d.at);

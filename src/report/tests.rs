@@ -3,7 +3,7 @@ use super::timings::{
 };
 use super::*;
 use crate::core::decision::Decision;
-use crate::core::rollout::Cause;
+use crate::core::rollout::{Cause, Event};
 use std::time::Duration;
 
 fn t0() -> DateTime<Utc> {
@@ -52,13 +52,13 @@ fn policy_rollback(r: &mut Rollout, decided: f64, done: f64) {
     r.apply(
         Event::BeginRollback,
         at(decided),
-        Cause::new("policy", "error rate 50% > 5%"),
+        Cause::policy("error rate 50% > 5%"),
     )
     .unwrap();
     r.apply(
         Event::RollbackDone,
         at(done),
-        Cause::new("policy", "traffic on stable, canary scaled to 0"),
+        Cause::policy("traffic on stable, canary scaled to 0"),
     )
     .unwrap();
 }
@@ -308,8 +308,8 @@ fn a_record_becomes_a_report() {
     let actions: Vec<_> = report.decisions.iter().map(|d| d.action.as_str()).collect();
     assert_eq!(actions, ["hold", "hold", "rollback"]);
     assert_eq!(
-        report.decisions[2].transition.as_deref(),
-        Some("begin_rollback")
+        report.decisions[2].transition,
+        Some(EventKind::BeginRollback)
     );
     assert_eq!(report.lifecycle.len(), 3);
     let rb = report.rollback.as_ref().unwrap();

@@ -17,7 +17,7 @@
 
 use super::Point;
 use crate::core::decision::{Decision, Evaluation};
-use crate::core::rollout::{Event, Rollout};
+use crate::core::rollout::{EventKind, Rollout};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::time::Duration;
@@ -39,7 +39,7 @@ pub enum RecoveryBasis {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RollbackTimings {
-    /// "policy" or the user who ran `rollback`.
+    /// [`POLICY_ACTOR`](crate::core::rollout::POLICY_ACTOR) or the user who ran `rollback`.
     pub decided_by: String,
     pub reason: String,
     /// The last evaluation before the breach (the breach began after it).
@@ -78,17 +78,17 @@ pub fn rollback_timings(r: &Rollout) -> Option<RollbackTimings> {
     let begin = r
         .history
         .iter()
-        .find(|t| t.event == Event::BeginRollback.name())?;
+        .find(|t| t.event == EventKind::BeginRollback)?;
     let done = r
         .history
         .iter()
-        .find(|t| t.event == Event::RollbackDone.name() && t.at >= begin.at);
+        .find(|t| t.event == EventKind::RollbackDone && t.at >= begin.at);
     // The evaluations up to the decision (a policy's rollback is recorded at its evaluation's
     // time; a human's comes after the last evaluation).
     let upto = r.evaluations.partition_point(|e| e.at <= begin.at);
     let seen = &r.evaluations[..upto];
     let decision_at = match seen.last() {
-        Some(e) if begin.actor == "policy" && e.at == begin.at => e.at,
+        Some(e) if begin.by_policy() && e.at == begin.at => e.at,
         _ => begin.at,
     };
     let run = seen.iter().rev().take_while(|e| breached(e)).count();

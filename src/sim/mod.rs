@@ -7,7 +7,7 @@ use crate::controller::{Evaluated, Evaluator};
 use crate::core::decision::Observations;
 use crate::core::facts::{Facts, PodFacts, TrackMetrics, finite};
 use crate::core::plan::{Effect, Observed, Settings};
-use crate::core::rollout::{Cause, Event, Fence, Phase, Rollout, Transition};
+use crate::core::rollout::{Cause, Event, EventKind, Fence, Phase, Rollout, Transition};
 use crate::core::stats::quantile;
 use crate::error::Result as CanaryResult;
 use crate::lifecycle;
@@ -40,7 +40,7 @@ pub struct Row {
     pub observations: Observations,
     /// Set when a transition happened at this row.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub transition: Option<String>,
+    pub transition: Option<EventKind>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -349,10 +349,10 @@ impl lifecycle::World for SimWorld<'_> {
             at_secs: self.now.as_secs(),
             phase: t.to,
             weight: self.world.route_weight,
-            action: t.event.clone(),
+            action: t.event.name().to_string(),
             reason: t.reason.clone(),
             observations: t.observations.clone(),
-            transition: Some(t.event.clone()),
+            transition: Some(t.event),
         });
     }
 
@@ -504,7 +504,7 @@ pub fn run(evaluator: &Evaluator<'_>, scenario: &Scenario, seed: u64) -> Report 
             None => Vec::new(),
             Some(event) => {
                 let cause =
-                    Cause::new("policy", decision.reason()).with_observations(observations.clone());
+                    Cause::policy(decision.reason()).with_observations(observations.clone());
                 let mut effects = Vec::new();
                 let ts = life(
                     &mut world,
@@ -521,11 +521,10 @@ pub fn run(evaluator: &Evaluator<'_>, scenario: &Scenario, seed: u64) -> Report 
                     decision.action(),
                     decision.reason(),
                     observations.clone(),
-                    ts.first().map(|t| t.event.as_str()),
+                    ts.first().map(|t| t.event),
                 ));
                 rows.extend(effects.into_iter().filter(|r| {
-                    ts.first()
-                        .is_none_or(|t| r.transition.as_deref() != Some(t.event.as_str()))
+                    ts.first().is_none_or(|t| r.transition != Some(t.event))
                         || r.at_secs != decided.as_secs()
                 }));
                 ts
@@ -541,7 +540,7 @@ pub fn run(evaluator: &Evaluator<'_>, scenario: &Scenario, seed: u64) -> Report 
                 None,
             ));
         }
-        if transitions.iter().any(|t| t.event == "advance") {
+        if transitions.iter().any(|t| t.event == EventKind::Advance) {
             world.stable.reset_step();
             world.canary.reset_step();
         }
@@ -588,7 +587,7 @@ fn row(
     action: &str,
     reason: &str,
     observations: Observations,
-    transition: Option<&str>,
+    transition: Option<EventKind>,
 ) -> Row {
     Row {
         at_secs: at.as_secs(),
@@ -597,7 +596,7 @@ fn row(
         action: action.to_string(),
         reason: reason.to_string(),
         observations,
-        transition: transition.map(str::to_string),
+        transition,
     }
 }
 
