@@ -29,6 +29,8 @@ pub struct Session {
     pub actor: String,
     /// Traffic providers discovered in this cluster, shared by the session's clones.
     pub routers: std::sync::Arc<crate::providers::Routers>,
+    /// Watched pods and ReplicaSets (`run --all`); None: list them when needed.
+    pub pods: Option<std::sync::Arc<super::pod_cache::PodCache>>,
 }
 
 /// Parses kubectl's `--request-timeout` ("0" = none, plain numbers are seconds).
@@ -127,11 +129,16 @@ pub async fn connect(g: &Connection) -> Result<Session> {
         .or_else(|| kubeconfig_user(g))
         .unwrap_or_else(|| "unknown".into());
     let client = Client::try_from(cfg).map_err(|e| Error::Cluster(format!("kube client: {e}")))?;
+    // Times this process stores or compares are on the API server's clock (see `clock`). When
+    // the offset cannot be measured the host's clock is used; the requests that follow report
+    // an unreachable cluster in their own words.
+    let _ = super::clock::sync(&client).await;
     Ok(Session {
         client,
         namespace,
         actor,
         routers: Default::default(),
+        pods: None,
     })
 }
 

@@ -11,6 +11,7 @@
 //!   back to stable, the provider's extras are removed and the canary deleted.
 
 use super::client::Session;
+use super::clock;
 use super::events;
 use super::state::{RolloutRecord, Store, Stored};
 use super::workloads;
@@ -26,7 +27,6 @@ use crate::lifecycle::{self, World};
 use crate::metrics::{MetricsRequest, MetricsSource};
 use crate::policy::{Limits, Policy, PolicyEngine};
 use crate::providers::{Router, Target};
-use chrono::Utc;
 use k8s_openapi::api::apps::v1::Deployment;
 use std::sync::Arc;
 use std::time::Duration;
@@ -197,7 +197,7 @@ async fn persist(l: &mut Loaded, transitions: &[Transition]) -> Result<()> {
 }
 
 fn apply_event(l: &mut Loaded, event: Event, cause: Cause) -> Result<Transition> {
-    let now = Utc::now();
+    let now = clock::now();
     let rollout = &mut l.record_mut().rollout;
     rollout
         .apply(event, now, cause)
@@ -225,7 +225,7 @@ pub async fn gather<M: MetricsSource + Sync>(
 ) -> Result<(Facts, Option<String>)> {
     let client = &l.sess.client;
     let ns = l.ns();
-    let now = Utc::now();
+    let now = clock::now();
     let req = MetricsRequest {
         namespace: ns.to_string(),
         service: l.target.service.clone(),
@@ -241,10 +241,12 @@ pub async fn gather<M: MetricsSource + Sync>(
     };
     let pods = async {
         let Versions { stable, canary } = versions;
+        let cache = l.sess.pods.as_deref();
         let facts_of = |d: Option<Deployment>| async move {
-            match d {
-                None => Ok::<_, Error>(PodFacts::default()),
-                Some(d) => workloads::deployment_pod_facts(client, ns, &d).await,
+            match (d, cache) {
+                (None, _) => Ok::<_, Error>(PodFacts::default()),
+                (Some(d), Some(cache)) => Ok(cache.facts(&d)),
+                (Some(d), None) => workloads::deployment_pod_facts(client, ns, &d).await,
             }
         };
         let (s, c) = futures::try_join!(facts_of(stable), facts_of(canary))?;
@@ -334,7 +336,7 @@ pub async fn step<M: MetricsSource + Sync>(
             )
             .unwrap_or(chrono::Duration::MAX);
             if let (true, Some((at, actor))) = (cx.leave_recent_finish, committed)
-                && Utc::now() < at + grace
+                && clock::now() < at + grace
             {
                 report.note = format!(
                     "{phase}: being finished by {actor} (since {}); taken over if still unfinished at {}",
@@ -426,7 +428,7 @@ pub async fn step<M: MetricsSource + Sync>(
                         if raising {
                             // The step's soak starts now, when its traffic really arrives,
                             // not when the advance was saved.
-                            l.record_mut().rollout.step_started_at = Utc::now();
+                            l.record_mut().rollout.step_started_at = clock::now();
                             l.store.save(&mut l.stored).await?;
                         }
                     } else {
@@ -452,7 +454,7 @@ pub async fn step<M: MetricsSource + Sync>(
             }
             let (facts, warning) = gather(l, &policy.schedule, cx.metrics, versions).await?;
             report.warnings.extend(warning);
-            let now = Utc::now();
+            let now = clock::now();
             let evaluator = Evaluator {
                 engine: cx.engine,
                 policy: &policy,
@@ -576,7 +578,7 @@ mod tests {
                 "route": "web", "canary_replicas": 1, "started_by": "e2e",
                 "policy": {"name": "default", "path": "default.rhai", "sha256": sha, "source": source},
                 "schedule_overrides": overrides,
-                "rollout": Rollout::new(Utc::now()),
+                "rollout": Rollout::new(clock::now()),
             }))
             .unwrap()
         };

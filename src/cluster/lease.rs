@@ -4,10 +4,12 @@
 //! three intervals of the holder's death. A Lease of its own (rather than a stamp in the state
 //! ConfigMap) keeps renewals from racing the state's compare-and-swap writes.
 //!
-//! Expiry is `renewTime + leaseDurationSeconds` on the reader's clock, as Kubernetes' own
-//! Leases are read: runners whose clocks disagree by more than an interval can overlap, and
-//! the state's CAS still keeps a transition from being applied twice.
+//! Expiry is `renewTime + leaseDurationSeconds`, both written and read on the API server's
+//! clock (`clock::now`, each process measures its offset at connect): runners whose host
+//! clocks disagree still agree on when a lease lapsed, to within about a second. Should they
+//! overlap anyway, the state's CAS keeps a transition from being applied twice.
 
+use super::clock;
 use super::state::{MANAGED_BY, SERVICE_LABEL, configmap_name};
 use crate::core::attendance::LeaseFacts;
 use crate::error::{Error, Result};
@@ -148,7 +150,7 @@ impl RolloutLease {
 
     /// Takes the lease if nobody holds it, its holder's claim lapsed, or `take_over`.
     pub async fn acquire(&self, duration: Duration, take_over: bool) -> Result<Acquire> {
-        let now = Utc::now();
+        let now = clock::now();
         let pp = PostParams {
             field_manager: Some("kubectl-canary".into()),
             ..Default::default()
@@ -203,7 +205,7 @@ impl RolloutLease {
 
     /// Renews `claim`. Ok(false): somebody else holds the lease now (a takeover).
     pub async fn renew(&self, claim: &mut Claim) -> Result<bool> {
-        let now = Utc::now();
+        let now = clock::now();
         let lease = self.stamped((*claim.lease).clone(), claim.duration, now);
         let pp = PostParams {
             field_manager: Some("kubectl-canary".into()),
@@ -234,7 +236,7 @@ impl RolloutLease {
         let mut lease = *claim.lease;
         if let Some(spec) = lease.spec.as_mut() {
             spec.holder_identity = None;
-            spec.renew_time = micro(Utc::now());
+            spec.renew_time = micro(clock::now());
         }
         let _ = self
             .api
@@ -268,7 +270,7 @@ impl Presence {
 
     /// Renews this runner's presence and counts the live runners (this one included).
     pub async fn beat(&self, duration: Duration) -> Result<usize> {
-        let now = Utc::now();
+        let now = clock::now();
         let pp = PostParams {
             field_manager: Some("kubectl-canary".into()),
             ..Default::default()

@@ -3,12 +3,14 @@
 //! cluster side effects (idempotent, re-runnable after a crash at any point).
 
 pub mod client;
+pub mod clock;
 pub mod driver;
 pub mod dryrun;
 pub mod events;
 pub mod lease;
 pub mod metrics;
 pub mod notify;
+pub mod pod_cache;
 pub mod runner;
 pub mod state;
 pub mod workloads;

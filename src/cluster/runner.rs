@@ -5,6 +5,7 @@
 //! [`Update`]s; printing is the command's job.
 
 use super::client::Session;
+use super::clock;
 use super::driver::{self, StepContext, StepReport};
 use super::lease::{self, Acquire, Claim, RolloutLease};
 use super::metrics::Metrics;
@@ -155,7 +156,7 @@ pub async fn roll_back_if_overdue(
     actor: &str,
     show: bool,
 ) -> Result<Vec<Transition>> {
-    let Some(alone) = attendance::overdue(l.rollout(), before, max_unattended, Utc::now()) else {
+    let Some(alone) = attendance::overdue(l.rollout(), before, max_unattended, clock::now()) else {
         return Ok(vec![]);
     };
     let max = max_unattended.unwrap_or_default();
@@ -315,7 +316,7 @@ pub async fn drive(
                 // Look again when the holder's claim would lapse (it renews before that).
                 let until = facts
                     .expires_at()
-                    .and_then(|t| (t - Utc::now()).to_std().ok())
+                    .and_then(|t| (t - clock::now()).to_std().ok())
                     .unwrap_or(interval)
                     .clamp(Duration::from_millis(200), duration)
                     + Duration::from_millis(100);
@@ -421,7 +422,7 @@ async fn hold(
     }
     let mut conflicts = 0;
     loop {
-        if !claim.is_safe(Utc::now()) {
+        if !claim.is_safe(clock::now()) {
             // Renewals have been failing for a while: another runner may take over soon.
             let holder = holder_now(lease).await;
             if holder.as_deref().is_some_and(|h| h != lease.identity) {

@@ -1,6 +1,7 @@
 //! The cluster as a [`World`]: the core's effects as Kubernetes writes (routes through the
 //! provider, Deployments, the state ConfigMap with compare-and-swap).
 
+use super::clock;
 use super::driver::{DRAIN_TIMEOUT, Loaded, PROMOTE_TIMEOUT};
 use super::events;
 use super::workloads;
@@ -73,7 +74,7 @@ pub fn settings_of(rec: &super::state::RolloutRecord) -> Settings {
 
 impl World for ClusterWorld<'_> {
     fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        clock::now()
     }
 
     fn settings(&self) -> Settings {

@@ -4,6 +4,7 @@
 
 use crate::cli::{GlobalArgs, HistoryArgs, OutputFormat};
 use crate::cluster;
+use crate::cluster::clock;
 use crate::cluster::state::{StateDoc, Store};
 use crate::error::{Error, Exit, Result};
 use crate::output;
@@ -63,7 +64,7 @@ pub async fn run(g: &GlobalArgs, args: &HistoryArgs) -> Result<Exit> {
         )));
     }
     if let Some(text) = &args.since {
-        let from = parse_since(text, Utc::now())?;
+        let from = parse_since(text, clock::now())?;
         doc = since(doc, from);
         if doc.current.is_none() && doc.previous.is_empty() && g.output == OutputFormat::Table {
             println!(

@@ -2,6 +2,7 @@
 //! stable, decisions, context, rollback timings), or its model as JSON/YAML (`-o json`).
 
 use crate::cli::{GlobalArgs, OutputFormat, ReportArgs};
+use crate::cluster::clock;
 use crate::cluster::metrics::Metrics;
 use crate::cluster::state::{MAX_PREVIOUS, RolloutRecord, StateDoc, Store};
 use crate::cluster::{self, Session, driver};
@@ -12,7 +13,6 @@ use crate::policy::Limits;
 use crate::providers::Target;
 use crate::report::prometheus::Workloads;
 use crate::report::{Report, html};
-use chrono::Utc;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -96,7 +96,7 @@ pub async fn run(g: &GlobalArgs, args: &ReportArgs) -> Result<Exit> {
         .as_ref()
         .map(|s| s.steps.clone())
         .unwrap_or_default();
-    let now = Utc::now();
+    let now = clock::now();
     let mut report = Report::of_record(rec, steps, now);
     if let Metrics::Prometheus(client) = Metrics::new(args.prometheus.config())? {
         let who = workloads(&sess, rec, schedule.as_ref()).await?;

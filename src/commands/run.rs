@@ -9,6 +9,7 @@
 //! leases back, and the rollout stays consistent for the next `run` or `step`.
 
 use crate::cli::{GlobalArgs, OutputFormat, RunArgs};
+use crate::cluster::clock;
 use crate::cluster::driver::{self, StepContext, StepReport};
 use crate::cluster::metrics::Metrics;
 use crate::cluster::runner::{self, Ended, Key, Shared, Update};
@@ -18,7 +19,6 @@ use crate::core::rollout::{Phase, Rollout};
 use crate::error::{Error, Exit, Result};
 use crate::output;
 use crate::policy::Limits;
-use chrono::Utc;
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 fn live_line(r: &Rollout, steps: &[u32], rep: &StepReport) -> String {
-    let now = Utc::now();
+    let now = clock::now();
     let mut s = format!(
         "{} · step {}/{} · {}% (route {}) · {} in step",
         r.phase,
@@ -139,7 +139,7 @@ impl Printer {
 
     fn line(&self, key: &Key, text: &str) {
         let text = if self.prefixed || self.bar.is_none() {
-            format!("{} {key} {text}", Utc::now().format("%Y-%m-%dT%H:%M:%SZ"))
+            format!("{} {key} {text}", clock::now().format("%Y-%m-%dT%H:%M:%SZ"))
         } else {
             text.to_string()
         };
@@ -154,7 +154,7 @@ impl Printer {
         match u {
             Update::Waiting { holder, expires_at } => {
                 let left = expires_at
-                    .map(|t| (t - Utc::now()).num_seconds().max(0))
+                    .map(|t| (t - clock::now()).num_seconds().max(0))
                     .map(|s| format!(", its lease lapses in {s}s unless renewed"))
                     .unwrap_or_default();
                 self.line(
@@ -322,6 +322,8 @@ async fn dry_run(g: &GlobalArgs, args: &RunArgs, sess: &Session, service: &str) 
 
 pub async fn run(g: &GlobalArgs, args: &RunArgs) -> Result<Exit> {
     let sess = cluster::connect(&g.connection()).await?;
+    // A runner lives for hours: follow its host clock if it drifts from the API server.
+    tokio::spawn(cluster::clock::keep_synced(sess.client.clone()));
     if args.all {
         return run_all(g, args, sess).await;
     }
@@ -366,7 +368,7 @@ pub async fn run(g: &GlobalArgs, args: &RunArgs) -> Result<Exit> {
             l.ns(),
             service,
             r.phase,
-            output::secs(r.elapsed(Utc::now()).as_secs()),
+            output::secs(r.elapsed(clock::now()).as_secs()),
             super::rollback::weight_words(r)
         );
     }
@@ -374,9 +376,14 @@ pub async fn run(g: &GlobalArgs, args: &RunArgs) -> Result<Exit> {
 }
 
 /// `run --all`: a task per active rollout in scope, discovered with one list call per round.
-async fn run_all(g: &GlobalArgs, args: &RunArgs, sess: Session) -> Result<Exit> {
+async fn run_all(g: &GlobalArgs, args: &RunArgs, mut sess: Session) -> Result<Exit> {
     let shared = shared(g, args, &sess)?;
     let scope = (!g.all_namespaces).then(|| sess.namespace.clone());
+    // One watch of the pods and ReplicaSets in scope instead of four lists per evaluation.
+    match cluster::pod_cache::PodCache::start(&sess.client, scope.as_deref()).await {
+        Ok(cache) => sess.pods = Some(Arc::new(cache)),
+        Err(e) => eprintln!("warning: {e}"),
+    }
     let mut stop = stop_signal(args.max_time.map(Into::into));
     let (tx, mut rx) = mpsc::unbounded_channel::<(Key, Update)>();
     let to_stderr = g.output != OutputFormat::Table;
@@ -389,7 +396,7 @@ async fn run_all(g: &GlobalArgs, args: &RunArgs, sess: Session) -> Result<Exit> 
     let say = |what: &str| {
         let line = format!(
             "{} runner {} {what}",
-            Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
+            clock::now().format("%Y-%m-%dT%H:%M:%SZ"),
             shared.identity
         );
         if to_stderr {

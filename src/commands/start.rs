@@ -2,6 +2,7 @@
 //! wait until ready, traffic split at the policy's first weight, state recorded.
 
 use crate::cli::{GlobalArgs, StartArgs};
+use crate::cluster::clock;
 use crate::cluster::driver::{self, apply_overrides};
 use crate::cluster::state::{PolicyRef, RolloutRecord, Store};
 use crate::cluster::world::ClusterWorld;
@@ -14,7 +15,6 @@ use crate::lifecycle;
 use crate::output;
 use crate::policy::{self, Limits};
 use crate::providers::{Router, Target};
-use chrono::Utc;
 use std::collections::BTreeMap;
 
 fn provider_name(p: crate::cli::Provider) -> &'static str {
@@ -229,7 +229,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
     }
 
     if !resuming {
-        let now = Utc::now();
+        let now = clock::now();
         let record = RolloutRecord {
             namespace: ns.clone(),
             service: service.clone(),

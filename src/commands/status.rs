@@ -2,6 +2,7 @@
 //! (`-A`: all namespaces) as a table; `-o json|yaml`; `--watch` redraws until it ends.
 
 use crate::cli::{GlobalArgs, OutputFormat, StatusArgs};
+use crate::cluster::clock;
 use crate::cluster::lease::{self, RolloutLease};
 use crate::cluster::metrics::Metrics;
 use crate::cluster::state::{self, RolloutRecord, Store};
@@ -73,7 +74,7 @@ pub struct RunnerView {
 }
 
 fn runner_view(rec: &RolloutRecord, lease: &LeaseFacts, interval: Option<Duration>) -> RunnerView {
-    let now = Utc::now();
+    let now = clock::now();
     // Without a lease, three intervals without an evaluation is what a lapsed lease means.
     let grace = lease
         .duration
@@ -105,7 +106,7 @@ fn runner_words(v: &RunnerView) -> String {
         t.map(|t| {
             format!(
                 "{} ago",
-                output::secs((Utc::now() - t).num_seconds().max(0) as u64)
+                output::secs((clock::now() - t).num_seconds().max(0) as u64)
             )
         })
         .unwrap_or_else(|| "never".into())
@@ -226,7 +227,7 @@ pub fn view_of(
         canary_pods,
         started_at: r.started_at,
         started_by: rec.started_by.clone(),
-        time_in_step_secs: r.time_in_step(Utc::now()).as_secs(),
+        time_in_step_secs: r.time_in_step(clock::now()).as_secs(),
         last_decision,
         last_reason,
         observations: last.map(|e| e.observations.clone()).unwrap_or_default(),
@@ -254,7 +255,7 @@ async fn with_recovery(
     };
     let schedule = report::stored_schedule(g, rec);
     let recovered = match report::workloads(sess, rec, schedule.as_ref()).await {
-        Ok(who) => prometheus::with_recovery(client, &who, rb.clone(), Utc::now())
+        Ok(who) => prometheus::with_recovery(client, &who, rb.clone(), clock::now())
             .await
             .ok()
             .map(|(rb, _)| rb),
@@ -365,7 +366,7 @@ fn list_table(rows: &[StatusView], detail: bool) -> comfy_table::Table {
         }
         row.extend([
             v.provider.clone(),
-            output::secs((Utc::now() - v.started_at).num_seconds().max(0) as u64),
+            output::secs((clock::now() - v.started_at).num_seconds().max(0) as u64),
             v.last_reason.clone().unwrap_or_default(),
         ]);
         t.add_row(row);

@@ -4,6 +4,7 @@
 
 use crate::cli::{GlobalArgs, StepArgs};
 use crate::cluster;
+use crate::cluster::clock;
 use crate::cluster::driver::{self, StepContext, StepReport};
 use crate::cluster::lease::RolloutLease;
 use crate::cluster::metrics::Metrics;
@@ -12,7 +13,6 @@ use crate::core::rollout::Transition;
 use crate::error::{Error, Exit, Result};
 use crate::output;
 use crate::policy::Limits;
-use chrono::Utc;
 
 pub fn transition_line(t: &Transition) -> String {
     format!(
@@ -71,7 +71,7 @@ pub async fn run(g: &GlobalArgs, args: &StepArgs) -> Result<Exit> {
     let mut l = driver::load(&sess, &args.service.service).await?;
     let lease = RolloutLease::new(&sess.client, l.ns(), &args.service.service, &sess.actor);
     let before = lease.facts().await?;
-    let now = Utc::now();
+    let now = clock::now();
     if !args.force
         && !args.dry_run
         && let Some(holder) = before.live_holder(now)
