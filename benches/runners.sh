@@ -150,7 +150,8 @@ late.sort()
 q = lambda p: late[min(len(late) - 1, int(p * len(late)))] if late else float("nan")
 print(f"{n} rollouts, {len(late)} evaluation gaps: lateness p50 {q(0.5):.3f}s p99 {q(0.99):.3f}s max {late[-1] if late else 0:.3f}s")
 ' "$interval"
-  echo "run --all log lines: $(wc -l < "$WORK/run.log") (errors: $(grep -c ' error: ' "$WORK/run.log" || true))"
+  local log="${RUNLOG:-$WORK/run.log}"
+  echo "run --all log lines: $(wc -l < "$log") (errors: $(grep -c ' error: ' "$log" || true))"
 }
 
 case "${1:-}" in

@@ -362,9 +362,23 @@ pub async fn step<M: MetricsSource + Sync>(
             // evaluation makes it later than due (a runner of many rollouts waits on a busy
             // API server).
             let api = workloads::deployments(&l.sess.client, l.ns());
+            let cache = l.sess.pods.as_deref();
+            let ns = l.ns().to_string();
+            // A runner's watch has the Deployments; other commands read them.
+            let read = |name: String| {
+                let (api, ns) = (api.clone(), ns.clone());
+                async move {
+                    match cache.map(|c| c.deployment(&ns, &name)) {
+                        Some(Some(d)) => Ok(Some(d)),
+                        // Not in the cache: confirmed by a read before anything concludes
+                        // that it is gone.
+                        _ => api.get_opt(&name).await,
+                    }
+                }
+            };
             let (stable, canary, route_weight) = tokio::join!(
-                api.get_opt(&l.target.stable_deployment),
-                api.get_opt(&l.target.canary_service),
+                read(l.target.stable_deployment.clone()),
+                read(l.target.canary_service.clone()),
                 l.router.read_weight(&l.sess.client, &l.target),
             );
             let versions = Versions {
