@@ -269,6 +269,8 @@ pub async fn drive(
     };
     let mut last_waiting_for: Option<String> = None;
     let mut first_look = true;
+    // The last look found the lease held by a runner and we slept until its claim would lapse.
+    let mut takeover = false;
     loop {
         let l = driver::load(&sess, &service).await?;
         let phase = l.rollout().phase;
@@ -289,12 +291,21 @@ pub async fn drive(
             // evaluations do not all fall in the same second of every interval (200 at once
             // made the API server and Prometheus queue them); later looks are capped at half
             // an interval so a takeover stays within about three intervals.
-            let spread = if first_look { interval } else { interval / 2 };
+            // A takeover (the holder we waited for stopped renewing) looks again within a
+            // quarter interval and skips the full-share penalty: the rollout is unattended
+            // until someone takes it, and rebalancing (shedding) evens the spread afterwards.
+            let spread = if first_look {
+                interval
+            } else if takeover {
+                interval / 4
+            } else {
+                interval / 2
+            };
             first_look = false;
             let held = shared.held.load(Ordering::Relaxed);
             let jitter = rand::random::<u64>() % (spread.as_millis() as u64).max(1);
             let mut pause = Duration::from_millis(held as u64 * 50 + jitter).min(spread);
-            if shared.has_peers() && held >= shared.fair_share() {
+            if !takeover && shared.has_peers() && held >= shared.fair_share() {
                 // Full already: let a runner below its share take it first.
                 pause += interval / 2;
             }
@@ -306,6 +317,7 @@ pub async fn drive(
         let (mut claim, before) = match lease.acquire(duration, shared.take_over).await? {
             Acquire::Held { claim, before } => (claim, before),
             Acquire::Busy(facts) => {
+                takeover = facts.holder.is_some();
                 if last_waiting_for != facts.holder {
                     last_waiting_for = facts.holder.clone();
                     send(Update::Waiting {
@@ -327,6 +339,7 @@ pub async fn drive(
             }
         };
         last_waiting_for = None;
+        takeover = false;
         shared.held.fetch_add(1, Ordering::Relaxed);
         send(Update::Acquired {
             from: before.holder.clone().filter(|h| *h != shared.identity),
