@@ -46,7 +46,7 @@ fn request(
         service: svc.into(),
         stable_workload: svc.into(),
         canary_workload: format!("{svc}-canary"),
-        flavour: flavour.into(),
+        flavour: kubectl_canary::core::schedule::MetricsFlavour::parse(flavour).unwrap(),
         step_started,
         now: Utc::now(),
         queries: BTreeMap::from([

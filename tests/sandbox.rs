@@ -339,6 +339,33 @@ fn bad_numbers_are_errors() {
     }
 }
 
+/// The metrics flavour is parsed once into a type: an unknown one is a compile error of the
+/// policy that names the known ones; a known one is carried as its type.
+#[test]
+fn metrics_flavour_is_checked_when_the_policy_compiles() {
+    let engine = engine();
+    let src = |m: &str| {
+        format!(
+            "fn schedule() {{ #{{ steps: [10, 100], metrics: \"{m}\" }} }}\nfn decide(ctx) {{ hold(\"x\") }}\n"
+        )
+    };
+    let err = match engine.compile("flavour.rhai", &src("envoy"), &Limits::default()) {
+        Ok(_) => panic!("metrics: envoy must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("schedule.metrics") && err.contains("envoy") && err.contains("linkerd"),
+        "{err}"
+    );
+    let p = engine
+        .compile("flavour.rhai", &src("linkerd"), &Limits::default())
+        .unwrap();
+    assert_eq!(
+        p.schedule.metrics,
+        Some(kubectl_canary::core::schedule::MetricsFlavour::Linkerd)
+    );
+}
+
 /// A print flood keeps a bounded log (issue 10 F11): at most 50 lines of 500 characters and a
 /// marker, whatever the policy prints.
 #[test]

@@ -233,8 +233,7 @@ pub async fn gather<M: MetricsSource + Sync>(
         canary_workload: l.target.canary_service.clone(),
         flavour: schedule
             .metrics
-            .clone()
-            .unwrap_or_else(|| l.router.metrics_flavour().to_string()),
+            .unwrap_or_else(|| l.router.metrics_flavour()),
         step_started: l.rollout().step_started_at,
         now,
         queries: schedule.queries.clone(),

@@ -57,14 +57,13 @@ pub async fn workloads(
     rec: &RolloutRecord,
     schedule: Option<&Schedule>,
 ) -> Result<Workloads> {
-    let flavour = match schedule.and_then(|s| s.metrics.clone()) {
+    let flavour = match schedule.and_then(|s| s.metrics) {
         Some(f) => f,
         None => sess
             .routers
             .by_name(&sess.client, &rec.provider)
             .await?
-            .metrics_flavour()
-            .to_string(),
+            .metrics_flavour(),
     };
     let mut target = Target::new(&rec.namespace, &rec.service);
     if let Some(stable) = &rec.stable {

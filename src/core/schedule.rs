@@ -35,11 +35,10 @@ pub struct Schedule {
     /// Named metric queries the policy and its hooks read (name → PromQL template).
     #[serde(default)]
     pub queries: BTreeMap<String, String>,
-    /// Metric names to read per-track metrics from: "istio", "linkerd", "nginx", "generic".
-    /// `None`: follow the traffic provider (Istio → istio, SMI → linkerd, NGINX → nginx,
-    /// Gateway API → generic).
+    /// Metric names to read per-track metrics from. `None`: follow the traffic provider
+    /// (Istio → istio, SMI → linkerd, NGINX → nginx, Gateway API → generic).
     #[serde(default)]
-    pub metrics: Option<String>,
+    pub metrics: Option<MetricsFlavour>,
     /// Header that routes matching requests to the canary before any weight (seed 002).
     #[serde(default)]
     pub header_route: Option<HeaderRoute>,
@@ -76,7 +75,52 @@ pub struct HeaderRoute {
 }
 
 /// Metric name families the Prometheus backend knows.
-pub const METRICS_FLAVOURS: &[&str] = &["istio", "linkerd", "nginx", "generic"];
+/// The metric families the built-in per-track queries are written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsFlavour {
+    Istio,
+    Linkerd,
+    Nginx,
+    Generic,
+}
+
+impl MetricsFlavour {
+    pub const ALL: [MetricsFlavour; 4] = [
+        MetricsFlavour::Istio,
+        MetricsFlavour::Linkerd,
+        MetricsFlavour::Nginx,
+        MetricsFlavour::Generic,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MetricsFlavour::Istio => "istio",
+            MetricsFlavour::Linkerd => "linkerd",
+            MetricsFlavour::Nginx => "nginx",
+            MetricsFlavour::Generic => "generic",
+        }
+    }
+
+    /// Parses a flavour's name; the error names the known ones.
+    pub fn parse(name: &str) -> Result<MetricsFlavour, String> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| {
+                format!(
+                    "must be one of {}, got {name:?}",
+                    Self::ALL.map(MetricsFlavour::name).join(", ")
+                )
+            })
+    }
+}
+
+impl std::fmt::Display for MetricsFlavour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 impl Default for Schedule {
     fn default() -> Self {
@@ -122,14 +166,6 @@ impl Schedule {
         }
         if self.interval.is_zero() {
             return Err("schedule.interval must be greater than 0".into());
-        }
-        if let Some(m) = &self.metrics
-            && !METRICS_FLAVOURS.contains(&m.as_str())
-        {
-            return Err(format!(
-                "schedule.metrics must be one of {}, got {m:?}",
-                METRICS_FLAVOURS.join(", ")
-            ));
         }
         if self.canary_replicas == 0 {
             return Err("schedule.canary_replicas must be at least 1".into());

@@ -17,8 +17,8 @@ pub struct MetricsRequest {
     pub service: String,
     pub stable_workload: String,
     pub canary_workload: String,
-    /// Metric family: "istio", "linkerd", "nginx" or "generic".
-    pub flavour: String,
+    /// Metric family of the built-in queries.
+    pub flavour: crate::core::schedule::MetricsFlavour,
     /// Counts (`requests`, `errors`) cover [step_started, now].
     pub step_started: DateTime<Utc>,
     pub now: DateTime<Utc>,

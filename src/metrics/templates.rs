@@ -53,10 +53,8 @@
 //! The ratio `error_rate` is NaN (→ no data) when the track served nothing in the window.
 
 use super::MetricsError;
+pub use crate::core::schedule::MetricsFlavour;
 use std::collections::BTreeMap;
-
-/// Supported metric families.
-pub const FLAVOURS: [&str; 4] = ["istio", "linkerd", "nginx", "generic"];
 
 /// Quantiles behind `latency_p50`, `latency_p95`, `latency_p99`.
 pub const QUANTILES: [f64; 3] = [0.5, 0.95, 0.99];
@@ -64,7 +62,7 @@ pub const QUANTILES: [f64; 3] = [0.5, 0.95, 0.99];
 /// The built-in queries of one flavour, for one track (rendered per track).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlavourTemplates {
-    pub flavour: &'static str,
+    pub flavour: MetricsFlavour,
     /// Requests since the step started.
     pub requests: &'static str,
     /// 5xx responses since the step started (0, not empty, when there were none).
@@ -86,7 +84,7 @@ pub struct FlavourTemplates {
 //            Ingress leaves canary="" (the service label keeps other apps of the namespace out)
 //   generic: the canary's `track: canary` label (stable = every other pod of the service)
 const ISTIO: FlavourTemplates = FlavourTemplates {
-    flavour: "istio",
+    flavour: MetricsFlavour::Istio,
     requests: r#"sum(increase(istio_requests_total{reporter="destination",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}"}[{{step_window}}]))"#,
     errors: r#"(sum(increase(istio_requests_total{reporter="destination",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}",response_code=~"5.."}[{{step_window}}])) or 0 * sum(increase(istio_requests_total{reporter="destination",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}"}[{{step_window}}])))"#,
     request_rate: r#"sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}"}[{{window}}]))"#,
@@ -95,7 +93,7 @@ const ISTIO: FlavourTemplates = FlavourTemplates {
 };
 
 const LINKERD: FlavourTemplates = FlavourTemplates {
-    flavour: "linkerd",
+    flavour: MetricsFlavour::Linkerd,
     requests: r#"sum(increase(response_total{direction="inbound",namespace="{{namespace}}",deployment="{{workload}}"}[{{step_window}}]))"#,
     errors: r#"(sum(increase(response_total{direction="inbound",namespace="{{namespace}}",deployment="{{workload}}",classification="failure"}[{{step_window}}])) or 0 * sum(increase(response_total{direction="inbound",namespace="{{namespace}}",deployment="{{workload}}"}[{{step_window}}])))"#,
     request_rate: r#"sum(rate(response_total{direction="inbound",namespace="{{namespace}}",deployment="{{workload}}"}[{{window}}]))"#,
@@ -104,7 +102,7 @@ const LINKERD: FlavourTemplates = FlavourTemplates {
 };
 
 const NGINX: FlavourTemplates = FlavourTemplates {
-    flavour: "nginx",
+    flavour: MetricsFlavour::Nginx,
     requests: r#"sum(increase(nginx_ingress_controller_requests{namespace="{{namespace}}",service="{{track_service}}",canary="{{nginx_canary}}"}[{{step_window}}]))"#,
     errors: r#"(sum(increase(nginx_ingress_controller_requests{namespace="{{namespace}}",service="{{track_service}}",canary="{{nginx_canary}}",status=~"5.."}[{{step_window}}])) or 0 * sum(increase(nginx_ingress_controller_requests{namespace="{{namespace}}",service="{{track_service}}",canary="{{nginx_canary}}"}[{{step_window}}])))"#,
     request_rate: r#"sum(rate(nginx_ingress_controller_requests{namespace="{{namespace}}",service="{{track_service}}",canary="{{nginx_canary}}"}[{{window}}]))"#,
@@ -113,7 +111,7 @@ const NGINX: FlavourTemplates = FlavourTemplates {
 };
 
 const GENERIC: FlavourTemplates = FlavourTemplates {
-    flavour: "generic",
+    flavour: MetricsFlavour::Generic,
     requests: r#"sum(increase(http_requests_total{namespace="{{namespace}}",service="{{service}}",{{track_selector}}}[{{step_window}}]))"#,
     errors: r#"(sum(increase(http_requests_total{namespace="{{namespace}}",service="{{service}}",{{track_selector}},code=~"5.."}[{{step_window}}])) or 0 * sum(increase(http_requests_total{namespace="{{namespace}}",service="{{service}}",{{track_selector}}}[{{step_window}}])))"#,
     request_rate: r#"sum(rate(http_requests_total{namespace="{{namespace}}",service="{{service}}",{{track_selector}}}[{{window}}]))"#,
@@ -121,26 +119,14 @@ const GENERIC: FlavourTemplates = FlavourTemplates {
     latency: r#"1000 * histogram_quantile({{quantile}}, sum by (le) (rate(http_request_duration_seconds_bucket{namespace="{{namespace}}",service="{{service}}",{{track_selector}}}[{{window}}])))"#,
 };
 
-/// The templates of `flavour` ("istio", "linkerd", "nginx", "generic").
-pub fn flavour(name: &str) -> Option<&'static FlavourTemplates> {
-    match name {
-        "istio" => Some(&ISTIO),
-        "linkerd" => Some(&LINKERD),
-        "nginx" => Some(&NGINX),
-        "generic" => Some(&GENERIC),
-        _ => None,
+/// The built-in templates of `flavour`.
+pub fn flavour(flavour: MetricsFlavour) -> &'static FlavourTemplates {
+    match flavour {
+        MetricsFlavour::Istio => &ISTIO,
+        MetricsFlavour::Linkerd => &LINKERD,
+        MetricsFlavour::Nginx => &NGINX,
+        MetricsFlavour::Generic => &GENERIC,
     }
-}
-
-/// [`flavour`], or an error naming the known flavours.
-pub fn flavour_or_error(name: &str) -> Result<&'static FlavourTemplates, MetricsError> {
-    flavour(name).ok_or_else(|| MetricsError::Template {
-        name: "flavour".into(),
-        message: format!(
-            "unknown metrics flavour {name:?} (known: {})",
-            FLAVOURS.join(", ")
-        ),
-    })
 }
 
 /// Placeholder values (name → text).
@@ -248,7 +234,7 @@ pub fn check_named(queries: &BTreeMap<String, String>) -> Result<(), MetricsErro
         service: "svc".into(),
         stable_workload: "svc".into(),
         canary_workload: "svc-canary".into(),
-        flavour: "generic".into(),
+        flavour: MetricsFlavour::Generic,
         step_started: chrono::DateTime::UNIX_EPOCH,
         now: chrono::DateTime::UNIX_EPOCH,
         queries: BTreeMap::new(),
@@ -273,7 +259,7 @@ mod tests {
             service: "web".into(),
             stable_workload: "web".into(),
             canary_workload: "web-canary".into(),
-            flavour: "istio".into(),
+            flavour: MetricsFlavour::Istio,
             step_started: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
             now: Utc.with_ymd_and_hms(2026, 1, 1, 0, 5, 0).unwrap(),
             queries: BTreeMap::new(),
@@ -331,8 +317,9 @@ mod tests {
     fn every_flavour_renders_for_both_tracks() {
         let r = req();
         let common = common_vars(&r, 60, 300);
-        for f in FLAVOURS {
-            let t = flavour(f).unwrap();
+        for f in MetricsFlavour::ALL {
+            let t = flavour(f);
+            assert_eq!(t.flavour, f);
             for track in [Track::Stable, Track::Canary] {
                 let mut vars = track_vars(&common, &r, track);
                 vars.insert("quantile".into(), "0.95".into());
@@ -358,7 +345,11 @@ mod tests {
                 }
             }
         }
-        assert!(flavour("envoy").is_none());
+        assert!(
+            MetricsFlavour::parse("envoy")
+                .unwrap_err()
+                .contains("istio, linkerd")
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Reads the map returned by a policy's `schedule()` into a [`Schedule`], with messages
 //! that name the offending key.
 
-use crate::core::schedule::{HeaderRoute, OnError, Schedule};
+use crate::core::schedule::{HeaderRoute, MetricsFlavour, OnError, Schedule};
 use rhai::{Dynamic, Map};
 use std::time::Duration;
 
@@ -175,11 +175,12 @@ fn set_key(s: &mut Schedule, key: &str, v: &Dynamic) -> Result<(), String> {
             }
         }
         "metrics" => {
-            s.metrics = Some(
-                v.clone()
-                    .into_string()
-                    .map_err(|t| format!("schedule.metrics must be a string, got {t}"))?,
-            )
+            let name = v
+                .clone()
+                .into_string()
+                .map_err(|t| format!("schedule.metrics must be a string, got {t}"))?;
+            s.metrics =
+                Some(MetricsFlavour::parse(&name).map_err(|e| format!("schedule.metrics {e}"))?)
         }
         "header_route" => {
             let m = v.clone().try_cast::<Map>().ok_or(

@@ -395,12 +395,13 @@ impl Router {
     }
 
     /// Metric family that matches the provider's data plane.
-    pub fn metrics_flavour(&self) -> &'static str {
+    pub fn metrics_flavour(&self) -> crate::core::schedule::MetricsFlavour {
+        use crate::core::schedule::MetricsFlavour;
         match self {
-            Router::Istio(_) => "istio",
-            Router::Smi(_) => "linkerd",
-            Router::Nginx(_) => "nginx",
-            Router::GatewayApi(_) => "generic",
+            Router::Istio(_) => MetricsFlavour::Istio,
+            Router::Smi(_) => MetricsFlavour::Linkerd,
+            Router::Nginx(_) => MetricsFlavour::Nginx,
+            Router::GatewayApi(_) => MetricsFlavour::Generic,
         }
     }
 

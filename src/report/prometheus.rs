@@ -6,7 +6,7 @@
 use super::{Chart, MetricsOrigin, Point, Report, RollbackTimings, Series, timings};
 use crate::core::facts::Track;
 use crate::metrics::prometheus::PrometheusClient;
-use crate::metrics::templates::{self, FlavourTemplates, Vars};
+use crate::metrics::templates::{self, FlavourTemplates, MetricsFlavour, Vars};
 use crate::metrics::{MetricsError, MetricsRequest};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -20,8 +20,7 @@ const RECOVERY_HORIZON: chrono::Duration = chrono::Duration::minutes(10);
 /// Whose metrics to query.
 #[derive(Debug, Clone)]
 pub struct Workloads {
-    /// "istio", "linkerd", "nginx" or "generic".
-    pub flavour: String,
+    pub flavour: MetricsFlavour,
     pub namespace: String,
     pub service: String,
     pub stable: String,
@@ -39,15 +38,15 @@ impl Workloads {
             service: self.service.clone(),
             stable_workload: self.stable.clone(),
             canary_workload: self.canary.clone(),
-            flavour: self.flavour.clone(),
+            flavour: self.flavour,
             step_started: DateTime::UNIX_EPOCH,
             now: DateTime::UNIX_EPOCH,
             queries: BTreeMap::new(),
         }
     }
 
-    fn templates(&self) -> Result<&'static FlavourTemplates, MetricsError> {
-        templates::flavour_or_error(&self.flavour)
+    fn templates(&self) -> &'static FlavourTemplates {
+        templates::flavour(self.flavour)
     }
 
     fn vars(&self, track: Track, window_secs: i64, step_window_secs: i64) -> Vars {
@@ -60,7 +59,7 @@ impl Workloads {
     pub fn canary_requests_query(&self, scrape: Duration) -> Result<String, MetricsError> {
         let two_scrapes = 2 * ceil_secs(scrape);
         let vars = self.vars(Track::Canary, two_scrapes, two_scrapes);
-        templates::render("requests", self.templates()?.requests, &vars)
+        templates::render("requests", self.templates().requests, &vars)
     }
 
     /// The range queries behind the canary-vs-stable charts (chart id, track, PromQL).
@@ -68,7 +67,7 @@ impl Workloads {
         &self,
         window: Duration,
     ) -> Result<Vec<(&'static str, Track, String)>, MetricsError> {
-        let t = self.templates()?;
+        let t = self.templates();
         let mut out = Vec::new();
         for track in [Track::Canary, Track::Stable] {
             let mut vars = self.vars(track, ceil_secs(window), ceil_secs(window));
@@ -260,7 +259,7 @@ mod tests {
     #[test]
     fn queries_are_the_flavour_templates() {
         let who = Workloads {
-            flavour: "istio".into(),
+            flavour: MetricsFlavour::Istio,
             namespace: "shop".into(),
             service: "web".into(),
             stable: "web".into(),
@@ -278,15 +277,5 @@ mod tests {
         assert!(canary_p99.contains(r#"destination_workload="web-canary""#));
         let zero = who.canary_requests_query(Duration::from_secs(1)).unwrap();
         assert!(zero.contains("increase(") && zero.contains("[2s]") && zero.contains("web-canary"));
-        let bad = Workloads {
-            flavour: "envoy".into(),
-            ..who
-        };
-        assert!(
-            bad.chart_queries(Duration::from_secs(10))
-                .unwrap_err()
-                .to_string()
-                .contains("envoy")
-        );
     }
 }
