@@ -29,8 +29,8 @@ pub struct Session {
     pub actor: String,
     /// Traffic providers discovered in this cluster, shared by the session's clones.
     pub routers: std::sync::Arc<crate::providers::Routers>,
-    /// Watched pods and ReplicaSets (`run --all`); None: list them when needed.
-    pub pods: Option<std::sync::Arc<super::pod_cache::PodCache>>,
+    /// Watched Deployments, pods and ReplicaSets (`run --all`); None: read them when needed.
+    pub watched: Option<std::sync::Arc<super::watch_cache::WatchCache>>,
 }
 
 /// Parses kubectl's `--request-timeout` ("0" = none, plain numbers are seconds).
@@ -138,7 +138,7 @@ pub async fn connect(g: &Connection) -> Result<Session> {
         namespace,
         actor,
         routers: Default::default(),
-        pods: None,
+        watched: None,
     })
 }
 

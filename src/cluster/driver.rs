@@ -240,7 +240,7 @@ pub async fn gather<M: MetricsSource + Sync>(
     };
     let pods = async {
         let Versions { stable, canary } = versions;
-        let cache = l.sess.pods.as_deref();
+        let cache = l.sess.watched.as_deref();
         let facts_of = |d: Option<Deployment>| async move {
             match (d, cache) {
                 (None, _) => Ok::<_, Error>(PodFacts::default()),
@@ -361,7 +361,7 @@ pub async fn step<M: MetricsSource + Sync>(
             // evaluation makes it later than due (a runner of many rollouts waits on a busy
             // API server).
             let api = workloads::deployments(&l.sess.client, l.ns());
-            let cache = l.sess.pods.as_deref();
+            let cache = l.sess.watched.as_deref();
             let ns = l.ns().to_string();
             // A runner's watch has the Deployments; other commands read them.
             let read = |name: String| {

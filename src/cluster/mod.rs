@@ -10,9 +10,9 @@ pub mod events;
 pub mod lease;
 pub mod metrics;
 pub mod notify;
-pub mod pod_cache;
 pub mod runner;
 pub mod state;
+pub mod watch_cache;
 pub mod workloads;
 pub mod world;
 

@@ -380,8 +380,8 @@ async fn run_all(g: &GlobalArgs, args: &RunArgs, mut sess: Session) -> Result<Ex
     let shared = shared(g, args, &sess)?;
     let scope = (!g.all_namespaces).then(|| sess.namespace.clone());
     // One watch of the pods and ReplicaSets in scope instead of four lists per evaluation.
-    match cluster::pod_cache::PodCache::start(&sess.client, scope.as_deref()).await {
-        Ok(cache) => sess.pods = Some(Arc::new(cache)),
+    match cluster::watch_cache::WatchCache::start(&sess.client, scope.as_deref()).await {
+        Ok(cache) => sess.watched = Some(Arc::new(cache)),
         Err(e) => eprintln!("warning: {e}"),
     }
     let mut stop = stop_signal(args.max_time.map(Into::into));

@@ -24,14 +24,14 @@ use tokio::task::JoinHandle;
 /// listing at every evaluation.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub struct PodCache {
+pub struct WatchCache {
     pods: Store<Pod>,
     sets: Store<ReplicaSet>,
     deployments: Store<Deployment>,
     tasks: Vec<JoinHandle<()>>,
 }
 
-impl Drop for PodCache {
+impl Drop for WatchCache {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
@@ -71,13 +71,13 @@ where
     (reader, task)
 }
 
-impl PodCache {
+impl WatchCache {
     /// Starts the watches and waits for their first list; Err says why they cannot serve.
-    pub async fn start(client: &Client, namespace: Option<&str>) -> Result<PodCache, String> {
+    pub async fn start(client: &Client, namespace: Option<&str>) -> Result<WatchCache, String> {
         let (pods, t1) = watch::<Pod>(client, namespace);
         let (sets, t2) = watch::<ReplicaSet>(client, namespace);
         let (deployments, t3) = watch::<Deployment>(client, namespace);
-        let cache = PodCache {
+        let cache = WatchCache {
             pods,
             sets,
             deployments,
