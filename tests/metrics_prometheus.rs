@@ -212,6 +212,11 @@ async fn prometheus_source_reads_every_flavour() {
         // no data, not 0.
         assert_eq!(d.queries.get("kafka_lag"), Some(&Some(0.0)), "{f}");
         assert_eq!(d.queries.get("missing"), Some(&None), "{f}: missing series");
+        assert!(
+            d.failed.is_empty(),
+            "{f}: no data is not a failure: {:?}",
+            d.failed
+        );
         let missing_text = format!(r#"sum(rate(no_such_metric_total{{namespace="{n}"}}[10s]))"#);
         assert_eq!(
             d.resolved.get(&missing_text),
@@ -361,6 +366,20 @@ async fn dead_prometheus_is_no_data_with_a_visible_error() {
     }
     assert_eq!(d.queries.get("kafka_lag"), Some(&None));
     assert_eq!(d.queries.get("missing"), Some(&None));
+    // A policy can tell these failures from "no data": each is named with its error.
+    for name in [
+        "canary.requests",
+        "stable.p95",
+        "canary.error_rate",
+        "kafka_lag",
+        "missing",
+    ] {
+        assert!(
+            d.failed.get(name).is_some_and(|e| !e.is_empty()),
+            "{name} is recorded as failed: {:?}",
+            d.failed
+        );
+    }
     let errs = recorded_errors(&d.resolved);
     assert!(
         !errs.is_empty(),

@@ -339,6 +339,40 @@ fn bad_numbers_are_errors() {
     }
 }
 
+/// A policy tells a query that failed from one without data (issue 10 F9): `ctx.query_error`
+/// gives the failure's text, `()` for a query that answered; reading either value is "no data"
+/// (hold), and the failure's text reaches the reason.
+#[test]
+fn a_failed_query_is_told_from_no_data() {
+    let engine = engine();
+    let limits = Limits::default();
+    let src = r#"
+fn schedule() { #{ steps: [50, 100], queries: #{ lag: "x", gone: "y" } } }
+fn decide(ctx) {
+    let failed = ctx.query_error("lag");
+    let empty = ctx.query_error("gone");
+    let p95 = ctx.query_error("stable.p95");
+    if failed == () || empty != () || p95 == () { return rollback("wrong"); }
+    if ctx.has_query("lag") || ctx.has_query("gone") { return rollback("wrong"); }
+    ctx.query("lag");
+    advance()
+}
+"#;
+    let policy = engine.compile("failed.rhai", src, &limits).unwrap();
+    let mut f = healthy_facts();
+    f.queries.insert("lag".into(), None);
+    f.queries.insert("gone".into(), None);
+    f.failed
+        .insert("lag".into(), "bad_data: parse error at char 3".into());
+    f.failed.insert("stable.p95".into(), "timeout".into());
+    let out = engine.evaluate(&policy, context(f), &limits);
+    assert!(
+        matches!(&out.decision, Err(PolicyFailure::NoData(what)) if what.contains("query lag") && what.contains("parse error")),
+        "{:?}",
+        out.decision
+    );
+}
+
 /// The metrics flavour is parsed once into a type: an unknown one is a compile error of the
 /// policy that names the known ones; a known one is carried as its type.
 #[test]

@@ -266,6 +266,7 @@ pub async fn gather<M: MetricsSource + Sync>(
             canary_pods,
             queries: data.queries,
             resolved: data.resolved,
+            failed: data.failed,
         },
         warning,
     ))

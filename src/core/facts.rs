@@ -63,6 +63,10 @@ pub struct Facts {
     /// The resolved query text behind every value, for history (text → value).
     #[serde(default)]
     pub resolved: BTreeMap<String, Option<f64>>,
+    /// Queries that failed (`canary.p95`, a named query's name → error); see
+    /// `MetricsData::failed`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed: BTreeMap<String, String>,
 }
 
 impl Facts {

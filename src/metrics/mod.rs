@@ -34,6 +34,10 @@ pub struct MetricsData {
     pub queries: BTreeMap<String, Option<f64>>,
     /// Resolved PromQL text → value, recorded in history.
     pub resolved: BTreeMap<String, Option<f64>>,
+    /// Queries that failed, by name → error: `canary.p95`-style names for the built-in
+    /// metrics, the declared name for named queries. A failed query has no value, like one
+    /// without data; this is how a policy tells the two apart (`ctx.query_error`).
+    pub failed: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -327,6 +327,29 @@ enum Target {
     Named(String),
 }
 
+impl Target {
+    /// How a policy names this value: `canary.p95`, `stable.requests`, a named query's name.
+    fn name(&self) -> String {
+        let track = |t: &Track| t.as_str();
+        match self {
+            Target::Track(t, field) => {
+                let field = match field {
+                    Field::Requests => "requests",
+                    Field::Errors => "errors",
+                    Field::RequestRate => "request_rate",
+                    Field::ErrorRate => "error_rate",
+                    Field::Quantile(0) => "p50",
+                    Field::Quantile(1) => "p95",
+                    Field::Quantile(_) => "p99",
+                };
+                format!("{}.{field}", track(t))
+            }
+            Target::Samples(t) => format!("{}.latency_samples", track(t)),
+            Target::Named(name) => name.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Kind {
     Instant,
@@ -608,6 +631,7 @@ impl PrometheusClient {
         for (job, answer) in jobs.iter().zip(answers) {
             let recorded = match answer {
                 Err(e) => {
+                    out.data.failed.insert(job.target.name(), e.message.clone());
                     out.failures.push(QueryFailure {
                         query: job.query.clone(),
                         message: e.message,

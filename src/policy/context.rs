@@ -169,7 +169,10 @@ impl PolicyContext {
     fn query(&mut self, name: &str) -> RhaiResult<f64> {
         match self.0.facts.queries.get(name) {
             Some(Some(v)) if v.is_finite() => Ok(*v),
-            Some(_) => Err(no_data(format!("query {name}"))),
+            Some(_) => Err(no_data(match self.0.facts.failed.get(name) {
+                Some(e) => format!("query {name} (it failed: {e})"),
+                None => format!("query {name}"),
+            })),
             None => Err(format!(
                 "query {name:?} is not declared: add it to schedule().queries (declared: {})",
                 self.0
@@ -550,6 +553,14 @@ pub fn register(engine: &mut Engine) {
         .register_fn("query", PolicyContext::query)
         .register_fn("has_query", |c: &mut PolicyContext, name: &str| {
             matches!(c.0.facts.queries.get(name), Some(Some(v)) if v.is_finite())
+        })
+        // Why a value is missing: the error of a query that failed, `()` when it answered
+        // (with or without data). Names: a named query's, or `canary.p95`-style built-ins.
+        .register_fn("query_error", |c: &mut PolicyContext, name: &str| {
+            c.0.facts
+                .failed
+                .get(name)
+                .map_or(Dynamic::UNIT, |e| e.clone().into())
         })
         .register_fn("error_test", PolicyContext::error_test)
         .register_fn("error_test", |c: &mut PolicyContext| c.error_test(Map::new()))
