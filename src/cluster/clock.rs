@@ -30,11 +30,6 @@ pub fn now() -> DateTime<Utc> {
     local_now() + TimeDelta::milliseconds(OFFSET_MS.load(Ordering::Relaxed))
 }
 
-/// The offset last measured (server minus this host), 0 when negligible or never measured.
-pub fn offset() -> TimeDelta {
-    TimeDelta::milliseconds(OFFSET_MS.load(Ordering::Relaxed))
-}
-
 /// This host's clock, shifted by the test skew if one is set.
 fn local_now() -> DateTime<Utc> {
     Utc::now() + injected_skew()

@@ -126,7 +126,7 @@ impl WatchCache {
                 && p.metadata
                     .labels
                     .as_ref()
-                    .is_some_and(|labels| selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
+                    .is_some_and(|labels| workloads::selects(&selector, labels))
         });
         workloads::pod_facts_of(d, &sets, &pods)
     }

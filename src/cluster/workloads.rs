@@ -76,7 +76,7 @@ pub async fn find_stable(
                 .as_ref()
                 .and_then(|m| m.labels.clone())
                 .unwrap_or_default();
-            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+            selects(&selector, &labels)
         })
         .collect();
     match found.len() {
@@ -640,6 +640,11 @@ pub async fn wait_pods_gone(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(())
+}
+
+/// Whether equality-based `selector` matches `labels` (every key present with its value).
+pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 /// The canary's pod selector (from the live object, else stable's selector + track: canary).
