@@ -15,6 +15,8 @@ pub const HISTORY_IN_CONTEXT: usize = 20;
 pub struct Evaluated {
     pub step: Step,
     pub evaluation: Evaluation,
+    /// The policy read latency samples that `facts` skipped: void; evaluate again with them.
+    pub wanted_latency_samples: bool,
 }
 
 /// Everything fixed for the life of a rollout: the compiled policy and its parameters.
@@ -51,6 +53,9 @@ impl Evaluator<'_> {
             history,
         };
         let outcome = self.engine.evaluate(self.policy, data, self.limits);
+        if outcome.wanted_latency_samples {
+            self.policy.learned_it_reads_latency_samples();
+        }
         let step = evaluate::decide(rollout, schedule, outcome.decision, facts, now);
         let evaluation = Evaluation {
             at: now,
@@ -63,7 +68,11 @@ impl Evaluator<'_> {
             canary_ready: Some(facts.canary_pods.ready),
             log: outcome.log,
         };
-        Evaluated { step, evaluation }
+        Evaluated {
+            step,
+            evaluation,
+            wanted_latency_samples: outcome.wanted_latency_samples,
+        }
     }
 }
 
@@ -73,7 +82,9 @@ pub fn apply(
     evaluated: Evaluated,
     now: DateTime<Utc>,
 ) -> Result<Option<Transition>, IllegalTransition> {
-    let Evaluated { step, evaluation } = evaluated;
+    let Evaluated {
+        step, evaluation, ..
+    } = evaluated;
     let observations = evaluation.observations.clone();
     rollout.record_evaluation(evaluation);
     match step.event {

@@ -147,6 +147,8 @@ async fn runner_as_service_account_drives_and_is_confined() {
         .env("KUBECTL_CANARY_SCRAPE_INTERVAL", "1s")
         .env("KUBECTL_CANARY_ACTOR", "runner-pod-0")
         .env_remove("KUBECONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -175,7 +177,17 @@ async fn runner_as_service_account_drives_and_is_confined() {
         "{events:?}"
     );
     let _ = runner.start_kill();
-    let _ = runner.wait().await;
+    let out = runner.wait_with_output().await.unwrap();
+    // The Role allows the watches the runner relies on (it would fall back to reads and say so).
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !said.contains("could not be watched") && !said.contains("failed; reading"),
+        "{said}"
+    );
 
     // Everything beyond the Role is denied.
     let denied = |args: &[&str]| {

@@ -61,6 +61,7 @@ fn request(
                     .to_string(),
             ),
         ]),
+        latency_samples: true,
     }
 }
 

@@ -466,3 +466,91 @@ fn default_policy_holds_when_only_stables_p95_is_missing() {
         out.decision
     );
 }
+
+/// The step's latency samples (two range queries, the dearest part of a fetch) are fetched
+/// for policies that read them: known when the policy calls `latency_test`/`latency_check`
+/// itself, learned when it reads them through a hook — that evaluation is void
+/// (`wanted_latency_samples`) and the caller evaluates again with them (issue 11, runner CPU).
+#[test]
+fn latency_samples_are_fetched_for_policies_that_read_them() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("lat.rhai"),
+        "fn check(ctx) { ctx.latency_test(#{ min_samples: 5 }) }\n",
+    )
+    .unwrap();
+    let limits = Limits::default();
+    let engine = PolicyEngine::new(vec![dir.path().to_path_buf()], &limits);
+    let direct = engine
+        .compile(
+            NAME,
+            &source("fn decide(ctx) { let l = ctx.latency_test(); hold(\"x\") }"),
+            &limits,
+        )
+        .unwrap();
+    assert!(direct.reads_latency_samples());
+    let none = engine
+        .compile(
+            NAME,
+            &source("fn decide(ctx) { hold(\"watching\") }"),
+            &limits,
+        )
+        .unwrap();
+    assert!(!none.reads_latency_samples());
+    let shipped = engine
+        .compile(
+            "statistical.rhai",
+            include_str!("../policies/statistical.rhai"),
+            &limits,
+        )
+        .unwrap();
+    assert!(shipped.reads_latency_samples());
+
+    let hooked = engine
+        .compile(
+            NAME,
+            &format!(
+                "import \"lat\" as lat;\n{SCHEDULE}\nfn decide(ctx) {{ let l = lat::check(ctx); hold(`looks ${{l.look}}`) }}\n"
+            ),
+            &limits,
+        )
+        .unwrap();
+    assert!(!hooked.reads_latency_samples(), "hidden in a hook");
+    let params = Map::new();
+    let evaluator = Evaluator {
+        engine: &engine,
+        policy: &hooked,
+        limits: &limits,
+        service: "svc",
+        params: &params,
+    };
+    let mut rollout = Rollout::new(t0());
+    rollout
+        .apply(Event::CanaryReady { weight: 50 }, t0(), Cause::default())
+        .unwrap();
+    let now = t0() + chrono::Duration::seconds(600);
+    let mut facts = healthy_facts();
+    facts.latency_samples_skipped = true;
+    let first = evaluator.evaluate(&rollout, &facts, now);
+    assert!(
+        first.wanted_latency_samples,
+        "the hook read skipped samples"
+    );
+    assert!(
+        hooked.reads_latency_samples(),
+        "learned for the next fetches"
+    );
+    facts.latency_samples_skipped = false;
+    facts.canary.latency_samples = vec![100.0; 10];
+    facts.stable.latency_samples = vec![100.0; 10];
+    let second = evaluator.evaluate(&rollout, &facts, now);
+    assert!(!second.wanted_latency_samples);
+    // A policy that reads nothing never asks for them.
+    let quiet = Evaluator {
+        policy: &none,
+        ..evaluator
+    };
+    facts.latency_samples_skipped = true;
+    assert!(!quiet.evaluate(&rollout, &facts, now).wanted_latency_samples);
+    assert!(!none.reads_latency_samples());
+}

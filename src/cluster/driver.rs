@@ -216,12 +216,30 @@ pub struct Versions {
     pub canary: Option<Deployment>,
 }
 
-/// Fetches metrics and pod facts for one evaluation (concurrently).
+/// Pod health of one version: from a runner's watch when it serves, else listed.
+async fn pod_facts(
+    client: &kube::Client,
+    ns: &str,
+    cache: Option<&super::watch_cache::WatchCache>,
+    d: Option<&Deployment>,
+) -> Result<PodFacts> {
+    let Some(d) = d else {
+        return Ok(PodFacts::default());
+    };
+    match cache.and_then(|c| c.facts(d)) {
+        Some(facts) => Ok(facts),
+        None => workloads::deployment_pod_facts(client, ns, d).await,
+    }
+}
+
+/// Fetches metrics and pod facts for one evaluation (concurrently); the latency samples only
+/// with `latency_samples` (see [`Policy::reads_latency_samples`]).
 pub async fn gather<M: MetricsSource + Sync>(
     l: &Loaded,
     schedule: &Schedule,
     metrics: &M,
-    versions: Versions,
+    versions: &Versions,
+    latency_samples: bool,
 ) -> Result<(Facts, Option<String>)> {
     let client = &l.sess.client;
     let ns = l.ns();
@@ -237,18 +255,14 @@ pub async fn gather<M: MetricsSource + Sync>(
         step_started: l.rollout().step_started_at,
         now,
         queries: schedule.queries.clone(),
+        latency_samples,
     };
     let pods = async {
-        let Versions { stable, canary } = versions;
         let cache = l.sess.watched.as_deref();
-        let facts_of = |d: Option<Deployment>| async move {
-            match (d, cache) {
-                (None, _) => Ok::<_, Error>(PodFacts::default()),
-                (Some(d), Some(cache)) => Ok(cache.facts(&d)),
-                (Some(d), None) => workloads::deployment_pod_facts(client, ns, &d).await,
-            }
-        };
-        let (s, c) = futures::try_join!(facts_of(stable), facts_of(canary))?;
+        let (s, c) = futures::try_join!(
+            pod_facts(client, ns, cache, versions.stable.as_ref()),
+            pod_facts(client, ns, cache, versions.canary.as_ref())
+        )?;
         Ok::<_, Error>((s, c))
     };
     let (pods, data) = tokio::join!(pods, metrics.fetch(&req));
@@ -267,6 +281,7 @@ pub async fn gather<M: MetricsSource + Sync>(
             queries: data.queries,
             resolved: data.resolved,
             failed: data.failed,
+            latency_samples_skipped: !latency_samples,
         },
         warning,
     ))
@@ -466,9 +481,6 @@ pub async fn step<M: MetricsSource + Sync>(
                     return Ok(report);
                 }
             }
-            let (facts, warning) = gather(l, &policy.schedule, cx.metrics, versions).await?;
-            report.warnings.extend(warning);
-            let now = clock::now();
             let evaluator = Evaluator {
                 engine: cx.engine,
                 policy: &policy,
@@ -476,7 +488,17 @@ pub async fn step<M: MetricsSource + Sync>(
                 service: &l.target.service,
                 params: &params,
             };
-            let evaluated = evaluator.evaluate(l.rollout(), &facts, now);
+            let samples = policy.reads_latency_samples();
+            let (mut facts, mut warning) =
+                gather(l, &policy.schedule, cx.metrics, &versions, samples).await?;
+            let mut evaluated = evaluator.evaluate(l.rollout(), &facts, clock::now());
+            if evaluated.wanted_latency_samples {
+                // Once per compiled policy: it read the samples through a hook or a function
+                // pointer. That outcome saw none; this one sees them.
+                (facts, warning) = gather(l, &policy.schedule, cx.metrics, &versions, true).await?;
+                evaluated = evaluator.evaluate(l.rollout(), &facts, clock::now());
+            }
+            report.warnings.extend(warning);
             report.requested = evaluated.step.requested.clone();
             report.event = evaluated.step.event.clone();
             report.evaluation = Some(evaluated.evaluation.clone());
@@ -486,7 +508,9 @@ pub async fn step<M: MetricsSource + Sync>(
                     Some(e) => format!("would apply {}", e.name()),
                 };
             } else {
-                let controller::Evaluated { step, evaluation } = evaluated;
+                let controller::Evaluated {
+                    step, evaluation, ..
+                } = evaluated;
                 let observations = evaluation.observations.clone();
                 l.record_mut().rollout.record_evaluation(evaluation);
                 // The evaluation is kept even when its effects fail below.

@@ -204,7 +204,7 @@ pub async fn list(client: &Client, namespace: Option<&str>) -> Result<Vec<StateD
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let lp = ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+    let lp = ListParams::default().labels(&state_selector());
     let mut out = Vec::new();
     for cm in api.list(&lp).await? {
         if let Some(text) = cm.data.as_ref().and_then(|d| d.get(DATA_KEY))
@@ -241,32 +241,38 @@ pub async fn list_metadata(client: &Client, namespace: Option<&str>) -> Result<V
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let lp = ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
-    let suffix = configmap_name("");
+    let lp = ListParams::default().labels(&state_selector());
     Ok(api
         .list_metadata(&lp)
         .await?
         .into_iter()
-        .filter_map(|m| {
-            let meta = m.metadata;
-            let labels = meta.labels.unwrap_or_default();
-            let name = meta.name?;
-            let service = labels
-                .get(SERVICE_LABEL)
-                .cloned()
-                .or_else(|| name.strip_suffix(&suffix).map(str::to_string))?;
-            let phase = labels
-                .get(PHASE_LABEL)
-                .and_then(|p| crate::core::rollout::Phase::from_name(p))
-                .map_or(ListedPhase::Unlabelled, ListedPhase::Current);
-            Some(Listed {
-                namespace: meta.namespace?,
-                service,
-                resource_version: meta.resource_version,
-                phase,
-            })
-        })
+        .filter_map(|m| listed_of(&m.metadata))
         .collect())
+}
+
+/// Label selector of the state ConfigMaps.
+pub fn state_selector() -> String {
+    format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)
+}
+
+/// The rollout a state ConfigMap's metadata describes (None: not one of ours).
+pub fn listed_of(meta: &ObjectMeta) -> Option<Listed> {
+    let labels = meta.labels.as_ref()?;
+    let name = meta.name.as_deref()?;
+    let service = labels
+        .get(SERVICE_LABEL)
+        .cloned()
+        .or_else(|| name.strip_suffix(&configmap_name("")).map(str::to_string))?;
+    let phase = labels
+        .get(PHASE_LABEL)
+        .and_then(|p| crate::core::rollout::Phase::from_name(p))
+        .map_or(ListedPhase::Unlabelled, ListedPhase::Current);
+    Some(Listed {
+        namespace: meta.namespace.clone()?,
+        service,
+        resource_version: meta.resource_version.clone(),
+        phase,
+    })
 }
 
 /// The phase of the rollout in progress of a listed ConfigMap without a phase label: the

@@ -375,11 +375,12 @@ pub async fn run(g: &GlobalArgs, args: &RunArgs) -> Result<Exit> {
     Ok(driver::phase_exit(r.phase))
 }
 
-/// `run --all`: a task per active rollout in scope, discovered with one list call per round.
+/// `run --all`: a task per active rollout in scope, discovered from the watch of the state
+/// ConfigMaps (or one list call per round without it).
 async fn run_all(g: &GlobalArgs, args: &RunArgs, mut sess: Session) -> Result<Exit> {
     let shared = shared(g, args, &sess)?;
     let scope = (!g.all_namespaces).then(|| sess.namespace.clone());
-    // One watch of the pods and ReplicaSets in scope instead of four lists per evaluation.
+    // Watches of the workloads and rollout states in scope instead of reads per evaluation.
     match cluster::watch_cache::WatchCache::start(&sess.client, scope.as_deref()).await {
         Ok(cache) => sess.watched = Some(Arc::new(cache)),
         Err(e) => eprintln!("warning: {e}"),
@@ -418,12 +419,23 @@ async fn run_all(g: &GlobalArgs, args: &RunArgs, mut sess: Session) -> Result<Ex
     let presence = lease::Presence::new(&sess.client, &sess.namespace, &shared.identity);
     let discover: Duration = args.discover_interval.into();
     let mut unlabelled = UnlabelledPhases::default();
+    let mut last_trouble = None;
     loop {
         match presence.beat(lease::duration_for(discover)).await {
             Ok(n) => shared.peers.store(n, Ordering::Relaxed),
             Err(e) => say(&format!("cannot renew this runner's presence: {e}")),
         }
-        match state::list_metadata(&sess.client, scope.as_deref()).await {
+        let watched = sess.watched.as_deref();
+        let trouble = watched.and_then(|c| c.trouble());
+        if trouble.is_some() && trouble != last_trouble {
+            say(trouble.as_deref().unwrap_or_default());
+        }
+        last_trouble = trouble;
+        let listed = match watched.and_then(|c| c.listed_states()) {
+            Some(listed) => Ok(listed),
+            None => state::list_metadata(&sess.client, scope.as_deref()).await,
+        };
+        match listed {
             Ok(listed) => {
                 let mut active = Vec::new();
                 for l in listed {

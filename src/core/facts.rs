@@ -67,6 +67,10 @@ pub struct Facts {
     /// `MetricsData::failed`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub failed: BTreeMap<String, String>,
+    /// The latency samples were not fetched (the policy was not known to read them), so
+    /// empty `latency_samples` say nothing about the data.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub latency_samples_skipped: bool,
 }
 
 impl Facts {

@@ -24,6 +24,8 @@ pub struct MetricsRequest {
     pub now: DateTime<Utc>,
     /// Named queries of the policy and its hooks (name → PromQL template).
     pub queries: BTreeMap<String, String>,
+    /// Fetch the step's per-interval latency samples (range queries) too.
+    pub latency_samples: bool,
 }
 
 /// Everything fetched for one evaluation. Missing values are `None`, never 0.

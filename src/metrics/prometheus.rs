@@ -583,7 +583,7 @@ impl PrometheusClient {
                 interval = span.div_ceil(MAX_SAMPLES);
             }
             let start = req.step_started + chrono::Duration::seconds(interval as i64);
-            if start <= req.now {
+            if req.latency_samples && start <= req.now {
                 vars.insert("quantile".into(), "0.95".into());
                 vars.insert("window".into(), templates::duration_secs(interval));
                 let query = templates::render("latency_samples", t.latency, &vars)?;
@@ -917,6 +917,7 @@ mod tests {
                 "lag".to_string(),
                 r#"sum(kafka_consumergroup_lag{consumergroup="{{canary_workload}}"})"#.to_string(),
             )]),
+            latency_samples: true,
         }
     }
 
@@ -938,6 +939,16 @@ mod tests {
             .unwrap();
         assert!(samples.query.contains("[30s]"), "{}", samples.query);
         assert!(matches!(samples.kind, Kind::Range { step_secs: 30, .. }));
+    }
+
+    #[test]
+    fn latency_samples_are_fetched_only_when_asked() {
+        let c = PrometheusClient::new(PrometheusConfig::default()).unwrap();
+        let mut r = req("istio");
+        r.latency_samples = false;
+        let jobs = c.plan(&r).unwrap();
+        assert_eq!(jobs.len(), 2 * 7 + 1);
+        assert!(jobs.iter().all(|j| matches!(j.kind, Kind::Instant)));
     }
 
     #[test]

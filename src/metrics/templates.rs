@@ -238,6 +238,7 @@ pub fn check_named(queries: &BTreeMap<String, String>) -> Result<(), MetricsErro
         step_started: chrono::DateTime::UNIX_EPOCH,
         now: chrono::DateTime::UNIX_EPOCH,
         queries: BTreeMap::new(),
+        latency_samples: true,
     };
     let vars = common_vars(&req, 60, 60);
     for (name, text) in queries {
@@ -263,6 +264,7 @@ mod tests {
             step_started: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
             now: Utc.with_ymd_and_hms(2026, 1, 1, 0, 5, 0).unwrap(),
             queries: BTreeMap::new(),
+            latency_samples: true,
         }
     }
 

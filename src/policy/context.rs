@@ -9,7 +9,7 @@ use crate::core::stats::{
     sequential_rank_test, spent_alpha,
 };
 use rhai::{Dynamic, Engine, EvalAltResult, Map, Position};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 /// Prefix of the error a missing value throws; the evaluator turns it into "inconclusive".
@@ -22,11 +22,19 @@ thread_local! {
     static OBSERVATIONS: RefCell<Observations> = const { RefCell::new(Observations::new()) };
     /// `print`/`debug` lines of the evaluation running on this thread.
     static LOG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    /// The evaluation on this thread read latency samples that were not fetched.
+    static WANTED_SAMPLES: Cell<bool> = const { Cell::new(false) };
 }
 
 pub(crate) fn reset_sinks() {
     OBSERVATIONS.with(|o| o.borrow_mut().clear());
     LOG.with(|l| l.borrow_mut().clear());
+    WANTED_SAMPLES.set(false);
+}
+
+/// Whether the evaluation that just ran wanted the latency samples it was not given.
+pub(crate) fn take_wanted_samples() -> bool {
+    WANTED_SAMPLES.replace(false)
 }
 
 /// Records an observation under the same cap as `observe()`.
@@ -264,6 +272,11 @@ impl PolicyContext {
             min_samples: opt_f64(&opts, "min_samples", d.min_samples as f64)? as usize,
             max_shift: opt_f64(&opts, "max_shift", d.max_shift)?,
         };
+        if self.0.facts.latency_samples_skipped {
+            // Fetched without them (this policy was not known to read them): the caller
+            // fetches them and evaluates again, and this outcome is discarded.
+            WANTED_SAMPLES.set(true);
+        }
         let (c, s) = (
             &self.0.facts.canary.latency_samples,
             &self.0.facts.stable.latency_samples,

@@ -6,11 +6,12 @@ use super::resolver::PluginResolver;
 use super::schedule::schedule_from_map;
 use crate::core::decision::{Decision, Observations, PolicyFailure};
 use crate::core::schedule::Schedule;
-use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Map, Scope};
+use rhai::{AST, ASTNode, CallFnOptions, Dynamic, Engine, EvalAltResult, Expr, Map, Scope};
 use sha2::{Digest, Sha256};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Sandbox limits for policy and hook code.
@@ -64,6 +65,41 @@ pub struct Policy {
     pub sha256: String,
     pub schedule: Schedule,
     ast: AST,
+    /// Whether evaluations need the step's latency samples (one range query per version,
+    /// the most expensive fetch of an evaluation). Set when the policy's own code calls
+    /// `latency_test`/`latency_check`, and learned the first time one of its evaluations
+    /// reads them through a hook or a function pointer (that evaluation is run again with
+    /// them). Shared by the clones of one compiled policy.
+    reads_latency_samples: Arc<AtomicBool>,
+}
+
+/// Functions of the context that read the step's latency samples.
+const SAMPLE_READERS: [&str; 2] = ["latency_test", "latency_check"];
+
+impl Policy {
+    /// Whether to fetch the latency samples for an evaluation of this policy.
+    pub fn reads_latency_samples(&self) -> bool {
+        self.reads_latency_samples.load(Ordering::Relaxed)
+    }
+
+    /// An evaluation read the samples although they were not fetched: fetch them from now on.
+    pub fn learned_it_reads_latency_samples(&self) {
+        self.reads_latency_samples.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether the policy's own code (not its imports) calls one of [`SAMPLE_READERS`].
+fn calls_sample_readers(ast: &AST) -> bool {
+    let mut found = false;
+    ast.walk(&mut |path: &[ASTNode]| {
+        if let Some(ASTNode::Expr(Expr::FnCall(f, _) | Expr::MethodCall(f, _))) = path.last()
+            && SAMPLE_READERS.contains(&f.name.as_str())
+        {
+            found = true;
+        }
+        !found
+    });
+    found
 }
 
 /// Result of one call of `decide`.
@@ -73,6 +109,9 @@ pub struct PolicyOutcome {
     pub decision: Result<Decision, PolicyFailure>,
     pub observations: Observations,
     pub log: Vec<String>,
+    /// The policy read latency samples that were not fetched (`Facts::latency_samples_skipped`):
+    /// this outcome is void; fetch them and evaluate again.
+    pub wanted_latency_samples: bool,
 }
 
 pub struct PolicyEngine {
@@ -182,11 +221,13 @@ impl PolicyEngine {
         crate::metrics::templates::check_named(&schedule.queries)
             .map_err(|e| contract(format!("schedule().queries: {e}")))?;
         let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
+        let reads_latency_samples = Arc::new(AtomicBool::new(calls_sample_readers(&ast)));
         Ok(Policy {
             path: name.to_string(),
             sha256,
             schedule,
             ast,
+            reads_latency_samples,
         })
     }
 
@@ -218,6 +259,7 @@ impl PolicyEngine {
         let ctx = PolicyContext(Arc::new(data));
         let result = self.call(&policy.ast, "decide", (ctx,), limits.wall_time);
         let (observations, log) = context::take_sinks();
+        let wanted_latency_samples = context::take_wanted_samples();
         let decision = result.and_then(|d| {
             parse_decision(d)
                 .map_err(|m| PolicyFailure::Error(format!("{}: decide(ctx) {m}", policy.path)))
@@ -226,6 +268,7 @@ impl PolicyEngine {
             decision,
             observations,
             log,
+            wanted_latency_samples,
         }
     }
 }

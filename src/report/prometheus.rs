@@ -42,6 +42,7 @@ impl Workloads {
             step_started: DateTime::UNIX_EPOCH,
             now: DateTime::UNIX_EPOCH,
             queries: BTreeMap::new(),
+            latency_samples: true,
         }
     }
 

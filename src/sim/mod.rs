@@ -495,7 +495,9 @@ pub fn run(evaluator: &Evaluator<'_>, scenario: &Scenario, seed: u64) -> Report 
         world.serve(now, tick, world.route_weight);
         let facts = world.facts(&schedule.queries);
         let clock = at_time(start, now);
-        let Evaluated { step, evaluation } = evaluator.evaluate(&rollout, &facts, clock);
+        let Evaluated {
+            step, evaluation, ..
+        } = evaluator.evaluate(&rollout, &facts, clock);
         let decision = step.decision.clone();
         let observations = evaluation.observations.clone();
         rollout.record_evaluation(evaluation);
