@@ -13,7 +13,9 @@
 #       N real rollouts (stable at 0 replicas, one canary pod each, a policy that holds),
 #       one `run --all` driving them for SECONDS: peak RSS, CPU (% of one core), and how late
 #       each evaluation came after its due time (p50/p99/max), from the rollouts' own
-#       evaluation timestamps.
+#       evaluation timestamps. The policy reads no metrics (they are fetched all the same,
+#       but for the latency samples); READS_LATENCY=1 makes it call ctx.latency_test() like
+#       the shipped policies, so the runner fetches the samples (two range queries) too.
 #
 # BIN=path/to/kubectl-canary overrides the binary (default target/release/kubectl-canary,
 # where the bench profile puts it). KEEP=1 keeps the namespaces.
@@ -35,12 +37,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-holding_policy() { # $1 interval
+holding_policy() { # $1 interval; READS_LATENCY=1: the policy runs ctx.latency_test() first
+  local reads=""
+  [ "${READS_LATENCY:-0}" = 1 ] && reads='let l = ctx.latency_test();'
   cat > "$WORK/holding.rhai" <<EOF
 fn schedule() {
     #{ steps: [10, 100], min_step_time: "24h", interval: "$1", min_requests: 0 }
 }
-fn decide(ctx) { hold("watching") }
+fn decide(ctx) { $reads hold("watching") }
 EOF
 }
 
