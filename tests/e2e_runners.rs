@@ -6,6 +6,8 @@
 mod e2e_common;
 
 use e2e_common::*;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -585,6 +587,7 @@ async fn three_runners_share_rollouts() {
         .expect("the victim's log names it");
     runners[victim].kill9().await;
     let killed = Instant::now();
+    let killed_at = chrono::Utc::now();
     wait_for(
         Duration::from_secs(60),
         "the killed runner's rollouts are taken over",
@@ -600,11 +603,42 @@ async fn three_runners_share_rollouts() {
         },
     )
     .await;
+    // When each was taken, from its Lease (the polling above adds its own delay).
+    let leases: Api<Lease> = Api::namespaced(ns.client.clone(), &ns.name);
+    let mut last_taken = chrono::Duration::zero();
+    let mut slowest = String::new();
+    for svc in &victim_svcs {
+        let l = leases.get(&format!("{svc}-canary-rollout")).await.unwrap();
+        let acquired = l
+            .spec
+            .and_then(|s| s.acquire_time)
+            .and_then(|t| chrono::DateTime::from_timestamp_micros(t.0.as_microsecond()));
+        if let Some(t) = acquired
+            && t - killed_at > last_taken
+        {
+            last_taken = t - killed_at;
+            slowest = svc.clone();
+        }
+    }
     eprintln!(
-        "{} rollouts taken over {:?} after kill -9 (interval 2s)",
+        "{} rollouts taken over {:?} after kill -9 (interval 2s); the last Lease was acquired {:.1} s after the kill",
         victim_svcs.len(),
-        killed.elapsed()
+        killed.elapsed(),
+        last_taken.num_milliseconds() as f64 / 1000.0
     );
+    if last_taken > chrono::Duration::seconds(8) {
+        // Slower than a lease (6 s) and a look: what each runner said about that rollout.
+        eprintln!("killed at {killed_at}; the slowest was {slowest}:");
+        for (i, r) in runners.iter().enumerate() {
+            for l in r
+                .output()
+                .iter()
+                .filter(|l| l.contains(&format!("/{slowest} ")))
+            {
+                eprintln!("  runner {i}: {l}");
+            }
+        }
+    }
     // Its replacement gets a share: the others hand over what they drive beyond theirs.
     let replacement = Proc::spawn(&ns.name, &["run", "--all", "--discover-interval", "1s"]);
     wait_for(

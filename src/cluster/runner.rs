@@ -271,6 +271,8 @@ pub async fn drive(
     let mut first_look = true;
     // The last look found the lease held by a runner and we slept until its claim would lapse.
     let mut takeover = false;
+    // We handed this rollout over: until then, it is the others' to take.
+    let mut shed_until: Option<tokio::time::Instant> = None;
     loop {
         let l = driver::load(&sess, &service).await?;
         let phase = l.rollout().phase;
@@ -284,6 +286,27 @@ pub async fn drive(
         // Not faster than once a second, even with a tiny interval override.
         let interval = policy.schedule.interval.max(Duration::from_secs(1));
         let duration = lease::duration_for(interval);
+        if let Some(until) = shed_until.filter(|t| tokio::time::Instant::now() < *t) {
+            // Still nobody's: leave it to a less busy runner a while longer. Taken by one that
+            // died since: take it over as soon as its lease lapses, not after the whole pause
+            // (seen: 14 s instead of 7 at a 2 s interval).
+            let watched = sess
+                .watched
+                .as_deref()
+                .and_then(|c| c.lease(&sess.namespace, &service));
+            let facts = match watched {
+                Some(facts) => facts,
+                None => lease.facts().await?,
+            };
+            if facts.holder.is_none() {
+                let wake = until.min(tokio::time::Instant::now() + interval / 4);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake) => continue,
+                    _ = stopped(&mut stop) => return Ok(Ended::Stopped(Some(phase))),
+                }
+            }
+            takeover = facts.live_holder(clock::now()).is_none();
+        }
         if shared.many {
             // Runners that start together take free rollouts in random order, and the more
             // rollouts one drives the later it reaches for another: they spread. The first
@@ -332,8 +355,24 @@ pub async fn drive(
                     .unwrap_or(interval)
                     .clamp(Duration::from_millis(200), duration)
                     + Duration::from_millis(100);
+                // Or as soon as the watch shows the holder gave it up (a handover).
+                let released = async {
+                    let Some(cache) = sess.watched.as_deref() else {
+                        return std::future::pending().await;
+                    };
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        if cache
+                            .lease(&sess.namespace, &service)
+                            .is_some_and(|now| now.holder != facts.holder)
+                        {
+                            return;
+                        }
+                    }
+                };
                 tokio::select! {
                     _ = tokio::time::sleep(until) => continue,
+                    _ = released => continue,
                     _ = stopped(&mut stop) => return Ok(Ended::Stopped(Some(phase))),
                 }
             }
@@ -372,10 +411,8 @@ pub async fn drive(
             Ok(Outcome::Shed) => {
                 lease.release(claim).await;
                 // Give the others two lease durations to take it before we may again.
-                tokio::select! {
-                    _ = tokio::time::sleep(duration * 2) => continue,
-                    _ = stopped(&mut stop) => return Ok(Ended::Stopped(Some(phase))),
-                }
+                shed_until = Some(tokio::time::Instant::now() + duration * 2);
+                continue;
             }
             Err(e) => {
                 lease.release(claim).await;

@@ -10,17 +10,23 @@
 //! When the watches cannot start, or one fails later (a Role that allows `list` but not
 //! `watch`, a dropped connection), the runner reads as before until the watch recovers.
 //!
-//! A fourth watch, of the state ConfigMaps' metadata only, finds new rollouts (instead of a
+//! The rollouts' Leases are watched too, so that a runner waiting for one sees it released
+//! (handed over to even out the load) at once rather than when the claim would have lapsed.
+//!
+//! A watch of the state ConfigMaps' metadata only finds new rollouts (instead of a
 //! list per discovery round) and tells a runner whether the state it saved last is still
 //! the newest: then the next evaluation starts from its own copy instead of a GET. It is only
 //! a shortcut: every save is a compare-and-swap on the resourceVersion, so a write the watch
 //! has not delivered yet makes the save fail and the state is read again.
 
+use super::lease;
 use super::state::{self, Listed};
 use super::workloads;
+use crate::core::attendance::LeaseFacts;
 use crate::core::facts::PodFacts;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -39,6 +45,7 @@ pub struct WatchCache {
     sets: Watched<ReplicaSet>,
     deployments: Watched<Deployment>,
     states: Watched<PartialObjectMeta<ConfigMap>>,
+    leases: Watched<Lease>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -136,24 +143,29 @@ impl WatchCache {
             namespace,
             all().labels(&state::state_selector()),
         );
+        // The rollouts' Leases: a runner waiting for one sees it handed over at once.
+        let (leases, t5) =
+            watch::<Lease>(client, namespace, all().labels(&state::state_selector()));
         let cache = WatchCache {
             pods,
             sets,
             deployments,
             states,
-            tasks: vec![t1, t2, t3, t4],
+            leases,
+            tasks: vec![t1, t2, t3, t4, t5],
         };
         let ready = async {
             cache.pods.store.wait_until_ready().await.ok();
             cache.sets.store.wait_until_ready().await.ok();
             cache.deployments.store.wait_until_ready().await.ok();
             cache.states.store.wait_until_ready().await.ok();
+            cache.leases.store.wait_until_ready().await.ok();
         };
         tokio::time::timeout(READY_TIMEOUT, ready)
             .await
             .map_err(|_| {
                 format!(
-                    "Deployments, pods, ReplicaSets and rollout states could not be watched within {READY_TIMEOUT:?} (is `watch` allowed?); listing them at every evaluation instead"
+                    "Deployments, pods, ReplicaSets, rollout states and Leases could not be watched within {READY_TIMEOUT:?} (is `watch` allowed?); listing them at every evaluation instead"
                 )
             })?;
         Ok(cache)
@@ -166,6 +178,7 @@ impl WatchCache {
             ("ReplicaSets", self.sets.failure()),
             ("Deployments", self.deployments.failure()),
             ("rollout states", self.states.failure()),
+            ("Leases", self.leases.failure()),
         ]
         .into_iter()
         .find_map(|(what, f)| {
@@ -194,6 +207,18 @@ impl WatchCache {
             .store()?
             .get(&ObjectRef::new(&state::configmap_name(service)).within(namespace))
             .and_then(|m| m.metadata.resource_version.clone())
+    }
+
+    /// The Lease of `service`'s rollout in `namespace` as last watched (default: none yet;
+    /// None: the watch is failing).
+    pub fn lease(&self, namespace: &str, service: &str) -> Option<LeaseFacts> {
+        let store = self.leases.store()?;
+        Some(
+            store
+                .get(&ObjectRef::new(&state::configmap_name(service)).within(namespace))
+                .map(|l| lease::facts_of(&l))
+                .unwrap_or_default(),
+        )
     }
 
     /// Deployment `name` in `namespace` as last watched (None: not seen, or the watch is
