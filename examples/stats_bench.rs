@@ -19,11 +19,13 @@
 //!     --set latency_alpha=0.002 --schedule-override interval=10s --case "1→2%" --verbose
 //! ```
 //!
-//! Flags: `--seeds N`, `--threads N`, `--policy NAME` (one shipped policy), `--set KEY=VALUE`
-//! (policy params, as `kubectl canary --set`; repeatable), `--schedule-override KEY=VALUE`
-//! (repeatable), `--case TEXT` (only the cases whose name contains TEXT; repeatable) and
-//! `--verbose` (per cell: rollbacks by the test that decided them — the first word of the
-//! reason — and by the weight they happened at).
+//! Flags: `--seeds N`, `--first-seed N` (default 1; seeds N, N+1, … instead of 1, 2, …),
+//! `--threads N`, `--policy NAME` (one shipped policy), `--set KEY=VALUE` (policy params, as
+//! `kubectl canary --set`; repeatable), `--schedule-override KEY=VALUE` (repeatable),
+//! `--case TEXT` (only the cases whose name contains TEXT; repeatable) and `--verbose` (per
+//! cell: outcomes, the rolled-back runs' mean canary requests ± its standard error,
+//! rollbacks by the test that decided them — the first word of the reason — and by the
+//! weight they happened at).
 
 use kubectl_canary::controller::Evaluator;
 use kubectl_canary::core::stats::normal_cdf;
@@ -256,6 +258,21 @@ fn sprt_p95() -> f64 {
     wald_numerator() / kl
 }
 
+/// Mean and its standard error (sample standard deviation / √n); `None` without values.
+fn mean_and_se(values: &[f64]) -> Option<(f64, f64)> {
+    let n = values.len() as f64;
+    if values.is_empty() {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n;
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    Some((mean, (var / n).sqrt()))
+}
+
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -313,6 +330,7 @@ fn load(engine: &PolicyEngine, name: &str) -> policy::Policy {
 
 fn main() {
     let seeds = arg("--seeds", 200) as u64;
+    let first_seed = arg("--first-seed", 1) as u64;
     let only = only_policy();
     let threads = arg("--threads", 2).max(1);
     let params = kubectl_canary::controller::parse_params(&values("--set"))
@@ -332,7 +350,7 @@ fn main() {
         .filter(|(_, c)| only_cases.is_empty() || only_cases.iter().any(|t| c.name.contains(t)))
         .collect();
     let tasks: Vec<(usize, u64)> = (0..jobs.len())
-        .flat_map(|j| (1..=seeds).map(move |s| (j, s)))
+        .flat_map(|j| (first_seed..first_seed + seeds).map(move |s| (j, s)))
         .collect();
     let next = AtomicUsize::new(0);
     let results: Mutex<BTreeMap<usize, Vec<Run>>> = Mutex::new(BTreeMap::new());
@@ -368,7 +386,8 @@ fn main() {
         (share, mean)
     };
     println!(
-        "stats_bench: {seeds} seeds per cell, {} runs, {:.0} s on {threads} threads\n",
+        "stats_bench: {seeds} seeds per cell ({first_seed}–{}), {} runs, {:.0} s on {threads} threads\n",
+        first_seed + seeds - 1,
         tasks.len(),
         started.elapsed().as_secs_f64()
     );
@@ -452,12 +471,19 @@ fn main() {
                 .map(|(o, (n, m))| format!("{o} {n} ({:.0} min)", m / *n as f64))
                 .collect();
             let causes: Vec<String> = by_cause.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let requests: Vec<f64> = results[&j]
+                .iter()
+                .filter(|r| r.outcome == Outcome::RolledBack)
+                .map(|r| r.canary_requests)
+                .collect();
+            let mean_se = mean_and_se(&requests)
+                .map_or("–".to_string(), |(m, se)| format!("{m:.0} ± {se:.0} req"));
             let weights: Vec<String> = by_weight
                 .iter()
                 .map(|(w, (n, sum))| format!("{w}%: {n} (mean {:.0} req)", sum / *n as f64))
                 .collect();
             println!(
-                "- `{p}` {}: {} | {} | {}",
+                "- `{p}` {}: {} | rolled back: {mean_se} | {} | {}",
                 c.name,
                 outcomes.join(", "),
                 causes.join(", "),
