@@ -289,22 +289,25 @@ fn hostile_policies_never_promote_in_the_simulator() {
     }
 }
 
+/// An engine whose plugin dir holds the hooks `(name, source)` (the dir lives as long as the
+/// returned guard).
+fn engine_with_hooks(hooks: &[(&str, &str)]) -> (tempfile::TempDir, PolicyEngine) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, source) in hooks {
+        std::fs::write(dir.path().join(format!("{name}.rhai")), source).unwrap();
+    }
+    let engine = PolicyEngine::new(vec![dir.path().to_path_buf()], &Limits::default());
+    (dir, engine)
+}
+
 /// Hooks that import each other are a clear compile error naming the chain, not a stack
 /// overflow that kills the process (issue 10 F10).
 #[test]
 fn import_cycles_are_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("ping.rhai"),
-        "import \"pong\" as pong;\nfn check(ctx) { () }\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("pong.rhai"),
-        "import \"ping\" as ping;\nfn check(ctx) { () }\n",
-    )
-    .unwrap();
-    let engine = PolicyEngine::new(vec![dir.path().to_path_buf()], &Limits::default());
+    let (_dir, engine) = engine_with_hooks(&[
+        ("ping", "import \"pong\" as pong;\nfn check(ctx) { () }\n"),
+        ("pong", "import \"ping\" as ping;\nfn check(ctx) { () }\n"),
+    ]);
     let src = "import \"ping\" as ping;\nfn schedule() { #{ steps: [10, 100] } }\nfn decide(ctx) { hold(\"x\") }\n";
     let err = match engine.compile("cycle.rhai", src, &Limits::default()) {
         Ok(_) => panic!("a cycle must not compile"),
@@ -473,14 +476,11 @@ fn default_policy_holds_when_only_stables_p95_is_missing() {
 /// (`wanted_latency_samples`) and the caller evaluates again with them (issue 11, runner CPU).
 #[test]
 fn latency_samples_are_fetched_for_policies_that_read_them() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("lat.rhai"),
+    let (_dir, engine) = engine_with_hooks(&[(
+        "lat",
         "fn check(ctx) { ctx.latency_test(#{ min_samples: 5 }) }\n",
-    )
-    .unwrap();
+    )]);
     let limits = Limits::default();
-    let engine = PolicyEngine::new(vec![dir.path().to_path_buf()], &limits);
     let direct = engine
         .compile(
             NAME,
