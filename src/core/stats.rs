@@ -298,8 +298,7 @@ impl ErrorShareTest {
         };
 
         // Fail first: evidence against the canary overrides any pass arm.
-        // The capped bet lands on the bound itself, up to rounding.
-        if llr >= upper - 1e-9 && x >= MIN_CANARY_ERRORS_TO_FAIL {
+        if llr >= upper && x >= MIN_CANARY_ERRORS_TO_FAIL {
             return out(
                 Verdict::Fail,
                 format!(
@@ -1371,6 +1370,7 @@ impl AnytimeErrorTest {
             samples,
             reason: format!("{head}: {why}"),
         };
+        // A capped bet lands on the bound itself (`bet_on_share` snaps it there).
         if llr >= upper && x >= MIN_CANARY_ERRORS_TO_FAIL {
             let why = format!(
                 "canary error rate is likely ≥ {k}× stable (α {})",
@@ -1444,10 +1444,33 @@ fn random_marks(ev: &Evidence, items: u64, marked: u64) -> Vec<bool> {
 /// `log_wealth` exactly onto `upper` and not past it. Why the cap: wealth past 1/α buys no
 /// earlier decision, and the smaller stake loses less when the item is unmarked — the
 /// overshoot of the last error was about 0.3 nats (6% more canary requests) at 5% weight.
-fn capped_stake(log_wealth: f64, upper: f64, p: f64, p1: f64) -> f64 {
+/// Also says whether the cap applied.
+fn capped_stake(log_wealth: f64, upper: f64, p: f64, p1: f64) -> (f64, bool) {
     let full = (p1 - p) / (p * (1.0 - p));
     let to_bound = ((upper - log_wealth).exp() - 1.0) / (1.0 - p);
-    full.min(to_bound).max(0.0)
+    if to_bound < full {
+        (to_bound.max(0.0), true)
+    } else {
+        (full, false)
+    }
+}
+
+/// The log-wealth after one bet of `stake` on an item that is `marked` or not, with
+/// probability `p` of marked under H0. A marked item won with the capped stake lands on
+/// `upper` exactly, not a rounding error below it (where the next stake would be ~0 and the
+/// test could never fail).
+fn after_bet(
+    log_wealth: f64,
+    upper: f64,
+    p: f64,
+    (stake, capped): (f64, bool),
+    marked: bool,
+) -> f64 {
+    match (marked, capped) {
+        (true, true) => upper,
+        (true, false) => log_wealth + (stake * (1.0 - p)).ln_1p(),
+        (false, _) => log_wealth + (-stake * p).ln_1p(),
+    }
 }
 
 /// Multiplies the error-share test's wealth by this look's errors (since `ev.tested`), one
@@ -1504,11 +1527,7 @@ fn bet_on_share(ev: &mut Evidence, c: &StepCounts, ratio: f64, upper: f64) -> Op
         if p > 0.0 && p < 1.0 && log_wealth < upper {
             let p1 = ratio * p / (ratio * p + 1.0 - p);
             let stake = capped_stake(log_wealth, upper, p, p1);
-            log_wealth += if canary {
-                (stake * (1.0 - p)).ln_1p()
-            } else {
-                (-stake * p).ln_1p()
-            };
+            log_wealth = after_bet(log_wealth, upper, p, stake, canary);
         }
         if canary {
             drawn_canary += 1.0;
@@ -1564,11 +1583,7 @@ fn bet_on_baseline(
             break;
         }
         let stake = capped_stake(log_wealth, upper, p0, p1);
-        log_wealth += if error {
-            (stake * (1.0 - p0)).ln_1p()
-        } else {
-            (-stake * p0).ln_1p()
-        };
+        log_wealth = after_bet(log_wealth, upper, p0, stake, error);
     }
     ev.error_llr = log_wealth;
     ev.tested = Some(tested(t.canary_requests + items));
