@@ -258,6 +258,14 @@ fn sprt_p95() -> f64 {
     wald_numerator() / kl
 }
 
+/// Canary requests until the rollback of the runs that were rolled back.
+fn rolled_back_requests(runs: &[Run]) -> Vec<f64> {
+    runs.iter()
+        .filter(|r| r.outcome == Outcome::RolledBack)
+        .map(|r| r.canary_requests)
+        .collect()
+}
+
 /// Mean and its standard error (sample standard deviation / √n); `None` without values.
 fn mean_and_se(values: &[f64]) -> Option<(f64, f64)> {
     let n = values.len() as f64;
@@ -376,14 +384,9 @@ fn main() {
 
     let cell = |job: usize| -> (f64, Option<f64>) {
         let runs = &results[&job];
-        let rolled: Vec<&Run> = runs
-            .iter()
-            .filter(|r| r.outcome == Outcome::RolledBack)
-            .collect();
+        let rolled = rolled_back_requests(runs);
         let share = rolled.len() as f64 / runs.len() as f64;
-        let mean = (!rolled.is_empty())
-            .then(|| rolled.iter().map(|r| r.canary_requests).sum::<f64>() / rolled.len() as f64);
-        (share, mean)
+        (share, mean_and_se(&rolled).map(|(mean, _)| mean))
     };
     println!(
         "stats_bench: {seeds} seeds per cell ({first_seed}–{}), {} runs, {:.0} s on {threads} threads\n",
@@ -471,12 +474,7 @@ fn main() {
                 .map(|(o, (n, m))| format!("{o} {n} ({:.0} min)", m / *n as f64))
                 .collect();
             let causes: Vec<String> = by_cause.iter().map(|(k, n)| format!("{k} {n}")).collect();
-            let requests: Vec<f64> = results[&j]
-                .iter()
-                .filter(|r| r.outcome == Outcome::RolledBack)
-                .map(|r| r.canary_requests)
-                .collect();
-            let mean_se = mean_and_se(&requests)
+            let mean_se = mean_and_se(&rolled_back_requests(&results[&j]))
                 .map_or("–".to_string(), |(m, se)| format!("{m:.0} ± {se:.0} req"));
             let weights: Vec<String> = by_weight
                 .iter()

@@ -1232,7 +1232,7 @@ pub fn spent_alpha(alpha: f64, look: u64) -> f64 {
 ///
 /// It is computed as a bet, look by look: each look's new errors are taken one at a time in
 /// a seeded random order, and the stake on each is the likelihood ratio's, capped so that the
-/// wealth lands on 1/α instead of past it ([`capped_stake`]). Any stake keeps the wealth a
+/// wealth lands on 1/α instead of past it ([`bet_in_order`]). Any stake keeps the wealth a
 /// supermartingale under H0, so the guarantee below is unchanged; the cap only removes the
 /// overshoot that cost a regressed canary about 6% more requests at 5% weight.
 ///
@@ -1439,38 +1439,42 @@ fn random_marks(ev: &Evidence, items: u64, marked: u64) -> Vec<bool> {
     marks
 }
 
-/// Stake of one bet that an item is marked (a canary error) with probability `p1` rather
-/// than `p`: the likelihood ratio's stake, capped so that a marked item lifts the wealth
-/// `log_wealth` exactly onto `upper` and not past it. Why the cap: wealth past 1/α buys no
-/// earlier decision, and the smaller stake loses less when the item is unmarked — the
-/// overshoot of the last error was about 0.3 nats (6% more canary requests) at 5% weight.
-/// Also says whether the cap applied.
-fn capped_stake(log_wealth: f64, upper: f64, p: f64, p1: f64) -> (f64, bool) {
-    let full = (p1 - p) / (p * (1.0 - p));
-    let to_bound = ((upper - log_wealth).exp() - 1.0) / (1.0 - p);
-    if to_bound < full {
-        (to_bound.max(0.0), true)
-    } else {
-        (full, false)
-    }
-}
-
-/// The log-wealth after one bet of `stake` on an item that is `marked` or not, with
-/// probability `p` of marked under H0. A marked item won with the capped stake lands on
-/// `upper` exactly, not a rounding error below it (where the next stake would be ~0 and the
-/// test could never fail).
-fn after_bet(
-    log_wealth: f64,
+/// Bets the log-wealth `log_wealth` on `marks` in their order (a mark is a canary error) and
+/// returns it. `odds(j, marked_so_far)` gives the item's probability `p` of being marked under
+/// H0 and `p1` under H1; no bet when `p` is 0 or 1. The stake is the likelihood ratio's,
+/// capped so that a marked item lifts the wealth exactly onto `upper` and not past it. Why the
+/// cap: wealth past 1/α buys no earlier decision, and the smaller stake loses less when the
+/// item is unmarked — the overshoot of the last error was about 0.3 nats (6% more canary
+/// requests) at 5% weight. A won capped bet is set onto `upper` itself, not a rounding error
+/// below it, where the next stake would be ~0 and the test could never fail.
+fn bet_in_order(
+    mut log_wealth: f64,
     upper: f64,
-    p: f64,
-    (stake, capped): (f64, bool),
-    marked: bool,
+    marks: Vec<bool>,
+    odds: impl Fn(usize, f64) -> (f64, f64),
 ) -> f64 {
-    match (marked, capped) {
-        (true, true) => upper,
-        (true, false) => log_wealth + (stake * (1.0 - p)).ln_1p(),
-        (false, _) => log_wealth + (-stake * p).ln_1p(),
+    let mut marked_so_far = 0.0;
+    for (j, marked) in marks.into_iter().enumerate() {
+        if log_wealth >= upper {
+            break;
+        }
+        let (p, p1) = odds(j, marked_so_far);
+        if p > 0.0 && p < 1.0 {
+            let full = (p1 - p) / (p * (1.0 - p));
+            let to_bound = ((upper - log_wealth).exp() - 1.0) / (1.0 - p);
+            let capped = to_bound < full;
+            let stake = if capped { to_bound.max(0.0) } else { full };
+            log_wealth = match (marked, capped) {
+                (true, true) => upper,
+                (true, false) => log_wealth + (stake * (1.0 - p)).ln_1p(),
+                (false, _) => log_wealth + (-stake * p).ln_1p(),
+            };
+        }
+        if marked {
+            marked_so_far += 1.0;
+        }
     }
+    log_wealth
 }
 
 /// Multiplies the error-share test's wealth by this look's errors (since `ev.tested`), one
@@ -1520,20 +1524,10 @@ fn bet_on_share(ev: &mut Evidence, c: &StepCounts, ratio: f64, upper: f64) -> Op
         return Some(());
     };
     let total = dc + ds;
-    let mut drawn_canary = 0.0;
-    let mut log_wealth = ev.error_llr;
-    for (j, canary) in marks.into_iter().enumerate() {
+    ev.error_llr = bet_in_order(ev.error_llr, upper, marks, |j, drawn_canary| {
         let p = (dc - drawn_canary) / (total - j as f64);
-        if p > 0.0 && p < 1.0 && log_wealth < upper {
-            let p1 = ratio * p / (ratio * p + 1.0 - p);
-            let stake = capped_stake(log_wealth, upper, p, p1);
-            log_wealth = after_bet(log_wealth, upper, p, stake, canary);
-        }
-        if canary {
-            drawn_canary += 1.0;
-        }
-    }
-    ev.error_llr = log_wealth;
+        (p, ratio * p / (ratio * p + 1.0 - p))
+    });
     Some(())
 }
 
@@ -1577,15 +1571,7 @@ fn bet_on_baseline(
         return Some(());
     }
     let marks = random_marks(ev, items as u64, k as u64);
-    let mut log_wealth = ev.error_llr;
-    for error in marks {
-        if log_wealth >= upper {
-            break;
-        }
-        let stake = capped_stake(log_wealth, upper, p0, p1);
-        log_wealth = after_bet(log_wealth, upper, p0, stake, error);
-    }
-    ev.error_llr = log_wealth;
+    ev.error_llr = bet_in_order(ev.error_llr, upper, marks, |_, _| (p0, p1));
     ev.tested = Some(tested(t.canary_requests + items));
     Some(())
 }
