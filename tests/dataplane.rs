@@ -340,6 +340,103 @@ async fn nginx_canary_ingress_weight_20_with_header() {
     assert_eq!(s.no_upstream(), 0);
 }
 
+/// ingress-nginx as its sources say (kubernetes/ingress-nginx v1.15.1):
+/// * `internal/ingress/controller/controller.go` `mergeAlternativeBackends`: the canary is
+///   merged into the primary *upstream*, so another Ingress (another host) whose backend is
+///   the same Service and port shares it;
+/// * `rootfs/etc/nginx/lua/balancer.lua`: `canary-weight-total` counts only above 100;
+///   `canary-by-header-pattern` is `ngx.re.match` (unanchored); a canary without endpoints
+///   has no balancer and its share stays on the primary (no 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_canary_follows_the_controllers_balancer() {
+    TestEnv::get();
+    let ns = TestNamespace::create("dp-nginx-up").await;
+    let ingress = |name: &str, host: &str, backend: &str, ann: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  annotations: {ann}\n\
+             spec:\n  ingressClassName: nginx\n  rules:\n  - host: {host}\n    http:\n      paths:\n      \
+             - {{path: /, pathType: Prefix, backend: {{service: {{name: {backend}, port: {{number: 80}}}}}}}}\n---\n"
+        )
+    };
+    let canary_deployment = |replicas| {
+        deployment(
+            "shop-canary",
+            replicas,
+            json!({"app": "shop-canary"}),
+            support::TEST_IMAGE,
+        )
+    };
+    let m = deployment("shop", 2, json!({"app": "shop"}), support::TEST_IMAGE)
+        + &canary_deployment(1)
+        + &service("shop", json!({"app": "shop"}))
+        + &service("shop-canary", json!({"app": "shop-canary"}))
+        + &ingress("shop", "shop.example.com", "shop", "{}")
+        + &ingress("shop-admin", "admin.example.com", "shop", "{}")
+        + &ingress(
+            "shop-canary",
+            "shop.example.com",
+            "shop-canary",
+            r#"{nginx.ingress.kubernetes.io/canary: "true", nginx.ingress.kubernetes.io/canary-weight: "20", nginx.ingress.kubernetes.io/canary-weight-total: "50", nginx.ingress.kubernetes.io/canary-by-header: x-tier, nginx.ingress.kubernetes.io/canary-by-header-pattern: beta}"#,
+        );
+    apply(&ns.client, &ns.name, &m).await;
+    wait_serving(&ns.name, "shop", 2, Duration::from_secs(60)).await;
+    wait_serving(&ns.name, "shop-canary", 1, Duration::from_secs(60)).await;
+    // Another host's Ingress on shop:80 shares the canary; the total of 50 is ignored: 20 %.
+    let t = client(&ns.name, "nginx", "admin.example.com", None, 0.0);
+    let s = settle_and_measure(&ns.name).await;
+    t.assert_running();
+    near(
+        "shop-canary share via shop-admin",
+        share(&s, "shop-canary"),
+        0.20,
+        0.05,
+        &s,
+    );
+    drop(t);
+    // Half the requests carry `x-tier: eu-beta-1`, matched anywhere: 0.5 + 0.5 × 20 % = 60 %.
+    let t = client(
+        &ns.name,
+        "nginx",
+        "shop.example.com",
+        Some("x-tier:eu-beta-1"),
+        0.5,
+    );
+    let s = settle_and_measure(&ns.name).await;
+    t.assert_running();
+    near(
+        "shop-canary share (pattern)",
+        share(&s, "shop-canary"),
+        0.60,
+        0.07,
+        &s,
+    );
+    // No canary endpoints: everything stays on the primary, none answered 503.
+    apply(&ns.client, &ns.name, &canary_deployment(0)).await;
+    let n = ns.name.clone();
+    support::wait_for(
+        Duration::from_secs(60),
+        "the canary's share moves to the primary without 503s",
+        || {
+            let n = n.clone();
+            async move {
+                let s = measure(&n, Duration::from_secs(1)).await;
+                s.total() > 0 && s.of("shop-canary") == 0 && s.no_upstream() == 0
+            }
+        },
+    )
+    .await;
+    let s = measure(&ns.name, WINDOW).await;
+    t.assert_running();
+    assert!(s.total() > 100, "{s:?}");
+    assert_eq!(s.of("shop-canary"), 0, "{s:?}");
+    assert_eq!(s.no_upstream(), 0, "fell back to the primary: {s:?}");
+    eprintln!(
+        "no canary endpoints: {} of {} on shop, 0 answered 503",
+        s.of("shop"),
+        s.total()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trafficsplit_950_50() {
     TestEnv::get();

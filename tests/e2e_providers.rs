@@ -25,6 +25,27 @@ async fn nginx_rolls_back() {
     rollback_flow(Provider::Nginx).await;
 }
 
+/// ingress-nginx scraped as the chart's ServiceMonitor is (`exported_namespace`,
+/// `exported_service`): the rollout reads both tracks without configuration and promotes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_promotes_with_servicemonitor_labels() {
+    promote_flow_tagged(Provider::Nginx, "nginx-sm-ok").await;
+}
+
+/// The same scrape style, a canary answering 50 % errors: rolled back on its error rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_rolls_back_with_servicemonitor_labels() {
+    rollback_flow_with(
+        Provider::Nginx,
+        "nginx-sm-bad",
+        Bad::Image("kubectl-canary/demo:2.0-err50"),
+        "error",
+        "canary_error_rate",
+        0.05,
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_api_promotes() {
     promote_flow(Provider::GatewayApi).await;

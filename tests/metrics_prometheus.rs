@@ -111,13 +111,74 @@ fn share(d: &MetricsData) -> Option<f64> {
     (s + c > 0.0).then(|| c / (s + c))
 }
 
+/// ingress-nginx scraped with honor_labels / an annotation scrape: the series keep their own
+/// `namespace` and `service`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_source_reads_every_flavour() {
+    reads_every_flavour("metrics", "web", NginxScrape::Plain).await;
+}
+
+/// ingress-nginx scraped as the chart's ServiceMonitor is (honorLabels unset): the test
+/// environment's Prometheus renames the series' `namespace`/`service` of namespaces named
+/// `*nginx-sm*` to `exported_namespace`/`exported_service`, as a prometheus-operator does.
+/// The same queries read both, with no configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_source_reads_nginx_scraped_by_a_servicemonitor() {
+    // Another service name: Kafka consumer groups (the lag query) are cluster-wide.
+    reads_every_flavour("metrics-nginx-sm", "shop", NginxScrape::ServiceMonitor).await;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum NginxScrape {
+    Plain,
+    ServiceMonitor,
+}
+
+/// The ingress-nginx series of namespace `n` are labelled as the controller exports them
+/// (kubernetes/ingress-nginx `rootfs/etc/nginx/lua/monitor.lua`, `util.go` `upstreamName`):
+/// both tracks carry the primary Ingress and Service; the canary's `canary` is its upstream
+/// `<ns>-<svc>-canary-80`, stable's is empty; the namespace label is the scrape style's.
+async fn assert_nginx_series_shape(c: &PrometheusClient, n: &str, svc: &str, scrape: NginxScrape) {
+    let (ns_label, svc_label, other) = match scrape {
+        NginxScrape::Plain => ("namespace", "service", "exported_namespace"),
+        NginxScrape::ServiceMonitor => ("exported_namespace", "exported_service", "namespace"),
+    };
+    let count = |sel: String| {
+        let c = c.clone();
+        async move {
+            c.query(
+                &format!("count(nginx_ingress_controller_requests{{{sel}}})"),
+                Utc::now(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{sel}: {e:?}"))
+        }
+    };
+    let canary = format!(
+        r#"{ns_label}="{n}",{svc_label}="{svc}",ingress="{svc}",canary="{n}-{svc}-canary-80""#
+    );
+    let stable = format!(r#"{ns_label}="{n}",{svc_label}="{svc}",ingress="{svc}",canary="""#);
+    assert!(
+        count(canary.clone()).await.is_some_and(|x| x > 0.0),
+        "no series {{{canary}}}"
+    );
+    assert!(
+        count(stable.clone()).await.is_some_and(|x| x > 0.0),
+        "no series {{{stable}}}"
+    );
+    // Nothing in the other style, and no series names the canary Service as `service`.
+    assert_eq!(count(format!(r#"{other}="{n}""#)).await, None, "{scrape:?}");
+    assert_eq!(
+        count(format!(r#"{ns_label}="{n}",{svc_label}="{svc}-canary""#)).await,
+        None
+    );
+}
+
+async fn reads_every_flavour(prefix: &str, svc: &str, scrape: NginxScrape) {
     let t0 = Instant::now();
     let env = TestEnv::get();
-    let ns = TestNamespace::create("metrics").await;
+    let ns = TestNamespace::create(prefix).await;
     let n = ns.name.clone();
-    let svc = "web";
     // Stable pods behind `web` (this test reads metrics, it does not test routing: the
     // Service selects stable only, as a rollout pins it, so both clients' splits are exactly
     // the weight).
@@ -131,7 +192,7 @@ async fn prometheus_source_reads_every_flavour() {
     )
     .await;
     support::create_canary(&ns.client, &n, svc, 1, support::TEST_IMAGE).await;
-    // ingress-nginx: primary Ingress → `web` (stable), canary Ingress → `web-canary`.
+    // ingress-nginx: primary Ingress → `<svc>` (stable), canary Ingress → `<svc>-canary`.
     support::set_route(&ns.client, &n, Provider::Nginx, svc, svc, CANARY_WEIGHT).await;
     // Istio: a host split (`web` selects stable only, so subsets of it could not reach the
     // canary: the data plane would answer 503, as Envoy would).
@@ -141,12 +202,12 @@ async fn prometheus_source_reads_every_flavour() {
         json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
                "metadata": {"name": svc},
                "spec": {"hosts": [svc], "http": [{"route": [
-                   {"destination": {"host": "web-stable"}, "weight": 100 - CANARY_WEIGHT},
-                   {"destination": {"host": "web-canary"}, "weight": CANARY_WEIGHT}]}]}}),
+                   {"destination": {"host": format!("{svc}-stable")}, "weight": 100 - CANARY_WEIGHT},
+                   {"destination": {"host": format!("{svc}-canary")}, "weight": CANARY_WEIGHT}]}]}}),
     )
     .await;
     support::wait_serving(&n, svc, 2, Duration::from_secs(60)).await;
-    support::wait_serving(&n, "web-canary", 1, Duration::from_secs(60)).await;
+    support::wait_serving(&n, &format!("{svc}-canary"), 1, Duration::from_secs(60)).await;
     let traffic: Vec<Traffic> = [Provider::Istio, Provider::Nginx]
         .into_iter()
         .map(|p| {
@@ -197,6 +258,7 @@ async fn prometheus_source_reads_every_flavour() {
         },
     )
     .await;
+    assert_nginx_series_shape(&c, &n, svc, scrape).await;
     let first = fetch_all(&c, &n, svc, step_started).await;
     for (f, d) in &first {
         eprintln!(
@@ -241,7 +303,7 @@ async fn prometheus_source_reads_every_flavour() {
     // 2. Fault on the canary only: 50 % errors, ~200 ms latency, Kafka lag.
     support::inject_fault(
         &n,
-        "web-canary",
+        &format!("{svc}-canary"),
         json!({"error_rate": 0.5, "latency_ms": 200.0, "kafka_lag": 5000}),
     )
     .await;
@@ -332,10 +394,7 @@ async fn prometheus_source_reads_every_flavour() {
         );
     }
     drop(traffic);
-    eprintln!(
-        "prometheus_source_reads_every_flavour took {:.1?}",
-        t0.elapsed()
-    );
+    eprintln!("reads_every_flavour({prefix}) took {:.1?}", t0.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -560,7 +560,7 @@ impl PrometheusClient {
         for track in [Track::Stable, Track::Canary] {
             let mut vars = templates::track_vars(&common, req, track);
             let mut push = |field: Field, tpl: &str, vars: &Vars, name: &str| {
-                let query = templates::render(name, tpl, vars)?;
+                let query = templates::render_track(name, tpl, vars)?;
                 jobs.push(Job {
                     target: Target::Track(track, field),
                     query,
@@ -586,7 +586,7 @@ impl PrometheusClient {
             if req.latency_samples && start <= req.now {
                 vars.insert("quantile".into(), "0.95".into());
                 vars.insert("window".into(), templates::duration_secs(interval));
-                let query = templates::render("latency_samples", t.latency, &vars)?;
+                let query = templates::render_track("latency_samples", t.latency, &vars)?;
                 jobs.push(Job {
                     target: Target::Samples(track),
                     query,

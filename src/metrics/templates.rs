@@ -22,9 +22,8 @@
 //! `{{workload}}` (the track's Deployment), `{{track}}` (`stable`/`canary`),
 //! `{{track_selector}}` (`track!="canary"` for stable, whose pods carry no label of ours;
 //! `track="canary"` for the canary),
-//! `{{track_service}}` (`<service>` / `<service>-canary`), `{{nginx_canary}}` (empty for
-//! stable, the canary Service name for canary: ingress-nginx's `canary` label) and
-//! `{{quantile}}` (0.5, 0.95, 0.99).
+//! `{{track_service}}` (`<service>` / `<service>-canary`), `{{nginx_track}}` (ingress-nginx's
+//! selector of the track, see `NGINX` below) and `{{quantile}}` (0.5, 0.95, 0.99).
 //!
 //! An unknown placeholder is an error ([`MetricsError::Template`]) naming it, never an
 //! empty string: a typo must not silently select nothing (or everything).
@@ -101,13 +100,23 @@ const LINKERD: FlavourTemplates = FlavourTemplates {
     latency: r#"histogram_quantile({{quantile}}, sum by (le) (rate(response_latency_ms_bucket{direction="inbound",namespace="{{namespace}}",deployment="{{workload}}"}[{{window}}])))"#,
 };
 
+// ingress-nginx, as the controller exports it (kubernetes/ingress-nginx v1.15.1):
+// `rootfs/etc/nginx/lua/monitor.lua` labels each request with the *location's* namespace,
+// Ingress and Service, and `canary` = `proxy_alternative_upstream_name`, which
+// `rootfs/etc/nginx/lua/balancer.lua` sets to the canary's upstream name only when the request
+// went to the canary. A canary Ingress owns no location (`internal/ingress/controller/
+// controller.go`), so both tracks carry the primary's `service`; the canary is told apart by
+// `canary` = `<namespace>-<canary Service>-<port>` (`util.go` `upstreamName`), stable by
+// `canary=""`. `{{nginx_track}}` is the track's selector; for stable it has a second form
+// for Prometheus setups that rename colliding labels (see [`render_track`]).
+// `status` is the code or, with `--report-status-classes`, "5xx": `5..` matches both.
 const NGINX: FlavourTemplates = FlavourTemplates {
     flavour: MetricsFlavour::Nginx,
-    requests: r#"sum(increase(nginx_ingress_controller_requests{namespace="{{namespace}}",service="{{track_service}}",canary="{{nginx_canary}}"}[{{step_window}}]))"#,
-    errors: r#"(sum(increase(nginx_ingress_controller_requests{namespace="{{namespace}}",service="{{track_service}}",canary="{{nginx_canary}}",status=~"5.."}[{{step_window}}])) or 0 * sum(increase(nginx_ingress_controller_requests{namespace="{{namespace}}",service="{{track_service}}",canary="{{nginx_canary}}"}[{{step_window}}])))"#,
-    request_rate: r#"sum(rate(nginx_ingress_controller_requests{namespace="{{namespace}}",service="{{track_service}}",canary="{{nginx_canary}}"}[{{window}}]))"#,
-    error_rate: r#"(sum(rate(nginx_ingress_controller_requests{namespace="{{namespace}}",service="{{track_service}}",canary="{{nginx_canary}}",status=~"5.."}[{{window}}])) or 0 * sum(rate(nginx_ingress_controller_requests{namespace="{{namespace}}",service="{{track_service}}",canary="{{nginx_canary}}"}[{{window}}]))) / sum(rate(nginx_ingress_controller_requests{namespace="{{namespace}}",service="{{track_service}}",canary="{{nginx_canary}}"}[{{window}}]))"#,
-    latency: r#"1000 * histogram_quantile({{quantile}}, sum by (le) (rate(nginx_ingress_controller_request_duration_seconds_bucket{namespace="{{namespace}}",service="{{track_service}}",canary="{{nginx_canary}}"}[{{window}}])))"#,
+    requests: r#"sum(increase(nginx_ingress_controller_requests{{{nginx_track}}}[{{step_window}}]))"#,
+    errors: r#"(sum(increase(nginx_ingress_controller_requests{{{nginx_track}},status=~"5.."}[{{step_window}}])) or 0 * sum(increase(nginx_ingress_controller_requests{{{nginx_track}}}[{{step_window}}])))"#,
+    request_rate: r#"sum(rate(nginx_ingress_controller_requests{{{nginx_track}}}[{{window}}]))"#,
+    error_rate: r#"(sum(rate(nginx_ingress_controller_requests{{{nginx_track}},status=~"5.."}[{{window}}])) or 0 * sum(rate(nginx_ingress_controller_requests{{{nginx_track}}}[{{window}}]))) / sum(rate(nginx_ingress_controller_requests{{{nginx_track}}}[{{window}}]))"#,
+    latency: r#"1000 * histogram_quantile({{quantile}}, sum by (le) (rate(nginx_ingress_controller_request_duration_seconds_bucket{{{nginx_track}}}[{{window}}])))"#,
 };
 
 const GENERIC: FlavourTemplates = FlavourTemplates {
@@ -165,13 +174,9 @@ pub fn track_vars(
     use crate::core::facts::Track;
     let mut v = common.clone();
     let canary_svc = canary_service(&req.service);
-    let (workload, track_service, nginx_canary) = match track {
-        Track::Stable => (
-            req.stable_workload.clone(),
-            req.service.clone(),
-            String::new(),
-        ),
-        Track::Canary => (req.canary_workload.clone(), canary_svc.clone(), canary_svc),
+    let (workload, track_service) = match track {
+        Track::Stable => (req.stable_workload.clone(), req.service.clone()),
+        Track::Canary => (req.canary_workload.clone(), canary_svc.clone()),
     };
     v.insert("workload".into(), workload);
     v.insert("track".into(), track.as_str().into());
@@ -185,8 +190,52 @@ pub fn track_vars(
         },
     );
     v.insert("track_service".into(), track_service);
-    v.insert("nginx_canary".into(), nginx_canary);
+    // ingress-nginx (see NGINX above). The primary Ingress's backend is the user's Service or
+    // `<service>-stable`; the canary's upstream is `<namespace>-<service>-canary-<port>`,
+    // matched for any port (number or name) so that no Ingress read is needed per evaluation.
+    let (ns, svc) = (&req.namespace, &req.service);
+    let nginx_stable = |ns_label: &str, svc_label: &str| {
+        format!(r#"{ns_label}="{ns}",{svc_label}=~"{svc}|{svc}-stable",canary="""#)
+    };
+    match track {
+        Track::Stable => {
+            v.insert("nginx_track".into(), nginx_stable("namespace", "service"));
+            v.insert(
+                NGINX_TRACK_EXPORTED.into(),
+                nginx_stable("exported_namespace", "exported_service"),
+            );
+        }
+        Track::Canary => {
+            v.insert(
+                "nginx_track".into(),
+                format!(r#"canary=~"{ns}-{canary_svc}-.+""#),
+            );
+        }
+    }
     v
+}
+
+/// The second form of `{{nginx_track}}`: with a prometheus-operator ServiceMonitor (the
+/// ingress-nginx chart's default leaves `honorLabels` unset, `charts/ingress-nginx/values.yaml`)
+/// the series' own `namespace` and `service` collide with the scrape target's and arrive as
+/// `exported_namespace` and `exported_service` (upstream's `deploy/grafana/dashboards/nginx.json`
+/// queries `exported_namespace`); an annotation scrape or `honor_labels` keeps them.
+const NGINX_TRACK_EXPORTED: &str = "nginx_track_exported";
+
+/// Renders a built-in per-track template. When the track's selector has a second scrape
+/// style (ingress-nginx's stable track), the query is `(plain) or (exported)`: whichever
+/// style the user's Prometheus has answers, with no configuration. Only one style exists in
+/// one Prometheus, so `or` never adds the two.
+pub fn render_track(name: &str, template: &str, vars: &Vars) -> Result<String, MetricsError> {
+    let plain = render(name, template, vars)?;
+    match vars.get(NGINX_TRACK_EXPORTED) {
+        Some(exported) if template.contains("{{nginx_track}}") => {
+            let mut v = vars.clone();
+            v.insert("nginx_track".into(), exported.clone());
+            Ok(format!("({plain}) or ({})", render(name, template, &v)?))
+        }
+        _ => Ok(plain),
+    }
 }
 
 /// Replaces every `{{ name }}` in `template` (spaces inside the braces allowed).
@@ -198,7 +247,11 @@ pub fn render(name: &str, template: &str, vars: &Vars) -> Result<String, Metrics
     };
     let mut out = String::with_capacity(template.len() + 64);
     let mut rest = template;
-    while let Some(open) = rest.find("{{") {
+    while let Some(mut open) = rest.find("{{") {
+        // `{{{x}}}`: a selector's literal brace around a placeholder.
+        if rest[open..].starts_with("{{{") {
+            open += 1;
+        }
         out.push_str(&rest[..open]);
         let after = &rest[open + 2..];
         let Some(close) = after.find("}}") else {
@@ -309,6 +362,15 @@ mod tests {
     }
 
     #[test]
+    fn a_brace_around_a_placeholder_stays() {
+        let vars = common_vars(&req(), 60, 300);
+        assert_eq!(
+            render("q", "x{{{service}}}[{{window}}]", &vars).unwrap(),
+            "x{web}[60s]"
+        );
+    }
+
+    #[test]
     fn unclosed_placeholder_is_an_error() {
         let vars = common_vars(&req(), 60, 300);
         let e = render("q", "sum(x{a=\"{{service\"})", &vars).unwrap_err();
@@ -332,11 +394,12 @@ mod tests {
                     ("error_rate", t.error_rate),
                     ("latency", t.latency),
                 ] {
-                    let q =
-                        render(field, tpl, &vars).unwrap_or_else(|e| panic!("{f}/{field}: {e}"));
+                    let q = render_track(field, tpl, &vars)
+                        .unwrap_or_else(|e| panic!("{f}/{field}: {e}"));
                     assert!(!q.contains("{{"), "{f}/{field}: {q}");
+                    // (ingress-nginx's canary upstream name begins with the namespace)
                     assert!(
-                        q.contains("\"shop\""),
+                        q.contains("\"shop\"") || q.contains("\"shop-web-canary-"),
                         "{f}/{field} selects the namespace: {q}"
                     );
                     assert_eq!(
@@ -363,13 +426,22 @@ mod tests {
         let istio = |v: &Vars| render("rr", ISTIO.request_rate, v).unwrap();
         assert!(istio(&s).contains(r#"destination_workload="web""#));
         assert!(istio(&c).contains(r#"destination_workload="web-canary""#));
-        let nginx = |v: &Vars| render("rr", NGINX.request_rate, v).unwrap();
-        assert!(
-            nginx(&s).contains(r#"service="web",canary="""#),
-            "{}",
-            nginx(&s)
+        // ingress-nginx: stable is the primary location's Service with an empty `canary`, in
+        // both scrape styles; the canary is its upstream name, whatever the port.
+        let nginx = |v: &Vars| render_track("rr", NGINX.request_rate, v).unwrap();
+        assert_eq!(
+            nginx(&s),
+            r#"(sum(rate(nginx_ingress_controller_requests{namespace="shop",service=~"web|web-stable",canary=""}[60s]))) or (sum(rate(nginx_ingress_controller_requests{exported_namespace="shop",exported_service=~"web|web-stable",canary=""}[60s])))"#
         );
-        assert!(nginx(&c).contains(r#"service="web-canary",canary="web-canary""#));
+        assert_eq!(
+            nginx(&c),
+            r#"sum(rate(nginx_ingress_controller_requests{canary=~"shop-web-canary-.+"}[60s]))"#
+        );
+        // Other flavours have one form.
+        assert_eq!(
+            render_track("rr", ISTIO.request_rate, &s).unwrap(),
+            render("rr", ISTIO.request_rate, &s).unwrap()
+        );
         let generic = |v: &Vars| render("rr", GENERIC.request_rate, v).unwrap();
         assert!(generic(&c).contains(r#"track="canary""#));
         assert_eq!(

@@ -125,13 +125,16 @@ fn set_ann(ann: &mut BTreeMap<String, String>, k: &str, v: Option<String>) -> bo
 }
 
 /// Canary percent from the annotations (None when no weight annotation).
+/// `canary-weight-total` counts only when above 100: kubernetes/ingress-nginx
+/// `rootfs/etc/nginx/lua/balancer.lua` (`route_to_alternative_balancer`) ignores smaller totals,
+/// although the docs only say "defaults to 100" (the source wins).
 fn weight_of(meta: &ObjectMeta) -> Option<u32> {
     let ann = meta.annotations.as_ref()?;
     let w: f64 = ann.get(CANARY_WEIGHT)?.trim().parse().ok()?;
     let total = ann
         .get(CANARY_WEIGHT_TOTAL)
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|t| *t > 0.0)
+        .filter(|t| *t > 100.0)
         .unwrap_or(100.0);
     Some(((w.clamp(0.0, total) / total) * 100.0).round() as u32)
 }
@@ -401,5 +404,9 @@ mod tests {
         let ann = meta.annotations.as_mut().unwrap();
         ann.insert(CANARY_WEIGHT_TOTAL.into(), "1000".into());
         assert_eq!(weight_of(&meta), Some(3));
+        // A total of 100 or less is ignored by the controller: 25 stays 25 %.
+        let ann = meta.annotations.as_mut().unwrap();
+        ann.insert(CANARY_WEIGHT_TOTAL.into(), "50".into());
+        assert_eq!(weight_of(&meta), Some(25));
     }
 }

@@ -60,7 +60,7 @@ impl Workloads {
     pub fn canary_requests_query(&self, scrape: Duration) -> Result<String, MetricsError> {
         let two_scrapes = 2 * ceil_secs(scrape);
         let vars = self.vars(Track::Canary, two_scrapes, two_scrapes);
-        templates::render("requests", self.templates().requests, &vars)
+        templates::render_track("requests", self.templates().requests, &vars)
     }
 
     /// The range queries behind the canary-vs-stable charts (chart id, track, PromQL).
@@ -75,16 +75,20 @@ impl Workloads {
             out.push((
                 "chart-error-rate",
                 track,
-                templates::render("error_rate", t.error_rate, &vars)?,
+                templates::render_track("error_rate", t.error_rate, &vars)?,
             ));
             for (id, q) in [("chart-p95", "0.95"), ("chart-p99", "0.99")] {
                 vars.insert("quantile".into(), q.into());
-                out.push((id, track, templates::render("latency", t.latency, &vars)?));
+                out.push((
+                    id,
+                    track,
+                    templates::render_track("latency", t.latency, &vars)?,
+                ));
             }
             out.push((
                 "chart-request-rate",
                 track,
-                templates::render("request_rate", t.request_rate, &vars)?,
+                templates::render_track("request_rate", t.request_rate, &vars)?,
             ));
         }
         Ok(out)

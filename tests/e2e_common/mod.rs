@@ -300,9 +300,15 @@ fn events(h: &Value) -> Vec<String> {
 
 /// Healthy canary promotes through the shipped default policy (fast schedule).
 pub async fn promote_flow(p: Provider) {
+    promote_flow_tagged(p, "ok").await;
+}
+
+/// [`promote_flow`] in a namespace named `e2e-<provider>-<tag>-…` (the test environment
+/// scrapes ingress-nginx ServiceMonitor-style in namespaces named `*nginx-sm*`).
+pub async fn promote_flow_tagged(p: Provider, tag: &str) {
     let t0 = Instant::now();
     let svc = "web";
-    let (ns, _traffic) = setup(&format!("e2e-{}-ok", provider_name(p)), svc, p, 100.0).await;
+    let (ns, _traffic) = setup(&format!("e2e-{}-{tag}", provider_name(p)), svc, p, 100.0).await;
     let out = start(&ns.name, svc, p, &[]).await;
     assert_eq!(out.status.code(), Some(0), "start");
     assert_eq!(route_weight(&ns.client, &ns.name, svc, p).await, Some(5));

@@ -55,6 +55,8 @@ pub struct ServeArgs {
 pub const HDR_SERVICE: &str = "x-mesh-service";
 pub const HDR_INGRESS: &str = "x-mesh-ingress";
 pub const HDR_CANARY: &str = "x-mesh-nginx-canary";
+/// ingress-nginx's `service` label: the primary location's Service (also for canary requests).
+pub const HDR_NGINX_SERVICE: &str = "x-mesh-nginx-service";
 
 /// Run-time fault state; `POST /admin/fault` updates any subset of fields.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -209,6 +211,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             let mut ctx = RouteCtx {
                 service: h(HDR_SERVICE),
                 ingress: h(HDR_INGRESS),
+                nginx_service: h(HDR_NGINX_SERVICE),
                 canary: h(HDR_CANARY),
             };
             if ctx.service.is_empty() {

@@ -47,7 +47,7 @@ use kube::runtime::watcher;
 use tokio::net::TcpListener;
 
 use crate::rng;
-use crate::serve::{Body, HDR_CANARY, HDR_INGRESS, HDR_SERVICE, text};
+use crate::serve::{Body, HDR_CANARY, HDR_INGRESS, HDR_NGINX_SERVICE, HDR_SERVICE, text};
 use pods::{PodInfo, Supervisor};
 use route::{Outcome, Via};
 use world::{Key, Kind, World};
@@ -76,7 +76,7 @@ pub struct MeshArgs {
 }
 
 /// Source-side counters: (namespace, via, destination service, destination workload,
-/// destination version, status, ingress, nginx canary, answered by the mesh) → requests.
+/// destination version, status, ingress-nginx labels, answered by the mesh) → requests.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct SourceKey {
     namespace: String,
@@ -85,8 +85,8 @@ struct SourceKey {
     workload: String,
     version: String,
     status: u16,
-    ingress: String,
-    canary: String,
+    /// ingress-nginx's labels (all "" for other entries).
+    nginx: route::NginxLabels,
     local_reply: bool,
 }
 
@@ -242,8 +242,7 @@ async fn proxy(shared: Arc<Shared>, req: HRequest<Incoming>) -> Result<Response<
             namespace: pns,
             pod,
             service,
-            ingress,
-            nginx_canary,
+            nginx,
         } => {
             let (workload, version) = {
                 let w = shared.world.read().unwrap();
@@ -268,8 +267,7 @@ async fn proxy(shared: Arc<Shared>, req: HRequest<Incoming>) -> Result<Response<
                 workload,
                 version,
                 status: 503,
-                ingress: ingress.clone().unwrap_or_default(),
-                canary: nginx_canary.clone().unwrap_or_default(),
+                nginx: nginx.clone().unwrap_or_default(),
                 local_reply: true,
             };
             match addr {
@@ -283,11 +281,11 @@ async fn proxy(shared: Arc<Shared>, req: HRequest<Incoming>) -> Result<Response<
                     let mut b = hyper::Request::builder()
                         .uri(format!("http://{addr}/"))
                         .header(HDR_SERVICE, &service);
-                    if let Some(i) = &ingress {
-                        b = b.header(HDR_INGRESS, i);
-                    }
-                    if let Some(c) = &nginx_canary {
-                        b = b.header(HDR_CANARY, c);
+                    if let Some(n) = &nginx {
+                        b = b
+                            .header(HDR_INGRESS, &n.ingress)
+                            .header(HDR_NGINX_SERVICE, &n.service)
+                            .header(HDR_CANARY, &n.canary);
                     }
                     let fwd = b.body(Empty::<Bytes>::new()).expect("valid request");
                     match tokio::time::timeout(Duration::from_secs(30), shared.http.request(fwd))
@@ -330,8 +328,7 @@ async fn proxy(shared: Arc<Shared>, req: HRequest<Incoming>) -> Result<Response<
                 workload: "unknown".into(),
                 version: "unknown".into(),
                 status,
-                ingress: String::new(),
-                canary: String::new(),
+                nginx: route::NginxLabels::default(),
                 local_reply: true,
             },
             None,
@@ -403,10 +400,10 @@ fn render_source(m: &HashMap<SourceKey, u64>) -> String {
         let _ = writeln!(
             o,
             "nginx_ingress_controller_requests{{ingress=\"{}\",namespace=\"{}\",service=\"{}\",canary=\"{}\",status=\"{}\"}} {n}",
-            esc(&k.ingress),
+            esc(&k.nginx.ingress),
             esc(&k.namespace),
-            esc(&k.service),
-            esc(&k.canary),
+            esc(&k.nginx.service),
+            esc(&k.nginx.canary),
             k.status
         );
     }

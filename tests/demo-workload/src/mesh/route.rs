@@ -68,6 +68,16 @@ pub struct Request {
     pub headers: BTreeMap<String, String>,
 }
 
+/// ingress-nginx's metric labels for one request (`rootfs/etc/nginx/lua/monitor.lua`): the
+/// location's Ingress and Service, which are the primary's for both tracks, and `canary`,
+/// the alternative upstream's name when the request went there, else "".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NginxLabels {
+    pub ingress: String,
+    pub service: String,
+    pub canary: String,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     /// Forward to this pod, reached through `service` (namespace of the pod = `namespace`).
@@ -75,10 +85,8 @@ pub enum Outcome {
         namespace: String,
         pod: String,
         service: String,
-        /// ingress-nginx only: the primary Ingress and, when the canary Ingress served the
-        /// request, the canary backend Service.
-        ingress: Option<String>,
-        nginx_canary: Option<String>,
+        /// ingress-nginx only: the labels its metrics carry for this request.
+        nginx: Option<NginxLabels>,
     },
     /// The data plane answers itself (404 no route, 500 invalid backend, 503 no upstream).
     Reply {
@@ -154,7 +162,7 @@ fn to_service(
     svc: &str,
     labels: Option<&BTreeMap<String, String>>,
     rnd: &mut dyn Uniform,
-    extra: (Option<String>, Option<String>),
+    nginx: Option<NginxLabels>,
 ) -> Outcome {
     if !w.services.contains_key(&(ns.to_string(), svc.to_string())) {
         return reply(503, Some(svc), format!("no Service {ns}/{svc}"));
@@ -175,8 +183,7 @@ fn to_service(
             namespace: ns.to_string(),
             pod,
             service: svc.to_string(),
-            ingress: extra.0,
-            nginx_canary: extra.1,
+            nginx,
         },
         None => reply(
             503,
@@ -234,7 +241,7 @@ fn istio(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
         .collect();
     vss.sort_by(|a, b| (&a.1.created, a.0).cmp(&(&b.1.created, b.0)));
     let Some(((vs_ns, vs_name), vs)) = vss.first() else {
-        return to_service(w, &target.1, &target.0, None, rnd, (None, None));
+        return to_service(w, &target.1, &target.0, None, rnd, None);
     };
     let Some(route) = vs
         .http
@@ -291,7 +298,7 @@ fn istio(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
             }
         }
     };
-    to_service(w, &ns, &svc, labels.as_ref(), rnd, (None, None))
+    to_service(w, &ns, &svc, labels.as_ref(), rnd, None)
 }
 
 // --- SMI --------------------------------------------------------------------------------
@@ -305,10 +312,10 @@ fn smi(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
         .collect();
     splits.sort_by(|a, b| a.0.cmp(b.0));
     let Some(((_, ts_name), ts)) = splits.first() else {
-        return to_service(w, &ns, &root, None, rnd, (None, None));
+        return to_service(w, &ns, &root, None, rnd, None);
     };
     match pick_weighted(&ts.backends, rnd.next()) {
-        Some(backend) => to_service(w, &ns, &backend, None, rnd, (None, None)),
+        Some(backend) => to_service(w, &ns, &backend, None, rnd, None),
         None => reply(
             503,
             Some(&root),
@@ -318,6 +325,25 @@ fn smi(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
 }
 
 // --- ingress-nginx ----------------------------------------------------------------------
+//
+// Follows kubernetes/ingress-nginx (controller v1.15.1):
+// * `internal/ingress/controller/util.go` `upstreamName`: an upstream is
+//   `<namespace>-<service>-<port number>` (or `-<port name>`).
+// * `internal/ingress/controller/controller.go` (`mergeAlternativeBackends`): a canary
+//   Ingress owns no location ("marked as Canary, ignoring"); each of its host + path pairs
+//   finds the primary location with the same path in that host's server and appends the
+//   canary's upstream to that location's *upstream* as an alternative backend. Every location
+//   (any Ingress, any host) whose backend is that upstream therefore shares the canary.
+// * `rootfs/etc/nginx/lua/balancer.lua` (`route_to_alternative_balancer`, `get_balancer`):
+//   only `alternative_backends[1]` is used; an alternative without endpoints has no
+//   balancer and the request stays on the primary (no 503); the order is `canary-by-header`
+//   (exact `-value`, else `-pattern` with `ngx.re.match`, i.e. unanchored, else
+//   always/never), then `canary-by-cookie` (always/never), then `canary-weight` out of
+//   `canary-weight-total`, which counts only when above 100.
+// * `rootfs/etc/nginx/lua/monitor.lua`: the metric labels are the *location's* namespace,
+//   Ingress and Service (the primary's, for both tracks) and `canary` =
+//   `proxy_alternative_upstream_name`, set by `get_balancer` to the alternative's upstream
+//   name only when the request went there ("" otherwise).
 
 const NGINX: &str = "nginx.ingress.kubernetes.io/";
 
@@ -330,24 +356,38 @@ fn path_matches(p: &IngressPath, path: &str) -> bool {
     }
 }
 
-fn nginx(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
-    let ns = &req.namespace;
-    let ours = |class: &Option<String>| class.as_deref().is_none_or(|c| c == "nginx");
-    let is_canary = |a: &BTreeMap<String, String>| {
-        a.get(&format!("{NGINX}canary"))
-            .is_some_and(|v| v.trim() == "true")
-    };
-    // (path length, created, name, host, path) of the best primary match.
+/// `internal/ingress/controller/util.go` `upstreamName`.
+pub fn nginx_upstream(ns: &str, p: &IngressPath) -> String {
+    format!("{ns}-{}-{}", p.service, p.port)
+}
+
+fn nginx_ingress_ours(class: &Option<String>) -> bool {
+    class.as_deref().is_none_or(|c| c == "nginx")
+}
+
+fn nginx_is_canary(a: &BTreeMap<String, String>) -> bool {
+    a.get(&format!("{NGINX}canary"))
+        .is_some_and(|v| v.trim() == "true")
+}
+
+/// The primary location serving `host` + `path` in `ns`: (Ingress name, the server's host,
+/// the path entry). Longest path wins, then the oldest Ingress.
+fn nginx_location(
+    w: &World,
+    ns: &str,
+    host: &str,
+    path: &str,
+) -> Option<(String, String, IngressPath)> {
     let mut best: Option<(usize, String, String, String, IngressPath)> = None;
     for ((ins, name), ing) in &w.ingresses {
-        if ins != ns || !ours(&ing.class) || is_canary(&ing.annotations) {
+        if ins != ns || !nginx_ingress_ours(&ing.class) || nginx_is_canary(&ing.annotations) {
             continue;
         }
-        for (host, paths) in &ing.rules {
-            if !host.is_empty() && *host != req.host {
+        for (h, paths) in &ing.rules {
+            if !h.is_empty() && h != host {
                 continue;
             }
-            for p in paths.iter().filter(|p| path_matches(p, &req.path)) {
+            for p in paths.iter().filter(|p| path_matches(p, path)) {
                 let better = match &best {
                     None => true,
                     Some((len, created, bname, ..)) => {
@@ -360,42 +400,77 @@ fn nginx(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
                         p.path.len(),
                         ing.created.clone(),
                         name.clone(),
-                        host.clone(),
+                        h.clone(),
                         p.clone(),
                     ));
                 }
             }
         }
     }
-    let Some((_, _, primary, host, ppath)) = best else {
+    best.map(|(_, _, name, host, p)| (name, host, p))
+}
+
+/// The primary location with exactly `path` in the server of `host` (the canary merge's
+/// lookup: same host, same path text).
+fn nginx_location_exact(w: &World, ns: &str, host: &str, path: &str) -> Option<IngressPath> {
+    let mut found: Vec<_> = w
+        .ingresses
+        .iter()
+        .filter(|((ins, _), ing)| {
+            ins == ns && nginx_ingress_ours(&ing.class) && !nginx_is_canary(&ing.annotations)
+        })
+        .flat_map(|(key, ing)| {
+            ing.rules
+                .iter()
+                .filter(|(h, _)| h == host)
+                .flat_map(|(_, ps)| ps.iter())
+                .filter(|p| p.path == path)
+                .map(move |p| ((&ing.created, key), p.clone()))
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found.into_iter().next().map(|(_, p)| p)
+}
+
+fn nginx(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
+    let ns = &req.namespace;
+    let Some((primary, _host, ppath)) = nginx_location(w, ns, &req.host, &req.path) else {
         return reply(
             404,
             None,
             format!("no Ingress in {ns} for host {}", req.host),
         );
     };
-    // The canary Ingress: same host and the same path text.
+    let primary_upstream = nginx_upstream(ns, &ppath);
+    // The alternative backends merged into the primary upstream, in merge order (Ingresses
+    // by age, then name); only the first one is used.
     let mut canaries: Vec<_> = w
         .ingresses
         .iter()
-        .filter(|((ins, _), ing)| ins == ns && ours(&ing.class) && is_canary(&ing.annotations))
+        .filter(|((ins, _), ing)| {
+            ins == ns && nginx_ingress_ours(&ing.class) && nginx_is_canary(&ing.annotations)
+        })
         .filter_map(|((_, name), ing)| {
-            let backend = ing
-                .rules
-                .iter()
-                .filter(|(h, _)| *h == host)
-                .flat_map(|(_, ps)| ps.iter())
-                .find(|p| p.path == ppath.path)?;
-            Some((
-                ing.created.clone(),
-                name.clone(),
-                ing,
-                backend.service.clone(),
-            ))
+            let alt = ing.rules.iter().find_map(|(h, ps)| {
+                ps.iter().find(|p| {
+                    nginx_location_exact(w, ns, h, &p.path)
+                        .is_some_and(|loc| nginx_upstream(ns, &loc) == primary_upstream)
+                })
+            })?;
+            Some((ing.created.clone(), name.clone(), ing, alt.clone()))
         })
         .collect();
     canaries.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    let to_canary = canaries.first().and_then(|(_, _, ing, backend)| {
+    let labels = |canary: Option<String>| NginxLabels {
+        ingress: primary.clone(),
+        service: ppath.service.clone(),
+        canary: canary.unwrap_or_default(),
+    };
+    let to_canary = canaries.first().and_then(|(_, _, ing, alt)| {
+        // No endpoints: no balancer for the alternative, the request stays on the primary.
+        if w.ready_endpoints(ns, &alt.service).is_empty() {
+            return None;
+        }
         let a = |k: &str| {
             ing.annotations
                 .get(&format!("{NGINX}{k}"))
@@ -404,19 +479,22 @@ fn nginx(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
         let mut decide = || -> bool {
             if let Some(h) = a("canary-by-header") {
                 let got = req.headers.get(&h.to_ascii_lowercase()).map(String::as_str);
-                if let Some(want) = a("canary-by-header-value") {
-                    if got == Some(want) {
+                if let Some(got) = got {
+                    if let Some(want) = a("canary-by-header-value").filter(|v| !v.is_empty()) {
+                        if got == want {
+                            return true;
+                        }
+                    } else if let Some(pat) =
+                        a("canary-by-header-pattern").filter(|v| !v.is_empty())
+                    {
+                        // ngx.re.match: unanchored (a match anywhere in the value).
+                        if regex::Regex::new(pat).is_ok_and(|r| r.is_match(got)) {
+                            return true;
+                        }
+                    } else if got == "always" {
                         return true;
-                    }
-                } else if let Some(pat) = a("canary-by-header-pattern") {
-                    if got.is_some_and(|g| StringMatch::Regex(pat.to_string()).matches(g)) {
-                        return true;
-                    }
-                } else {
-                    match got {
-                        Some("always") => return true,
-                        Some("never") => return false,
-                        _ => {}
+                    } else if got == "never" {
+                        return false;
                     }
                 }
             }
@@ -433,9 +511,10 @@ fn nginx(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
                     _ => {}
                 }
             }
+            // `math.random(weightTotal) <= weight`: weightTotal only when above 100.
             let total = a("canary-weight-total")
                 .and_then(|v| v.parse::<f64>().ok())
-                .filter(|t| *t > 0.0)
+                .filter(|t| *t > 100.0)
                 .unwrap_or(100.0);
             let weight = a("canary-weight")
                 .and_then(|v| v.parse::<f64>().ok())
@@ -443,18 +522,18 @@ fn nginx(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
                 .clamp(0.0, total);
             rnd.next() * total < weight
         };
-        decide().then(|| backend.clone())
+        decide().then(|| alt.clone())
     });
     match to_canary {
-        Some(backend) => to_service(
+        Some(alt) => to_service(
             w,
             ns,
-            &backend,
+            &alt.service,
             None,
             rnd,
-            (Some(primary.clone()), Some(backend.clone())),
+            Some(labels(Some(nginx_upstream(ns, &alt)))),
         ),
-        None => to_service(w, ns, &ppath.service, None, rnd, (Some(primary), None)),
+        None => to_service(w, ns, &ppath.service, None, rnd, Some(labels(None))),
     }
 }
 
@@ -545,7 +624,7 @@ fn gateway(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
         return reply(500, None, "matched rule has no backendRefs");
     }
     match pick_weighted(&rule.backends, rnd.next()) {
-        Some(Some(svc)) => to_service(w, ns, &svc, None, rnd, (None, None)),
+        Some(Some(svc)) => to_service(w, ns, &svc, None, rnd, None),
         Some(None) => reply(500, None, "backendRef is not a Service"),
         None => reply(500, None, "every backendRef has weight 0"),
     }
@@ -814,6 +893,142 @@ mod tests {
         close(&m, "shop-canary-1", 0.5);
         let m = shares(&w, &req(Via::Nginx, "other.test", &[]), 10);
         close(&m, "404", 1.0);
+    }
+
+    fn nginx_ingress(name: &str, host: &str, backend: &str, ann: Value) -> (Kind, Value) {
+        (
+            Kind::Ingress,
+            json!({
+        "metadata": {"name": name, "annotations": ann},
+        "spec": {"ingressClassName": "nginx", "rules": [{"host": host, "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": backend, "port": {"number": 80}}}}]}}]}}),
+        )
+    }
+
+    /// A stable pod, a canary pod and the canary Ingress with `ann` (besides `canary: true`).
+    fn nginx_world(canary_ready: bool, ann: Value) -> World {
+        let mut canary = json!({"nginx.ingress.kubernetes.io/canary": "true"});
+        canary
+            .as_object_mut()
+            .unwrap()
+            .extend(ann.as_object().unwrap().clone());
+        world(&[
+            pod("shop-1", json!({"app": "shop"})),
+            pod("shop-canary-1", json!({"app": "shop-canary"})),
+            svc("shop"),
+            svc("shop-canary"),
+            slice("shop", &[("shop-1", true)]),
+            slice("shop-canary", &[("shop-canary-1", canary_ready)]),
+            nginx_ingress("shop", "shop.test", "shop", json!({})),
+            nginx_ingress("shop-canary", "shop.test", "shop-canary", canary),
+        ])
+    }
+
+    fn labels_of(w: &World, r: &Request) -> Option<NginxLabels> {
+        let mut u = || 0.0;
+        match resolve(w, r, &mut u) {
+            Outcome::Pod { nginx, .. } => nginx,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// ingress-nginx `monitor.lua` + `balancer.lua`: both tracks carry the primary's Ingress
+    /// and Service; `canary` is the alternative upstream's name (`util.go` `upstreamName`).
+    #[test]
+    fn nginx_labels_are_the_primary_location_and_the_canary_upstream() {
+        let w = nginx_world(
+            true,
+            json!({"nginx.ingress.kubernetes.io/canary-weight": "100"}),
+        );
+        let got = labels_of(&w, &req(Via::Nginx, "shop.test", &[]));
+        assert_eq!(
+            got,
+            Some(NginxLabels {
+                ingress: "shop".into(),
+                service: "shop".into(),
+                canary: "ns-shop-canary-80".into()
+            })
+        );
+        let w = nginx_world(
+            true,
+            json!({"nginx.ingress.kubernetes.io/canary-weight": "0"}),
+        );
+        let got = labels_of(&w, &req(Via::Nginx, "shop.test", &[])).unwrap();
+        assert_eq!((got.service.as_str(), got.canary.as_str()), ("shop", ""));
+    }
+
+    /// `balancer.lua`: an alternative backend without endpoints has no balancer; the request
+    /// stays on the primary instead of failing.
+    #[test]
+    fn nginx_canary_without_endpoints_falls_back_to_the_primary() {
+        let w = nginx_world(
+            false,
+            json!({"nginx.ingress.kubernetes.io/canary-weight": "100"}),
+        );
+        let m = shares(&w, &req(Via::Nginx, "shop.test", &[]), 1000);
+        close(&m, "shop-1", 1.0);
+    }
+
+    /// `balancer.lua`: `canary-by-header-pattern` is `ngx.re.match`, unanchored.
+    #[test]
+    fn nginx_header_pattern_is_unanchored() {
+        let w = nginx_world(
+            true,
+            json!({"nginx.ingress.kubernetes.io/canary-by-header": "x-tier",
+                   "nginx.ingress.kubernetes.io/canary-by-header-pattern": "beta"}),
+        );
+        let m = shares(
+            &w,
+            &req(Via::Nginx, "shop.test", &[("x-tier", "eu-beta-1")]),
+            500,
+        );
+        close(&m, "shop-canary-1", 1.0);
+        let m = shares(
+            &w,
+            &req(Via::Nginx, "shop.test", &[("x-tier", "stable")]),
+            500,
+        );
+        close(&m, "shop-1", 1.0);
+    }
+
+    /// `balancer.lua`: `canary-weight-total` counts only when above 100.
+    #[test]
+    fn nginx_weight_total_counts_only_above_100() {
+        let w = nginx_world(
+            true,
+            json!({"nginx.ingress.kubernetes.io/canary-weight": "20",
+                   "nginx.ingress.kubernetes.io/canary-weight-total": "50"}),
+        );
+        let m = shares(&w, &req(Via::Nginx, "shop.test", &[]), 20_000);
+        close(&m, "shop-canary-1", 0.20);
+        let w = nginx_world(
+            true,
+            json!({"nginx.ingress.kubernetes.io/canary-weight": "20",
+                   "nginx.ingress.kubernetes.io/canary-weight-total": "400"}),
+        );
+        let m = shares(&w, &req(Via::Nginx, "shop.test", &[]), 20_000);
+        close(&m, "shop-canary-1", 0.05);
+    }
+
+    /// `controller.go` `mergeAlternativeBackends`: the canary is merged into the primary
+    /// *upstream*, so another Ingress (another host) on the same Service and port shares it.
+    #[test]
+    fn nginx_other_ingresses_on_the_same_upstream_share_the_canary() {
+        let mut w = nginx_world(
+            true,
+            json!({"nginx.ingress.kubernetes.io/canary-weight": "100"}),
+        );
+        let (k, o) = nginx_ingress("shop-admin", "admin.test", "shop", json!({}));
+        w.apply(k, ("ns".into(), "shop-admin".into()), &o);
+        let got = labels_of(&w, &req(Via::Nginx, "admin.test", &[])).unwrap();
+        assert_eq!(
+            (
+                got.ingress.as_str(),
+                got.service.as_str(),
+                got.canary.as_str()
+            ),
+            ("shop-admin", "shop", "ns-shop-canary-80")
+        );
     }
 
     #[test]

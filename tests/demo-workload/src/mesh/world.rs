@@ -157,6 +157,9 @@ pub struct IngressPath {
     pub path: String,
     pub path_type: PathType,
     pub service: String,
+    /// The backend's `port.number`, else its `port.name` ("" without either): part of
+    /// ingress-nginx's upstream name (`internal/ingress/controller/util.go` `upstreamName`).
+    pub port: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -421,6 +424,19 @@ pub fn parse_traffic_split(o: &Value) -> TrafficSplit {
     }
 }
 
+/// An Ingress backend's port as ingress-nginx names it in an upstream: the number when it
+/// is above 0, else the name (kubernetes/ingress-nginx
+/// `internal/ingress/controller/util.go` `upstreamName`).
+fn backend_port(port: Option<&Value>) -> String {
+    let Some(port) = port else {
+        return String::new();
+    };
+    match port.get("number").and_then(Value::as_u64) {
+        Some(n) if n > 0 => n.to_string(),
+        _ => port.get("name").and_then(s).unwrap_or_default(),
+    }
+}
+
 pub fn parse_ingress(o: &Value) -> Ingress {
     let spec = &o["spec"];
     let annotations = str_map(o.pointer("/metadata/annotations"));
@@ -443,6 +459,7 @@ pub fn parse_ingress(o: &Value) -> Ingress {
                             _ => PathType::ImplementationSpecific,
                         },
                         service: s(p.pointer("/backend/service/name")?)?,
+                        port: backend_port(p.pointer("/backend/service/port")),
                     })
                 })
                 .collect();
