@@ -65,13 +65,18 @@ const LINKERD_MS: &[f64] = &[
 const SECONDS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-const CASSANDRA_S: &[f64] = &[
+/// Buckets of the Cassandra driver's `cql-requests` timer, seconds. Micrometer computes its own
+/// bucket bounds (percentile histogram clipped to the driver's lowest/highest latency); these are
+/// a stand-in, the series' names and labels are what matters to the hook.
+const CQL_S: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
+/// Kong 3.x `KONG_LATENCY_BUCKETS` (kong/kong `kong/plugins/prometheus/exporter.lua`).
 const KONG_MS: &[f64] = &[
-    1.0, 2.0, 5.0, 7.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0,
-    200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 30000.0, 60000.0,
+    1.0, 2.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 200.0, 500.0, 750.0, 1000.0,
 ];
+/// Port of the demo Services (tests/support: `"port": 80`), part of the Kong service name.
+const SERVICE_PORT: u16 = 80;
 
 /// Identity of the serving pod, used as label values (from the pod itself: namespace,
 /// owning Deployment, its own labels).
@@ -90,12 +95,18 @@ pub struct Identity {
 }
 
 /// How a request reached the pod, told by the data plane with each request: the Service it
-/// was routed through and, behind ingress-nginx, the Ingress and canary backend.
+/// was routed through and, behind ingress-nginx, the labels the controller puts on it
+/// (kubernetes/ingress-nginx `rootfs/etc/nginx/lua/monitor.lua`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RouteCtx {
     pub service: String,
+    /// ingress-nginx's `ingress` label: the primary location's Ingress.
     pub ingress: String,
-    /// ingress-nginx's `canary` label: the canary backend Service, "" for the primary.
+    /// ingress-nginx's `service` label: the primary location's Service, for both tracks
+    /// (a canary Ingress owns no location).
+    pub nginx_service: String,
+    /// ingress-nginx's `canary` label: the alternative upstream's name
+    /// (`<namespace>-<service>-<port>`) when the request went to the canary, "" otherwise.
     pub canary: String,
 }
 
@@ -146,8 +157,9 @@ pub struct Metrics {
     per_code: Vec<(u16, u64)>,
     linkerd_ms: Histogram,
     generic_s: Histogram,
-    cassandra_read_s: Histogram,
-    cassandra_write_s: Histogram,
+    /// The Cassandra driver's `cql-requests` timer: reads and writes alike (the driver does not
+    /// split them).
+    cql_s: Histogram,
     kong_ms: Histogram,
 }
 
@@ -172,8 +184,7 @@ impl Metrics {
             per_code: CODES.iter().map(|&c| (c, 0)).collect(),
             linkerd_ms: Histogram::new(LINKERD_MS),
             generic_s: Histogram::new(SECONDS),
-            cassandra_read_s: Histogram::new(CASSANDRA_S),
-            cassandra_write_s: Histogram::new(CASSANDRA_S),
+            cql_s: Histogram::new(CQL_S),
             kong_ms: Histogram::new(KONG_MS),
         }
     }
@@ -219,8 +230,8 @@ impl Metrics {
         cassandra_write_ms: f64,
         kong_ms: f64,
     ) {
-        self.cassandra_read_s.observe(cassandra_read_ms / 1000.0);
-        self.cassandra_write_s.observe(cassandra_write_ms / 1000.0);
+        self.cql_s.observe(cassandra_read_ms / 1000.0);
+        self.cql_s.observe(cassandra_write_ms / 1000.0);
         self.kong_ms.observe(kong_ms);
     }
 
@@ -289,7 +300,7 @@ impl Metrics {
             format!(
                 "ingress=\"{}\",namespace=\"{ns}\",service=\"{}\",canary=\"{}\"",
                 esc(&r.ctx.ingress),
-                esc(&r.ctx.service),
+                esc(&r.ctx.nginx_service),
                 esc(&r.ctx.canary)
             )
         };
@@ -329,37 +340,49 @@ impl Metrics {
             &format!("namespace=\"{ns}\",service=\"{app}\",track=\"{track}\",pod=\"{pod}\""),
         );
 
-        // Kafka consumer lag (kafka-exporter naming)
-        o.push_str("# HELP kafka_consumergroup_lag Current approximate lag of a consumer group at topic/partition.\n");
+        // Kafka consumer lag in kafka_exporter's shape (danielqsj/kafka_exporter
+        // `kafka_exporter.go`: `kafka_consumergroup_lag{consumergroup, topic, partition}`). In a
+        // real cluster one exporter reports every group and no pod label; here each pod stands
+        // in for the exporter with its own group's lag, the group named like its Deployment (the
+        // kafka-lag hook's default). Two replicas of a Deployment report the same series (told
+        // apart only by their scrape targets), so the hook's sum counts the lag once per replica.
+        o.push_str("# HELP kafka_consumergroup_lag Current Approximate Lag of a ConsumerGroup at Topic/Partition\n");
         o.push_str("# TYPE kafka_consumergroup_lag gauge\n");
         let _ = writeln!(
             o,
-            "kafka_consumergroup_lag{{consumergroup=\"{wl}\",topic=\"{app}-events\",partition=\"0\",pod=\"{pod}\"}} {kafka_lag}"
+            "kafka_consumergroup_lag{{consumergroup=\"{wl}\",topic=\"{app}-events\",partition=\"0\"}} {kafka_lag}"
         );
 
-        // Cassandra client request latency
-        o.push_str(
-            "# HELP cassandra_client_request_latency_seconds Cassandra client request latency.\n",
+        // Cassandra client latency in the Java driver 4.x shape: the session timer `cql-requests`
+        // through Micrometer's Prometheus registry with the TaggingMetricIdGenerator
+        // (apache/cassandra-java-driver `TaggingMetricIdGenerator.java`: name "session.cql-requests",
+        // tag session=<session name>, "s0" by default; `MicrometerSessionMetricUpdater.java`:
+        // publishPercentileHistogram). The driver adds no pod label: `namespace` and `pod` are what
+        // a real scrape's target labels add (the test env's file_sd names them canary_demo_*).
+        o.push_str("# HELP session_cql_requests_seconds Cassandra driver CQL request latency (session.cql-requests)\n");
+        o.push_str("# TYPE session_cql_requests_seconds histogram\n");
+        self.cql_s.render(
+            &mut o,
+            "session_cql_requests_seconds",
+            &format!("namespace=\"{ns}\",pod=\"{pod}\",session=\"s0\""),
         );
-        o.push_str("# TYPE cassandra_client_request_latency_seconds histogram\n");
-        for (op, h) in [
-            ("read", &self.cassandra_read_s),
-            ("write", &self.cassandra_write_s),
-        ] {
-            h.render(
-                &mut o,
-                "cassandra_client_request_latency_seconds",
-                &format!("namespace=\"{ns}\",workload=\"{wl}\",pod=\"{pod}\",operation=\"{op}\""),
-            );
-        }
 
-        // Kong gateway overhead (Kong's Prometheus plugin naming)
-        o.push_str("# HELP kong_kong_latency_ms Latency added by Kong (gateway overhead).\n");
+        // Kong gateway overhead in Kong's shape (kong/kong `kong/plugins/prometheus/exporter.lua`:
+        // histogram "kong_latency_ms" {service, route} with the prefix "kong_"). STAND-IN: a real
+        // Kong exports this itself, labelled by ITS service and route, never by pod; here each pod
+        // emits what Kong would report for requests to it, taking its Kong service to be its own
+        // Kubernetes Service (named like its Deployment: `<service>` / `<service>-canary`) behind
+        // an Ingress of the same name without a host. The Kong Ingress Controller names them
+        // (Kong/kubernetes-ingress-controller `internal/dataplane/translator/subtranslator/ingress.go`):
+        // service "<namespace>.<Service>.<port>", route "<namespace>.<Ingress>.<Service>.<host>.<port>".
+        o.push_str("# HELP kong_kong_latency_ms Latency added by Kong and enabled plugins for each service/route in Kong\n");
         o.push_str("# TYPE kong_kong_latency_ms histogram\n");
         self.kong_ms.render(
             &mut o,
             "kong_kong_latency_ms",
-            &format!("service=\"{ns}.{app}\",workload=\"{wl}\",pod=\"{pod}\""),
+            &format!(
+                "service=\"{ns}.{wl}.{SERVICE_PORT}\",route=\"{ns}.{wl}.{wl}..{SERVICE_PORT}\""
+            ),
         );
         o
     }
@@ -388,9 +411,9 @@ mod tests {
             "response_code=\"500\"} 0",
             "response_total{direction=\"inbound\",deployment=\"web-canary\",namespace=\"ns1\",pod=\"web-canary-abc-1\",classification=\"failure\",status_code=\"500\"} 0",
             "http_requests_total{namespace=\"ns1\",service=\"web\",track=\"canary\",pod=\"web-canary-abc-1\",code=\"500\"} 0",
-            "kafka_consumergroup_lag{consumergroup=\"web-canary\",topic=\"web-events\",partition=\"0\",pod=\"web-canary-abc-1\"} 0",
-            "cassandra_client_request_latency_seconds_bucket{namespace=\"ns1\",workload=\"web-canary\",pod=\"web-canary-abc-1\",operation=\"write\"",
-            "kong_kong_latency_ms_bucket{service=\"ns1.web\",workload=\"web-canary\"",
+            "kafka_consumergroup_lag{consumergroup=\"web-canary\",topic=\"web-events\",partition=\"0\"} 0",
+            "session_cql_requests_seconds_bucket{namespace=\"ns1\",pod=\"web-canary-abc-1\",session=\"s0\",le=\"+Inf\"} 0",
+            "kong_kong_latency_ms_bucket{service=\"ns1.web-canary.80\",route=\"ns1.web-canary.web-canary..80\",le=\"+Inf\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle}\n{text}");
         }
@@ -404,12 +427,16 @@ mod tests {
         let via_primary = RouteCtx {
             service: "web".into(),
             ingress: "web".into(),
+            nginx_service: "web".into(),
             canary: String::new(),
         };
+        // A canary request carries the primary location's Ingress and Service and the
+        // canary's upstream name (ingress-nginx `monitor.lua`, `util.go` `upstreamName`).
         let via_canary = RouteCtx {
             service: "web-canary".into(),
             ingress: "web".into(),
-            canary: "web-canary".into(),
+            nginx_service: "web".into(),
+            canary: "ns1-web-canary-80".into(),
         };
         m.record(&via_primary, 200, 3.0);
         m.record(&via_canary, 500, 30.0);
@@ -417,12 +444,12 @@ mod tests {
         m.record_signals(1.0, 2.0, 3.0);
         let t = m.render(42.0);
         assert!(t.contains("nginx_ingress_controller_requests{ingress=\"web\",namespace=\"ns1\",service=\"web\",canary=\"\",status=\"200\"} 1"), "{t}");
-        assert!(t.contains("nginx_ingress_controller_requests{ingress=\"web\",namespace=\"ns1\",service=\"web-canary\",canary=\"web-canary\",status=\"500\"} 1"));
+        assert!(t.contains("nginx_ingress_controller_requests{ingress=\"web\",namespace=\"ns1\",service=\"web\",canary=\"ns1-web-canary-80\",status=\"500\"} 1"));
         assert!(t.contains("destination_service_name=\"web-canary\",destination_service_namespace=\"ns1\",destination_workload=\"web-canary\""));
         assert!(t.contains("track=\"\",pod=\"web-canary-abc-1\",code=\"200\"} 2"));
         assert!(t.contains("status_code=\"500\"} 1"));
         assert!(t.contains("response_latency_ms_count{direction=\"inbound\",deployment=\"web-canary\",namespace=\"ns1\",pod=\"web-canary-abc-1\"} 3"));
-        assert!(t.contains("partition=\"0\",pod=\"web-canary-abc-1\"} 42"));
+        assert!(t.contains("partition=\"0\"} 42"));
         assert_eq!(m.counts().get(&200), Some(&2));
         assert_eq!(m.counts().get(&500), Some(&1));
         // One Istio series per Service and code: the primary Ingress's requests and those
@@ -449,5 +476,55 @@ mod tests {
             .collect();
         assert_eq!(istio_200.len(), 1, "{istio_200:?}");
         assert!(istio_200[0].ends_with(" 2"), "{istio_200:?}");
+    }
+
+    /// The hooks' series in their exporters' shapes, and nothing of the demo-only names they
+    /// replaced: kafka_exporter `kafka_consumergroup_lag{consumergroup, topic, partition}`, the
+    /// Cassandra Java driver's `session.cql-requests` timer through Micrometer, Kong's
+    /// `kong_kong_latency_ms{service, route}` with the Kong Ingress Controller's names.
+    #[test]
+    fn hook_series_in_the_exporters_shapes() {
+        let mut m = Metrics::new(id("canary"));
+        m.record_signals(2.0, 30.0, 6.0);
+        let t = m.render(1234.0);
+        let lines = |prefix: &str| -> Vec<&str> {
+            t.lines()
+                .filter(|l| l.starts_with(prefix) && !l.starts_with('#'))
+                .collect()
+        };
+        assert_eq!(
+            lines("kafka_consumergroup_lag"),
+            [
+                "kafka_consumergroup_lag{consumergroup=\"web-canary\",topic=\"web-events\",partition=\"0\"} 1234"
+            ]
+        );
+        let cql = lines("session_cql_requests_seconds");
+        assert_eq!(cql.len(), CQL_S.len() + 3, "{cql:?}");
+        for want in [
+            // one read (2 ms) and one write (30 ms) in the one timer
+            "session_cql_requests_seconds_bucket{namespace=\"ns1\",pod=\"web-canary-abc-1\",session=\"s0\",le=\"0.0025\"} 1",
+            "session_cql_requests_seconds_bucket{namespace=\"ns1\",pod=\"web-canary-abc-1\",session=\"s0\",le=\"0.05\"} 2",
+            "session_cql_requests_seconds_bucket{namespace=\"ns1\",pod=\"web-canary-abc-1\",session=\"s0\",le=\"+Inf\"} 2",
+            "session_cql_requests_seconds_count{namespace=\"ns1\",pod=\"web-canary-abc-1\",session=\"s0\"} 2",
+        ] {
+            assert!(cql.contains(&want), "missing {want}\n{cql:#?}");
+        }
+        let kong = lines("kong_kong_latency_ms");
+        assert_eq!(kong.len(), KONG_MS.len() + 3, "{kong:?}");
+        for want in [
+            "kong_kong_latency_ms_bucket{service=\"ns1.web-canary.80\",route=\"ns1.web-canary.web-canary..80\",le=\"5\"} 0",
+            "kong_kong_latency_ms_bucket{service=\"ns1.web-canary.80\",route=\"ns1.web-canary.web-canary..80\",le=\"7\"} 1",
+            "kong_kong_latency_ms_bucket{service=\"ns1.web-canary.80\",route=\"ns1.web-canary.web-canary..80\",le=\"1000\"} 1",
+            "kong_kong_latency_ms_count{service=\"ns1.web-canary.80\",route=\"ns1.web-canary.web-canary..80\"} 1",
+        ] {
+            assert!(kong.contains(&want), "missing {want}\n{kong:#?}");
+        }
+        assert!(!t.contains("cassandra_client_request"), "{t}");
+        for l in cql.iter().chain(&kong) {
+            assert!(
+                !l.contains("workload=") && !l.contains("operation="),
+                "no exporter labels its series so: {l}"
+            );
+        }
     }
 }

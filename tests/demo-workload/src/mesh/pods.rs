@@ -3,7 +3,10 @@
 //! # A pod's behaviour comes from its pod template
 //! The first container decides, so a canary built from a "bad" image misbehaves by itself:
 //! * image tag tokens, separated by `-`: `err<P>` answers P % 500s, `lat<MS>` adds a mean
-//!   latency of MS ms, `lag<N>` exports Kafka lag N, `gw<MS>` a Kong overhead of MS ms;
+//!   latency of MS ms, `lag<N>` exports Kafka lag N (kafka_exporter's
+//!   `kafka_consumergroup_lag`, group = the Deployment's name), `gw<MS>` a Kong overhead of MS ms
+//!   (Kong's `kong_kong_latency_ms`, as Kong would report it for the pod's Kong service
+//!   `<namespace>.<Deployment>.80`; see `crate::metrics`);
 //!   e.g. `kubectl-canary/demo:2.0-err50` or `demo:1.4-lat1500`;
 //! * env vars `DEMO_ERROR_RATE` (0..=1), `DEMO_LATENCY_MS`, `DEMO_KAFKA_LAG`,
 //!   `DEMO_GATEWAY_OVERHEAD_MS` override the tag.
