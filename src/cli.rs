@@ -99,6 +99,8 @@ pub struct ServiceArg {
     pub service: String,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the canary next to the stable Deployment and route the first weight to it.
@@ -145,6 +147,13 @@ pub enum Command {
         after_help = "Examples:\n  kubectl canary report checkout -n shop --prometheus-url http://prometheus.monitoring:9090\n  kubectl canary report checkout --previous 1 --file last.html\n  kubectl canary report checkout -o json"
     )]
     Report(ReportArgs),
+    /// Run each track's metric queries now and, for every one without data, say why: the
+    /// label or value Prometheus does not have, what it has instead, and the fix.
+    #[command(
+        name = "check-metrics",
+        after_help = "Examples:\n  kubectl canary check-metrics checkout -n shop --prometheus-url http://prometheus.monitoring:9090\n  kubectl canary check-metrics checkout --metrics generic -o json"
+    )]
+    CheckMetrics(CheckMetricsArgs),
     /// Run a policy against a simulated service on a virtual clock (no cluster needed).
     #[command(
         after_help = "Examples:\n  kubectl canary simulate\n  kubectl canary simulate --policy statistical --scenario aa-low-traffic\n  kubectl canary simulate --policy my.rhai --scenario my-scenario.yaml -o json\n  kubectl canary simulate --list"
@@ -230,6 +239,9 @@ pub struct StartArgs {
     /// `token-secret=SECRET/KEY` (sent as a bearer token). Only the references are stored.
     #[arg(long = "notify", value_name = "SPEC")]
     pub notify: Vec<String>,
+    /// With Prometheus, start checks that the stable track has data and says why not.
+    #[command(flatten)]
+    pub prometheus: PrometheusArgs,
 }
 
 /// Where metrics come from (Prometheus HTTP API).
@@ -277,6 +289,7 @@ pub struct PrometheusArgs {
     pub insecure: bool,
     /// Timeout of one Prometheus query.
     #[arg(
+        id = "prometheus_timeout",
         long = "prometheus-timeout",
         default_value = "10s",
         value_name = "DURATION"
@@ -412,6 +425,22 @@ pub struct ReportArgs {
     /// Charts from range queries at full resolution, and the canary's traffic after a rollback.
     #[command(flatten)]
     pub prometheus: PrometheusArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckMetricsArgs {
+    #[command(flatten)]
+    pub service: ServiceArg,
+    /// Metric family to check (istio, linkerd, nginx, generic). Default: the rollout's, else
+    /// the detected provider's.
+    #[arg(long, value_name = "FLAVOUR", value_parser = parse_flavour)]
+    pub metrics: Option<crate::core::schedule::MetricsFlavour>,
+    #[command(flatten)]
+    pub prometheus: PrometheusArgs,
+}
+
+fn parse_flavour(s: &str) -> Result<crate::core::schedule::MetricsFlavour, String> {
+    crate::core::schedule::MetricsFlavour::parse(s)
 }
 
 #[derive(Debug, Args)]

@@ -232,6 +232,28 @@ async fn pod_facts(
     }
 }
 
+/// What one evaluation of this rollout asks its metrics source for, at `now`.
+pub fn metrics_request(
+    l: &Loaded,
+    schedule: &Schedule,
+    now: chrono::DateTime<chrono::Utc>,
+    latency_samples: bool,
+) -> MetricsRequest {
+    MetricsRequest {
+        namespace: l.ns().to_string(),
+        service: l.target.service.clone(),
+        stable_workload: l.target.stable_deployment.clone(),
+        canary_workload: l.target.canary_service.clone(),
+        flavour: schedule
+            .metrics
+            .unwrap_or_else(|| l.router.metrics_flavour()),
+        step_started: l.rollout().step_started_at,
+        now,
+        queries: schedule.queries.clone(),
+        latency_samples,
+    }
+}
+
 /// Fetches metrics and pod facts for one evaluation (concurrently); the latency samples only
 /// with `latency_samples` (see [`Policy::reads_latency_samples`]).
 pub async fn gather<M: MetricsSource + Sync>(
@@ -243,20 +265,7 @@ pub async fn gather<M: MetricsSource + Sync>(
 ) -> Result<(Facts, Option<String>)> {
     let client = &l.sess.client;
     let ns = l.ns();
-    let now = clock::now();
-    let req = MetricsRequest {
-        namespace: ns.to_string(),
-        service: l.target.service.clone(),
-        stable_workload: l.target.stable_deployment.clone(),
-        canary_workload: l.target.canary_service.clone(),
-        flavour: schedule
-            .metrics
-            .unwrap_or_else(|| l.router.metrics_flavour()),
-        step_started: l.rollout().step_started_at,
-        now,
-        queries: schedule.queries.clone(),
-        latency_samples,
-    };
+    let req = metrics_request(l, schedule, clock::now(), latency_samples);
     let pods = async {
         let cache = l.sess.watched.as_deref();
         let (s, c) = futures::try_join!(

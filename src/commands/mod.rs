@@ -1,6 +1,7 @@
 //! One file per command. Each returns the process exit code or an error.
 
 pub mod abort;
+pub mod check_metrics;
 pub mod completion;
 pub mod history;
 pub mod install_runner;
@@ -40,6 +41,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Resume(args) => resume::run(g, &args).await,
         Command::History(args) => history::run(g, &args).await,
         Command::Report(args) => report::run(g, &args).await,
+        Command::CheckMetrics(args) => check_metrics::run(g, &args).await,
         Command::InstallRunner(args) => install_runner::run(g, &args).await,
     }
 }

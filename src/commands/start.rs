@@ -339,6 +339,9 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
                 );
                 println!("next: `kubectl canary run {service} -n {ns}` (or `step` from CI)");
             }
+            if let Some(config) = args.prometheus.config() {
+                warn_without_stable_data(config, &l, &schedule).await;
+            }
             Ok(Exit::Ok)
         }
     }
@@ -376,4 +379,40 @@ async fn roll_back_unrouted(l: &mut driver::Loaded, actor: &str, reason: String)
     )
     .await?;
     Ok(())
+}
+
+/// A stable track without data makes every evaluation hold, for hours if nobody looks: say
+/// so now, with why (see `check-metrics`). Only a warning: the data may still arrive.
+async fn warn_without_stable_data(
+    config: crate::metrics::prometheus::PrometheusConfig,
+    l: &driver::Loaded,
+    schedule: &crate::core::schedule::Schedule,
+) {
+    let window = config.window.as_secs().max(1);
+    let client = match crate::metrics::prometheus::PrometheusClient::new(config) {
+        Ok(c) => c,
+        Err(e) => return eprintln!("warning: cannot check the stable track's metrics: {e}"),
+    };
+    let req = driver::metrics_request(l, schedule, crate::cluster::clock::now(), false);
+    let checks = match crate::metrics::diagnose::check(&client, &req, window).await {
+        Ok(c) => c,
+        Err(e) => return eprintln!("warning: cannot check the stable track's metrics: {e}"),
+    };
+    let missing: Vec<_> = checks
+        .iter()
+        .filter(|c| c.track == "stable" && c.value.is_none())
+        .collect();
+    for c in &missing {
+        eprintln!(
+            "warning: stable {}: no data: {}",
+            c.name,
+            c.why.as_deref().unwrap_or("")
+        );
+    }
+    if !missing.is_empty() {
+        eprintln!(
+            "warning: the policy holds while stable has no data; `kubectl canary check-metrics {} -n {}` checks again",
+            req.service, req.namespace
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! fills [`crate::core::facts::Facts`] itself; against a cluster, a [`MetricsSource`]
 //! (Prometheus) does, before the policy runs.
 
+pub mod diagnose;
 pub mod prometheus;
 pub mod templates;
 

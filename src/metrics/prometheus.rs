@@ -141,13 +141,16 @@ pub enum QueryResult {
     Matrix(Vec<Vec<(f64, f64)>>),
     /// `string` or an unknown result type: carries no number.
     Other(String),
+    /// `/api/v1/series`: the label sets of the matching series (`__name__` included).
+    Series(Vec<BTreeMap<String, String>>),
 }
 
 #[derive(Deserialize)]
 struct Envelope {
     status: String,
+    /// A query's `{resultType, result}`, or the series API's list of label sets.
     #[serde(default)]
-    data: Option<Data>,
+    data: Option<serde_json::Value>,
     #[serde(default, rename = "errorType")]
     error_type: Option<String>,
     #[serde(default)]
@@ -199,8 +202,14 @@ pub fn parse_envelope(body: &str) -> Result<QueryResult, QueryError> {
     let data = env
         .data
         .ok_or_else(|| QueryError::fatal("status success without data"))?;
-    let num = |s: &str| s.trim().parse::<f64>().unwrap_or(f64::NAN);
     let bad = |e: serde_json::Error| QueryError::fatal(format!("malformed result: {e}"));
+    if data.is_array() {
+        return Ok(QueryResult::Series(
+            serde_json::from_value(data).map_err(bad)?,
+        ));
+    }
+    let data: Data = serde_json::from_value(data).map_err(bad)?;
+    let num = |s: &str| s.trim().parse::<f64>().unwrap_or(f64::NAN);
     match data.result_type.as_str() {
         "vector" => {
             let v: Vec<VectorSample> = serde_json::from_value(data.result).map_err(bad)?;
@@ -272,6 +281,9 @@ pub fn instant_value(query: &str, result: &QueryResult) -> Result<Option<f64>, Q
         QueryResult::Matrix(_) => Err(QueryError::fatal(
             "instant query returned a range vector (matrix); drop the trailing [range]",
         )),
+        QueryResult::Series(_) => Err(QueryError::fatal(
+            "a series list where a query result was expected",
+        )),
         QueryResult::Other(t) => Err(QueryError::fatal(format!(
             "result type {t:?} carries no number"
         ))),
@@ -295,7 +307,7 @@ pub fn range_points(result: &QueryResult) -> Result<Vec<(f64, f64)>, QueryError>
             .first()
             .map(|s| s.iter().copied().filter(|(_, v)| v.is_finite()).collect())
             .unwrap_or_default()),
-        QueryResult::Instant(_) | QueryResult::Other(_) => {
+        QueryResult::Instant(_) | QueryResult::Other(_) | QueryResult::Series(_) => {
             Err(QueryError::fatal("range query did not return a matrix"))
         }
     }
@@ -506,6 +518,24 @@ impl PrometheusClient {
         ];
         let r = self.get_retrying("api/v1/query", &params).await?;
         instant_value(query, &r)
+    }
+
+    /// `/api/v1/series`: the label sets of the series `selector` matches in [start, end].
+    pub async fn series(
+        &self,
+        selector: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<BTreeMap<String, String>>, QueryError> {
+        let params = [
+            ("match[]", selector.to_string()),
+            ("start", unix(start)),
+            ("end", unix(end)),
+        ];
+        match self.get_retrying("api/v1/series", &params).await? {
+            QueryResult::Series(s) => Ok(s),
+            _ => Err(QueryError::fatal("the series API answered without a list")),
+        }
     }
 
     /// Range query; the finite values in time order.
