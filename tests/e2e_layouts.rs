@@ -160,15 +160,123 @@ spec:
     assert_eq!(share, 0.0, "{served:?}");
     assert_eq!(served.no_upstream(), 0, "{served:?}");
     assert_eq!(served.of("reviews-v1"), served.total(), "{served:?}");
-    let vs1 = user_view(&kubectl_json(n, "virtualservice/reviews"));
-    // Cleanup writes the single destination's weight as 100; nothing else of ours stays.
-    let mut vs1_no_weight = vs1.clone();
-    if let Some(r) = vs1_no_weight["spec"]["http"][0]["route"][0].as_object_mut() {
-        r.remove("weight");
-    }
-    assert_eq!(vs1_no_weight, vs0, "VirtualService as the user had it");
+    assert_eq!(
+        user_view(&kubectl_json(n, "virtualservice/reviews")),
+        vs0,
+        "VirtualService as the user had it, byte for byte"
+    );
     assert_eq!(user_view(&kubectl_json(n, "destinationrule/reviews")), dr0);
     assert_eq!(user_view(&kubectl_json(n, "service/reviews")), svc0);
+    assert_eq!(stable_pod_uids(n, "reviews-v1").await, stable_before);
+}
+
+/// Istio's bookinfo `virtual-service-reviews-jason-v1`-style layout: a user's match route
+/// (`end-user: jason` → subset v1) ahead of the general route (→ v1). Istio takes the first
+/// matching route, so the split belongs in the general route; the jason route names `v1`,
+/// whose labels the canary's pods inherit, so it must reach stable's pods only. Measured at
+/// the pods for each kind of caller, and the VirtualService is given back byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookinfo_users_match_route_ahead_of_the_general_route() {
+    TestEnv::get();
+    let ns = TestNamespace::create("lay-jason").await;
+    let n = ns.name.as_str();
+    apply(
+        &ns.client,
+        n,
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews-v1, labels: {app: reviews, version: v1}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: reviews, version: v1}}
+  template:
+    metadata: {labels: {app: reviews, version: v1}}
+    spec: {containers: [{name: reviews, image: "kubectl-canary/demo:1.0"}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, labels: {app: reviews}}
+spec: {selector: {app: reviews}, ports: [{name: http, port: 9080, targetPort: 9080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - headers:
+        end-user: {exact: jason}
+    route:
+    - destination: {host: reviews, subset: v1}
+  - route:
+    - destination: {host: reviews, subset: v1}
+"#,
+    )
+    .await;
+    wait_serving(n, "reviews-v1", 2, Duration::from_secs(60)).await;
+    let vs0 = user_view(&kubectl_json(n, "virtualservice/reviews"));
+    let stable_before = stable_pod_uids(n, "reviews-v1").await;
+    let out = kc_out(
+        n,
+        &[
+            "start",
+            "reviews",
+            "--image",
+            "reviews=kubectl-canary/demo:2.0",
+            "--schedule-override",
+            FAST,
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "start");
+    assert_eq!(status_json(n, "reviews").await["route_weight"], 5);
+    // Jason's requests: all on stable (before the fix the split sat in this route).
+    let jason = Traffic::start_with(
+        n,
+        "istio",
+        "reviews",
+        TrafficOptions::at(150.0, 60).with_header("end-user:jason", 1.0),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(n, "reviews-canary").await;
+    eprintln!("jason route: canary share {share:.3} ({served:?})");
+    assert!(served.total() > 300, "{served:?}");
+    assert_eq!(
+        share, 0.0,
+        "the jason route reaches stable pods only: {served:?}"
+    );
+    drop(jason);
+    // Everyone else: the general route carries the 5 % (not the canary's 1-of-3 pods).
+    let general = Traffic::start_with(n, "istio", "reviews", TrafficOptions::at(200.0, 60));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(n, "reviews-canary").await;
+    eprintln!("general route: canary share {share:.3} at weight 5 ({served:?})");
+    assert!((share - 0.05).abs() < 0.03, "{served:?}");
+    assert_eq!(served.no_upstream(), 0, "{served:?}");
+    let out = kc_out(n, &["rollback", "reviews"]).await;
+    assert_eq!(out.status.code(), Some(3), "rolled back");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(n, "reviews-canary").await;
+    assert_eq!(share, 0.0, "{served:?}");
+    drop(general);
+    assert_eq!(
+        user_view(&kubectl_json(n, "virtualservice/reviews")),
+        vs0,
+        "the user's routes byte for byte"
+    );
     assert_eq!(stable_pod_uids(n, "reviews-v1").await, stable_before);
 }
 

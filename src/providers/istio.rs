@@ -22,6 +22,8 @@ pub const STABLE_SUBSET: &str = "kubectl-canary-stable";
 pub const CANARY_SUBSET: &str = "kubectl-canary-canary";
 /// VirtualService annotation: the subset the stable destination named before ("" = none).
 pub const STABLE_SUBSET_ANN: &str = "kubectl-canary.io/stable-subset";
+/// VirtualService annotation, present when the stable destination had no weight before.
+pub const STABLE_WEIGHT_ANN: &str = "kubectl-canary.io/stable-weight-absent";
 pub const HEADER_ROUTE_NAME: &str = "kubectl-canary-header";
 const GROUP: &str = "networking.istio.io";
 
@@ -165,15 +167,61 @@ fn dest_subset(d: &Value) -> Option<&str> {
     d.get("destination")?.get("subset")?.as_str()
 }
 
-/// Index of the http route that carries the service's traffic (not our header route).
+/// Index of the http route that carries the service's general traffic (not our header
+/// route): Istio evaluates routes in order and the first match wins, so a user's match route
+/// ahead of the default one (bookinfo's `end-user: jason`) only takes the requests it
+/// matches. The general route is the first one to the host without a `match` (it takes
+/// everything that reaches it); when every route has one, the last route to the host.
 fn main_route(spec: &Value, t: &Target) -> Option<usize> {
-    spec.get("http")?.as_array()?.iter().position(|h| {
-        h.get("name").and_then(Value::as_str) != Some(HEADER_ROUTE_NAME)
-            && h.get("route").and_then(Value::as_array).is_some_and(|r| {
-                r.iter()
-                    .any(|d| dest_host(d).is_some_and(|h| host_matches(h, t)))
-            })
-    })
+    let to_host: Vec<(usize, &Value)> = spec
+        .get("http")?
+        .as_array()?
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| {
+            h.get("name").and_then(Value::as_str) != Some(HEADER_ROUTE_NAME)
+                && h.get("route").and_then(Value::as_array).is_some_and(|r| {
+                    r.iter()
+                        .any(|d| dest_host(d).is_some_and(|h| host_matches(h, t)))
+                })
+        })
+        .collect();
+    let catch_all = |h: &Value| {
+        h.get("match")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty)
+    };
+    to_host
+        .iter()
+        .find(|(_, h)| catch_all(h))
+        .or(to_host.last())
+        .map(|(i, _)| *i)
+}
+
+/// The destinations of the user's other routes (not the main one, not ours) that name the
+/// service's host with the subset stable's destination named before the rollout (`original`,
+/// "" = the whole host): those select the canary's pods too (they carry stable's labels), so
+/// they are pinned to stable for the rollout and given back their subset at the end.
+fn other_stable_destinations<'a>(
+    spec: &'a mut Value,
+    t: &'a Target,
+    main: usize,
+    subset: &'a str,
+) -> impl Iterator<Item = &'a mut Value> + 'a {
+    spec.get_mut("http")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter(move |(i, h)| {
+            *i != main && h.get("name").and_then(Value::as_str) != Some(HEADER_ROUTE_NAME)
+        })
+        .filter_map(|(_, h)| h.get_mut("route").and_then(Value::as_array_mut))
+        .flatten()
+        .filter(move |d| {
+            dest_host(d).is_some_and(|h| host_is(h, &t.service, &t.namespace))
+                && dest_subset(d).unwrap_or("") == subset
+        })
 }
 
 /// Adds the canary destination (weight 0) and the header route; idempotent.
@@ -207,6 +255,11 @@ pub fn prepare_vs(
         route[stable_pos]["destination"]["subset"] = json!(STABLE_SUBSET);
         changed = true;
     }
+    if route[stable_pos].get("weight").is_none() {
+        // Remembered so that cleanup gives the route back byte for byte.
+        ann.entry(STABLE_WEIGHT_ANN.to_string())
+            .or_insert_with(String::new);
+    }
     let stable_dest = route[stable_pos]["destination"].clone();
     let canary_dest = {
         let mut dest = stable_dest.clone();
@@ -223,6 +276,12 @@ pub fn prepare_vs(
         }
         route.push(json!({"destination": canary_dest.clone(), "weight": 0}));
     }
+    if !host_split && let Some(original) = ann.get(STABLE_SUBSET_ANN).cloned() {
+        for d in other_stable_destinations(spec, t, idx, &original) {
+            d["destination"]["subset"] = json!(STABLE_SUBSET);
+        }
+    }
+    let http = spec["http"].as_array_mut().expect("checked by main_route");
     let has_header = http
         .iter()
         .any(|h| h.get("name").and_then(Value::as_str) == Some(HEADER_ROUTE_NAME));
@@ -296,7 +355,10 @@ pub fn read_weight_vs(spec: &Value, t: &Target) -> Option<u32> {
 pub fn cleanup_vs(spec: &mut Value, ann: &mut BTreeMap<String, String>, t: &Target) -> bool {
     let before = spec.clone();
     let original = ann.remove(STABLE_SUBSET_ANN);
-    let had_ann = original.is_some() | ann.remove(super::shared::FENCE_ANN).is_some();
+    // Absent on rollouts prepared by an older version: those get weight 100 written back.
+    let weight_was_absent = ann.remove(STABLE_WEIGHT_ANN).is_some();
+    let had_ann =
+        original.is_some() | weight_was_absent | ann.remove(super::shared::FENCE_ANN).is_some();
     if let Some(http) = spec.get_mut("http").and_then(Value::as_array_mut) {
         http.retain(|h| h.get("name").and_then(Value::as_str) != Some(HEADER_ROUTE_NAME));
     }
@@ -306,19 +368,30 @@ pub fn cleanup_vs(spec: &mut Value, ann: &mut BTreeMap<String, String>, t: &Targ
             .expect("checked by main_route");
         route.retain(|d| !is_canary(d, t));
         if route.len() == 1 {
-            route[0]["weight"] = json!(100);
+            if weight_was_absent {
+                route[0].as_object_mut().map(|d| d.remove("weight"));
+            } else {
+                route[0]["weight"] = json!(100);
+            }
         }
-        if let Some(original) = original {
-            for d in route
-                .iter_mut()
-                .filter(|d| dest_subset(d) == Some(STABLE_SUBSET))
-            {
-                let dest = d["destination"].as_object_mut().expect("has a subset");
-                if original.is_empty() {
-                    dest.remove("subset");
-                } else {
-                    dest.insert("subset".into(), json!(original));
-                }
+    }
+    // Every destination we pinned (the main route's and the user's other routes') gets back
+    // the subset it named.
+    if let Some(original) = original {
+        for d in spec
+            .get_mut("http")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h.get_mut("route").and_then(Value::as_array_mut))
+            .flatten()
+            .filter(|d| dest_subset(d) == Some(STABLE_SUBSET))
+        {
+            let dest = d["destination"].as_object_mut().expect("has a subset");
+            if original.is_empty() {
+                dest.remove("subset");
+            } else {
+                dest.insert("subset".into(), json!(original));
             }
         }
     }
@@ -552,6 +625,7 @@ mod tests {
     #[test]
     fn weights_and_cleanup() {
         let mut s = vs();
+        let original = s.clone();
         let mut a = ann();
         prepare_vs(&mut s, &mut a, &target(), None).unwrap();
         assert!(set_weight_vs(&mut s, &target(), 25).unwrap());
@@ -559,14 +633,8 @@ mod tests {
         assert_eq!(s["http"][1]["route"][0]["weight"], 75);
         assert!(!set_weight_vs(&mut s, &target(), 25).unwrap());
         assert!(cleanup_vs(&mut s, &mut a, &target()));
-        assert_eq!(s["http"][1]["route"].as_array().unwrap().len(), 1);
-        assert_eq!(s["http"][1]["route"][0]["weight"], 100);
-        assert!(
-            s["http"][1]["route"][0]["destination"]
-                .get("subset")
-                .is_none(),
-            "back to the whole host: {s}"
-        );
+        // The user's route byte for byte: no weight (it had none), the whole host again.
+        assert_eq!(s, original);
         assert!(a.is_empty());
         assert_eq!(read_weight_vs(&s, &target()), None);
         // weight 0 without a canary destination is a no-op, anything else an error
@@ -598,9 +666,70 @@ mod tests {
         assert_eq!(s["http"][1]["route"][0]["weight"], 70);
         assert_eq!(read_weight_vs(&s, &target()), Some(30));
         assert!(cleanup_vs(&mut s, &mut a, &target()));
-        assert_eq!(s["http"].as_array().unwrap().len(), 1);
-        assert_eq!(s["http"][0]["route"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            s,
+            json!({"hosts": ["web"], "http": [{"route": [
+                {"destination": {"host": "web-stable", "port": {"number": 80}}}
+            ]}]})
+        );
+    }
+
+    /// A route the user wrote with a weight keeps it; one prepared by an older version (no
+    /// weight annotation) gets weight 100 as before.
+    #[test]
+    fn a_stable_weight_of_the_users_is_given_back() {
+        let t = Target::new("bookinfo", "reviews");
+        let original = json!({"hosts": ["reviews"], "http": [{"route": [
+            {"destination": {"host": "reviews", "subset": "v1"}, "weight": 100}]}]});
+        let mut s = original.clone();
+        let mut a = ann();
+        prepare_vs(&mut s, &mut a, &t, None).unwrap();
+        assert!(!a.contains_key(STABLE_WEIGHT_ANN));
+        set_weight_vs(&mut s, &t, 20).unwrap();
+        assert!(cleanup_vs(&mut s, &mut a, &t));
+        assert_eq!(s, original);
+        let mut s = json!({"hosts": ["reviews"], "http": [{"route": [
+            {"destination": {"host": "reviews", "subset": "v1"}}]}]});
+        let mut a = ann();
+        prepare_vs(&mut s, &mut a, &t, None).unwrap();
+        a.remove(STABLE_WEIGHT_ANN);
+        cleanup_vs(&mut s, &mut a, &t);
         assert_eq!(s["http"][0]["route"][0]["weight"], 100);
+    }
+
+    /// bookinfo's `end-user: jason` match route ahead of the general route (Istio: first
+    /// match wins). The split goes into the general route; the jason route, which names
+    /// stable's subset `v1` (whose labels the canary's pods carry too), is pinned to stable
+    /// for the rollout; a route to another subset is left alone; all come back byte for byte.
+    #[test]
+    fn a_users_match_route_ahead_of_the_general_route() {
+        let t = Target::new("bookinfo", "reviews");
+        let original = json!({"hosts": ["reviews"], "http": [
+            {"match": [{"headers": {"end-user": {"exact": "jason"}}}],
+             "route": [{"destination": {"host": "reviews", "subset": "v1"}}]},
+            {"match": [{"headers": {"end-user": {"exact": "ada"}}}],
+             "route": [{"destination": {"host": "reviews", "subset": "v2"}}]},
+            {"route": [{"destination": {"host": "reviews", "subset": "v1"}}]}
+        ]});
+        let mut s = original.clone();
+        let mut a = ann();
+        prepare_vs(&mut s, &mut a, &t, None).unwrap();
+        set_weight_vs(&mut s, &t, 5).unwrap();
+        let http = s["http"].as_array().unwrap();
+        assert_eq!(http[0]["route"].as_array().unwrap().len(), 1, "{s}");
+        assert_eq!(http[0]["route"][0]["destination"]["subset"], STABLE_SUBSET);
+        assert_eq!(http[1]["route"][0]["destination"]["subset"], "v2");
+        assert_eq!(http[2]["route"][0]["destination"]["subset"], STABLE_SUBSET);
+        assert_eq!(http[2]["route"][0]["weight"], 95);
+        assert_eq!(http[2]["route"][1]["destination"]["subset"], CANARY_SUBSET);
+        assert_eq!(read_weight_vs(&s, &t), Some(5));
+        // Idempotent.
+        let again = s.clone();
+        assert!(!prepare_vs(&mut s, &mut a, &t, None).unwrap());
+        assert_eq!(s, again);
+        assert!(cleanup_vs(&mut s, &mut a, &t));
+        assert_eq!(s, original);
+        assert!(a.is_empty());
     }
 
     #[test]
@@ -619,7 +748,7 @@ mod tests {
         assert_eq!(
             s,
             json!({"hosts": ["reviews"], "http": [{"route": [
-                {"destination": {"host": "reviews", "subset": "v1"}, "weight": 100}]}]})
+                {"destination": {"host": "reviews", "subset": "v1"}}]}]})
         );
     }
 
