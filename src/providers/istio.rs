@@ -257,8 +257,7 @@ pub fn prepare_vs(
     }
     if route[stable_pos].get("weight").is_none() {
         // Remembered so that cleanup gives the route back byte for byte.
-        ann.entry(STABLE_WEIGHT_ANN.to_string())
-            .or_insert_with(String::new);
+        ann.entry(STABLE_WEIGHT_ANN.to_string()).or_default();
     }
     let stable_dest = route[stable_pos]["destination"].clone();
     let canary_dest = {
