@@ -63,6 +63,7 @@ fn client(ns: &str, via: &str, host: &str, header: Option<&str>, share: f64) -> 
             duration: Duration::from_secs(60),
             header: header.map(str::to_string),
             header_share: share,
+            ..TrafficOptions::default()
         },
     )
 }

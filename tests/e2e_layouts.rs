@@ -280,6 +280,176 @@ spec:
     assert_eq!(stable_pod_uids(n, "reviews-v1").await, stable_before);
 }
 
+/// Seed 000's own layout: `devmentor-routes`, bound to the gateway only, routes several
+/// services by path (named like none of them); `ai-gateway-v1` runs 3 pods and the team's
+/// `ai-gateway-v2` waits at 0; the Service selects both by `app`. Gateway callers get the
+/// split; in-mesh callers of the Service bypass a gateway-only route (istio/api
+/// `VirtualService.gateways`), so they must reach no canary pod. Measured at the pods, per
+/// kind of caller; the users route and every object of the team's come back byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_000_gateway_only_route_for_several_services() {
+    TestEnv::get();
+    let ns = TestNamespace::create("lay-seed000").await;
+    let n = ns.name.as_str();
+    apply(
+        &ns.client,
+        n,
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ai-gateway-v1}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: ai-gateway, version: v1}}
+  template:
+    metadata: {labels: {app: ai-gateway, version: v1}}
+    spec: {containers: [{name: ai-gateway, image: "kubectl-canary/demo:1.0"}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ai-gateway-v2}
+spec:
+  replicas: 0
+  selector: {matchLabels: {app: ai-gateway, version: v2}}
+  template:
+    metadata: {labels: {app: ai-gateway, version: v2}}
+    spec: {containers: [{name: ai-gateway, image: "kubectl-canary/demo:2.0"}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: users}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: users}}
+  template:
+    metadata: {labels: {app: users}}
+    spec: {containers: [{name: users, image: "kubectl-canary/demo:1.0"}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ai-gateway}
+spec: {selector: {app: ai-gateway}, ports: [{name: http, port: 8080, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: users}
+spec: {selector: {app: users}, ports: [{name: http, port: 8080, targetPort: 8080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ai-gateway}
+spec:
+  host: ai-gateway
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: devmentor-routes}
+spec:
+  hosts: [devmentor.example.com]
+  gateways: [devmentor-gateway]
+  http:
+  - match:
+    - uri: {prefix: /api/users}
+    route:
+    - destination: {host: users, port: {number: 8080}}
+  - match:
+    - uri: {prefix: /api/ai}
+    route:
+    - destination: {host: ai-gateway, subset: v1, port: {number: 8080}}
+"#,
+    )
+    .await;
+    wait_serving(n, "ai-gateway-v1", 3, Duration::from_secs(60)).await;
+    wait_serving(n, "users", 1, Duration::from_secs(60)).await;
+    let objects = [
+        "virtualservice/devmentor-routes",
+        "destinationrule/ai-gateway",
+        "service/ai-gateway",
+        "service/users",
+    ];
+    let before: Vec<Value> = objects
+        .iter()
+        .map(|o| user_view(&kubectl_json(n, o)))
+        .collect();
+    let stable_before = stable_pod_uids(n, "ai-gateway-v1").await;
+    // The route is found by what it routes (no --route); stable is named (two Deployments
+    // match the Service's selector).
+    let out = kc_out(
+        n,
+        &[
+            "start",
+            "ai-gateway",
+            "--stable",
+            "ai-gateway-v1",
+            "--image",
+            "ai-gateway=kubectl-canary/demo:2.0",
+            "--schedule-override",
+            FAST,
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "start ai-gateway");
+    let st = status_json(n, "ai-gateway").await;
+    assert_eq!(st["route_weight"], 5, "{st}");
+    let gateway = || {
+        TrafficOptions::at(200.0, 60)
+            .with_path("/api/ai/chat")
+            .through_gateway("devmentor-gateway")
+    };
+    // Gateway callers: the split.
+    let t = Traffic::start_with(n, "istio", "devmentor.example.com", gateway());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(n, "ai-gateway-canary").await;
+    eprintln!("seed 000, gateway callers: canary share {share:.3} at weight 5 ({served:?})");
+    assert!((share - 0.05).abs() < 0.03, "{served:?}");
+    assert_eq!(served.no_upstream(), 0, "{served:?}");
+    drop(t);
+    // In-mesh callers of the Service: the route does not apply to them; no canary pod.
+    let t = Traffic::start_with(n, "istio", "ai-gateway", TrafficOptions::at(200.0, 60));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(n, "ai-gateway-canary").await;
+    eprintln!("seed 000, in-mesh callers: canary share {share:.3} ({served:?})");
+    assert!(served.total() > 300, "{served:?}");
+    assert_eq!(
+        share, 0.0,
+        "in-mesh callers bypass the gateway's route: {served:?}"
+    );
+    drop(t);
+    // The users route still reaches users.
+    let t = Traffic::start_with(
+        n,
+        "istio",
+        "devmentor.example.com",
+        TrafficOptions::at(100.0, 60)
+            .with_path("/api/users/1")
+            .through_gateway("devmentor-gateway"),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let served = measure(n, Duration::from_secs(3)).await;
+    assert!(
+        served.of("users") > 100 && served.of("users") == served.total(),
+        "{served:?}"
+    );
+    drop(t);
+
+    let _gw = Traffic::start_with(n, "istio", "devmentor.example.com", gateway());
+    let out = kc_out(n, &["rollback", "ai-gateway"]).await;
+    assert_eq!(out.status.code(), Some(3), "rolled back");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(n, "ai-gateway-canary").await;
+    assert_eq!(share, 0.0, "{served:?}");
+    assert_eq!(served.no_upstream(), 0, "{served:?}");
+    for (o, b) in objects.iter().zip(&before) {
+        assert_eq!(&user_view(&kubectl_json(n, o)), b, "{o} as the team had it");
+    }
+    assert_eq!(stable_pod_uids(n, "ai-gateway-v1").await, stable_before);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_002_linkerd_layout_with_its_own_canary() {
     TestEnv::get();

@@ -150,6 +150,17 @@ pub fn is_host_split(spec: &Value, t: &Target) -> bool {
         })
 }
 
+/// A VirtualService bound to gateways only (`gateways` without `mesh`): istio/api
+/// `networking/v1/virtual_service.proto` — its routes apply at those gateways, and in-mesh
+/// callers of the Service bypass it and reach every pod the Service selects. So the canary
+/// gets a host of its own (`<svc>-canary`) and the Service is pinned to stable's pods for the
+/// rollout: gateway callers get the split, in-mesh callers stable only.
+pub fn is_gateway_only(spec: &Value) -> bool {
+    spec.get("gateways")
+        .and_then(Value::as_array)
+        .is_some_and(|g| !g.is_empty() && !g.iter().any(|g| g.as_str() == Some("mesh")))
+}
+
 fn is_canary(d: &Value, t: &Target) -> bool {
     dest_subset(d) == Some(CANARY_SUBSET)
         || dest_host(d).is_some_and(|h| host_is(h, &t.canary_service, &t.namespace))
@@ -239,6 +250,7 @@ pub fn prepare_vs(
     })?;
     let before = spec.clone();
     let host_split = is_host_split(spec, t);
+    let gateway_only = is_gateway_only(spec);
     let http = spec["http"].as_array_mut().expect("checked by main_route");
     let route = http[idx]["route"]
         .as_array_mut()
@@ -262,8 +274,9 @@ pub fn prepare_vs(
     let stable_dest = route[stable_pos]["destination"].clone();
     let canary_dest = {
         let mut dest = stable_dest.clone();
-        if host_split {
+        if host_split || gateway_only {
             dest["host"] = json!(t.canary_service);
+            dest.as_object_mut().map(|d| d.remove("subset"));
         } else {
             dest["subset"] = json!(CANARY_SUBSET);
         }
@@ -443,13 +456,27 @@ impl TrafficRouter for IstioRouter {
         target: &Target,
         header: Option<&HeaderRoute>,
     ) -> Result<(), ProviderError> {
-        let host_split = match self.virtual_service(client, target).await? {
-            Some(vs) => vs
-                .data
-                .get("spec")
-                .is_some_and(|s| is_host_split(s, target)),
-            None => false,
+        let (host_split, gateway_only) = match self.virtual_service(client, target).await? {
+            Some(vs) => vs.data.get("spec").map_or((false, false), |s| {
+                (is_host_split(s, target), is_gateway_only(s))
+            }),
+            None => (false, false),
         };
+        if gateway_only && !host_split {
+            // In-mesh callers bypass the route: the Service reaches stable only, and the
+            // canary is a host of its own (created before the route names it).
+            let user = super::shared::user_service(client, target).await?;
+            let pods = target.selectors()?;
+            super::shared::ensure_version_service(
+                client,
+                target,
+                &user,
+                &target.canary_service,
+                &pods.canary,
+            )
+            .await?;
+            super::shared::pin_service(client, target, &target.service).await?;
+        }
         if host_split {
             // Two Services: `<svc>-canary` must exist before the route names it.
             let user = super::shared::user_service(client, target).await?;
@@ -563,6 +590,8 @@ impl TrafficRouter for IstioRouter {
             }
         }
         super::shared::unpin_service(client, &target.namespace, &target.stable_service).await?;
+        // (pinned for a gateway-only route; a no-op otherwise)
+        super::shared::unpin_service(client, &target.namespace, &target.service).await?;
         super::shared::delete_managed_service(client, &target.namespace, &target.canary_service)
             .await
     }
@@ -749,6 +778,40 @@ mod tests {
             json!({"hosts": ["reviews"], "http": [{"route": [
                 {"destination": {"host": "reviews", "subset": "v1"}}]}]})
         );
+    }
+
+    /// Seed 000's `devmentor-routes`: bound to a gateway only, routing several services by
+    /// path. Only this service's route gets the canary, as a host of its own (in-mesh callers
+    /// bypass the route; the Service is pinned to stable instead); the rest byte for byte.
+    #[test]
+    fn a_gateway_only_route_gets_the_canary_as_a_host() {
+        let t = Target::new("devmentor", "ai-gateway");
+        let original = json!({"hosts": ["devmentor.example.com"], "gateways": ["devmentor-gateway"],
+        "http": [
+            {"match": [{"uri": {"prefix": "/api/users"}}],
+             "route": [{"destination": {"host": "users", "port": {"number": 8080}}}]},
+            {"match": [{"uri": {"prefix": "/api/ai"}}],
+             "route": [{"destination": {"host": "ai-gateway", "subset": "v1", "port": {"number": 8080}}}]}
+        ]});
+        assert!(is_gateway_only(&original));
+        assert!(!is_gateway_only(
+            &json!({"gateways": ["devmentor-gateway", "mesh"]})
+        ));
+        let mut s = original.clone();
+        let mut a = ann();
+        prepare_vs(&mut s, &mut a, &t, None).unwrap();
+        set_weight_vs(&mut s, &t, 5).unwrap();
+        assert_eq!(s["http"][0], original["http"][0]);
+        let route = &s["http"][1]["route"];
+        assert_eq!(route[0]["destination"]["subset"], STABLE_SUBSET);
+        assert_eq!(route[0]["weight"], 95);
+        assert_eq!(
+            route[1],
+            json!({"destination": {"host": "ai-gateway-canary", "port": {"number": 8080}}, "weight": 5})
+        );
+        assert_eq!(read_weight_vs(&s, &t), Some(5));
+        assert!(cleanup_vs(&mut s, &mut a, &t));
+        assert_eq!(s, original);
     }
 
     #[test]

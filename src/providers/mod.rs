@@ -272,15 +272,23 @@ impl Router {
                 "networking.istio.io",
                 "v1",
                 "VirtualService",
+                // Its hosts name the service, or (a gateway's route, e.g. seed 000's
+                // `devmentor-routes` for several services) one of its routes sends to it.
                 |o, svc, _| {
+                    let names = |h: &serde_json::Value| {
+                        h.as_str()
+                            .is_some_and(|h| h == svc || h.starts_with(&format!("{svc}.")))
+                    };
                     o.pointer("/spec/hosts")
                         .and_then(serde_json::Value::as_array)
-                        .is_some_and(|h| {
-                            h.iter().any(|h| {
-                                h.as_str()
-                                    .is_some_and(|h| h == svc || h.starts_with(&format!("{svc}.")))
-                            })
-                        })
+                        .is_some_and(|h| h.iter().any(names))
+                        || o.pointer("/spec/http")
+                            .and_then(serde_json::Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|r| r.get("route").and_then(serde_json::Value::as_array))
+                            .flatten()
+                            .any(|d| d.pointer("/destination/host").is_some_and(names))
                 },
             ),
             (

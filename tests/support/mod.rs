@@ -656,6 +656,10 @@ pub struct TrafficOptions {
     /// `NAME:VALUE` sent with `header_share` of the requests.
     pub header: Option<String>,
     pub header_share: f64,
+    /// Request path (default `/`).
+    pub path: Option<String>,
+    /// Enter through this Istio Gateway instead of the caller's sidecar (`x-mesh-gateway`).
+    pub gateway: Option<String>,
 }
 
 impl Default for TrafficOptions {
@@ -665,6 +669,8 @@ impl Default for TrafficOptions {
             duration: Duration::from_secs(300),
             header: None,
             header_share: 0.0,
+            path: None,
+            gateway: None,
         }
     }
 }
@@ -683,6 +689,18 @@ impl TrafficOptions {
     pub fn with_header(mut self, header: &str, share: f64) -> Self {
         self.header = Some(header.to_string());
         self.header_share = share;
+        self
+    }
+
+    /// Requests to `path` (not `/`).
+    pub fn with_path(mut self, path: &str) -> Self {
+        self.path = Some(path.to_string());
+        self
+    }
+
+    /// Requests enter through Istio Gateway `gateway` instead of the caller's sidecar.
+    pub fn through_gateway(mut self, gateway: &str) -> Self {
+        self.gateway = Some(gateway.to_string());
         self
     }
 }
@@ -733,6 +751,12 @@ impl Traffic {
                 "--header-share".into(),
                 o.header_share.to_string(),
             ]);
+        }
+        if let Some(p) = &o.path {
+            args.extend(["--path".into(), p.clone()]);
+        }
+        if let Some(g) = &o.gateway {
+            args.extend(["--gateway".into(), g.clone()]);
         }
         Traffic {
             driver: DemoProcess::spawn(&args),

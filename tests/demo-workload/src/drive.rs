@@ -41,6 +41,12 @@ pub struct DriveArgs {
     /// Share of requests (0..=1) that carry `--header`.
     #[arg(long, default_value_t = 0.0)]
     pub header_share: f64,
+    /// Request path.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// Enter through this Istio Gateway (`name` or `ns/name`) instead of the caller's sidecar.
+    #[arg(long)]
+    pub gateway: Option<String>,
     /// Requests per second.
     #[arg(long, default_value_t = 50.0)]
     pub rps: f64,
@@ -55,6 +61,9 @@ pub async fn run(a: DriveArgs) -> anyhow::Result<()> {
     }
     if !(a.duration > 0.0 && a.duration <= 3600.0) {
         bail!("--duration must be within (0, 3600] seconds");
+    }
+    if !a.path.starts_with('/') {
+        bail!("--path must start with /");
     }
     if !(0.0..=1.0).contains(&a.header_share) {
         bail!("--header-share must be within 0..=1");
@@ -106,10 +115,13 @@ pub async fn run(a: DriveArgs) -> anyhow::Result<()> {
             continue;
         };
         let mut b = hyper::Request::builder()
-            .uri(format!("http://{mesh}/"))
+            .uri(format!("http://{mesh}{}", a.path))
             .header("host", &a.host)
             .header(HDR_VIA, a.via.as_str())
             .header(HDR_NAMESPACE, &a.namespace);
+        if let Some(g) = &a.gateway {
+            b = b.header(crate::mesh::route::HDR_GATEWAY, g.as_str());
+        }
         if let Some((n, v)) = &header
             && rng::chance(a.header_share)
         {

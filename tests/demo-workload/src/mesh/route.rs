@@ -56,6 +56,10 @@ impl Via {
     }
 }
 
+/// Set by a caller entering through an Istio Gateway (`name` or `ns/name`); absent for an
+/// in-mesh caller (its sidecar).
+pub const HDR_GATEWAY: &str = "x-mesh-gateway";
+
 #[derive(Clone, Debug)]
 pub struct Request {
     pub via: Via,
@@ -230,6 +234,29 @@ fn istio_match(m: &IstioMatch, req: &Request) -> bool {
             .all(|(n, sm)| !hv(n).is_some_and(|v| sm.matches(v)))
 }
 
+/// Does VirtualService `vs` (in `vs_ns`) apply where the request entered: at the Istio
+/// Gateway named by [`HDR_GATEWAY`] (`name` in the caller's namespace, or `ns/name`), or, without
+/// it, at the caller's sidecar (`mesh`)? istio/api `networking/v1/virtual_service.proto`,
+/// `VirtualService.gateways`: the gateways and sidecars the routes apply to, `<ns>/<name>` or
+/// a name in the VirtualService's namespace; the reserved `mesh` means every sidecar; an
+/// empty list means `mesh` only. A list without `mesh` does not apply to sidecars, so
+/// in-mesh callers of the Service bypass it. (Per-route `match.gateways` is not imitated.)
+fn vs_applies(vs: &super::world::VirtualService, vs_ns: &str, req: &Request) -> bool {
+    let full = |name: &str, ns: &str| match name.split_once('/') {
+        Some(_) => name.to_string(),
+        None => format!("{ns}/{name}"),
+    };
+    match req.headers.get(HDR_GATEWAY) {
+        None => vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh"),
+        Some(gw) => {
+            let gw = full(gw, &req.namespace);
+            vs.gateways
+                .iter()
+                .any(|g| g != "mesh" && full(g, vs_ns) == gw)
+        }
+    }
+}
+
 fn istio(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
     let target = service_of(&req.host, &req.namespace);
     // exportTo defaults to every namespace; among several VirtualServices for one host the
@@ -237,10 +264,20 @@ fn istio(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
     let mut vss: Vec<_> = w
         .virtual_services
         .iter()
-        .filter(|((ns, _), vs)| vs.hosts.iter().any(|h| service_of(h, ns) == target))
+        .filter(|((ns, _), vs)| {
+            vs.hosts.iter().any(|h| service_of(h, ns) == target) && vs_applies(vs, ns, req)
+        })
         .collect();
     vss.sort_by(|a, b| (&a.1.created, a.0).cmp(&(&b.1.created, b.0)));
     let Some(((vs_ns, vs_name), vs)) = vss.first() else {
+        if let Some(gw) = req.headers.get(HDR_GATEWAY) {
+            // A gateway routes only what a VirtualService bound to it routes.
+            return reply(
+                404,
+                None,
+                format!("no VirtualService for host {} at gateway {gw}", req.host),
+            );
+        }
         return to_service(w, &target.1, &target.0, None, rnd, None);
     };
     let Some(route) = vs
@@ -1029,6 +1066,48 @@ mod tests {
             ),
             ("shop-admin", "shop", "ns-shop-canary-80")
         );
+    }
+
+    /// istio/api `VirtualService.gateways`: a VirtualService bound to a gateway only
+    /// (no `mesh`) routes that gateway's requests; in-mesh callers of the Service bypass it.
+    #[test]
+    fn a_gateway_only_virtual_service_is_bypassed_by_in_mesh_callers() {
+        let objs = vec![
+            pod("ai-1", json!({"app": "ai", "version": "v1"})),
+            pod("ai-2", json!({"app": "ai", "version": "v2"})),
+            svc("ai"),
+            slice("ai", &[("ai-1", true), ("ai-2", true)]),
+            (
+                Kind::DestinationRule,
+                json!({"metadata": {"name": "ai"}, "spec": {"host": "ai", "subsets": [
+                    {"name": "v1", "labels": {"version": "v1"}}]}}),
+            ),
+            (
+                Kind::VirtualService,
+                json!({"metadata": {"name": "routes"}, "spec": {"hosts": ["shop.example.com"],
+                    "gateways": ["edge"], "http": [{"match": [{"uri": {"prefix": "/api/ai"}}],
+                    "route": [{"destination": {"host": "ai", "subset": "v1"}}]}]}}),
+            ),
+        ];
+        let w = world(&objs);
+        let mut r = req(
+            Via::Istio,
+            "shop.example.com",
+            &[("x-mesh-gateway", "edge")],
+        );
+        r.path = "/api/ai/chat".into();
+        close(&shares(&w, &r, 1000), "ai-1", 1.0);
+        // Another gateway, or a sidecar calling the external host: no route.
+        let mut other = req(
+            Via::Istio,
+            "shop.example.com",
+            &[("x-mesh-gateway", "ns2/edge")],
+        );
+        other.path = "/api/ai/chat".into();
+        close(&shares(&w, &other, 10), "404", 1.0);
+        // In-mesh callers of the Service reach every pod it selects.
+        let m = shares(&w, &req(Via::Istio, "ai", &[]), 20_000);
+        close(&m, "ai-2", 0.5);
     }
 
     #[test]

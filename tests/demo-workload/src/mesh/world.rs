@@ -130,6 +130,8 @@ pub struct IstioHttpRoute {
 pub struct VirtualService {
     pub created: String,
     pub hosts: Vec<String>,
+    /// `gateways` as written ("" entries dropped); empty = `mesh` only.
+    pub gateways: Vec<String>,
     pub http: Vec<IstioHttpRoute>,
 }
 
@@ -400,6 +402,7 @@ pub fn parse_virtual_service(o: &Value) -> VirtualService {
     VirtualService {
         created: created(o),
         hosts: arr(spec.get("hosts")).iter().filter_map(s).collect(),
+        gateways: arr(spec.get("gateways")).iter().filter_map(s).collect(),
         http,
     }
 }
