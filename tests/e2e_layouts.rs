@@ -37,6 +37,44 @@ async fn canary_share(ns: &str, canary: &str) -> (f64, Served) {
     (s.share(canary).unwrap_or(0.0), s)
 }
 
+/// bookinfo's reviews as its users deploy it: `reviews-v1` (2 pods) behind Service `reviews`,
+/// DestinationRule subsets v1/v2, and VirtualService `reviews` with the `http` routes given.
+fn bookinfo_reviews(http_routes: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: reviews-v1, labels: {{app: reviews, version: v1}}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: reviews, version: v1}}}}
+  template:
+    metadata: {{labels: {{app: reviews, version: v1}}}}
+    spec: {{containers: [{{name: reviews, image: "kubectl-canary/demo:1.0"}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: reviews, labels: {{app: reviews}}}}
+spec: {{selector: {{app: reviews}}, ports: [{{name: http, port: 9080, targetPort: 9080}}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews}}
+spec:
+  host: reviews
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews}}
+spec:
+  hosts: [reviews]
+  http:
+{http_routes}"#
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookinfo_reviews_v1_with_user_subsets() {
     TestEnv::get();
@@ -45,40 +83,7 @@ async fn bookinfo_reviews_v1_with_user_subsets() {
     apply(
         &ns.client,
         n,
-        r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: reviews-v1, labels: {app: reviews, version: v1}}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: reviews, version: v1}}
-  template:
-    metadata: {labels: {app: reviews, version: v1}}
-    spec: {containers: [{name: reviews, image: "kubectl-canary/demo:1.0"}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: reviews, labels: {app: reviews}}
-spec: {selector: {app: reviews}, ports: [{name: http, port: 9080, targetPort: 9080}]}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: reviews}
-spec:
-  host: reviews
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews}
-spec:
-  hosts: [reviews]
-  http:
-  - route:
-    - destination: {host: reviews, subset: v1}
-"#,
+        &bookinfo_reviews("  - route:\n    - destination: {host: reviews, subset: v1}\n"),
     )
     .await;
     wait_serving(n, "reviews-v1", 2, Duration::from_secs(60)).await;
@@ -183,38 +188,8 @@ async fn bookinfo_users_match_route_ahead_of_the_general_route() {
     apply(
         &ns.client,
         n,
-        r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: reviews-v1, labels: {app: reviews, version: v1}}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: reviews, version: v1}}
-  template:
-    metadata: {labels: {app: reviews, version: v1}}
-    spec: {containers: [{name: reviews, image: "kubectl-canary/demo:1.0"}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: reviews, labels: {app: reviews}}
-spec: {selector: {app: reviews}, ports: [{name: http, port: 9080, targetPort: 9080}]}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: reviews}
-spec:
-  host: reviews
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews}
-spec:
-  hosts: [reviews]
-  http:
-  - match:
+        &bookinfo_reviews(
+            r#"  - match:
     - headers:
         end-user: {exact: jason}
     route:
@@ -222,6 +197,7 @@ spec:
   - route:
     - destination: {host: reviews, subset: v1}
 "#,
+        ),
     )
     .await;
     wait_serving(n, "reviews-v1", 2, Duration::from_secs(60)).await;

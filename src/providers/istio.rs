@@ -462,9 +462,11 @@ impl TrafficRouter for IstioRouter {
             }),
             None => (false, false),
         };
-        if gateway_only && !host_split {
-            // In-mesh callers bypass the route: the Service reaches stable only, and the
-            // canary is a host of its own (created before the route names it).
+        if host_split || gateway_only {
+            // The canary is a host of its own, `<svc>-canary`, which must exist before the
+            // route names it. What stable's traffic goes through is pinned to stable's pods:
+            // the route's `<svc>-stable` (host split), or, for a gateway-only route, the
+            // Service itself, which in-mesh callers reach directly.
             let user = super::shared::user_service(client, target).await?;
             let pods = target.selectors()?;
             super::shared::ensure_version_service(
@@ -475,21 +477,14 @@ impl TrafficRouter for IstioRouter {
                 &pods.canary,
             )
             .await?;
-            super::shared::pin_service(client, target, &target.service).await?;
+            let pinned = if host_split {
+                &target.stable_service
+            } else {
+                &target.service
+            };
+            super::shared::pin_service(client, target, pinned).await?;
         }
         if host_split {
-            // Two Services: `<svc>-canary` must exist before the route names it.
-            let user = super::shared::user_service(client, target).await?;
-            let pods = target.selectors()?;
-            super::shared::ensure_version_service(
-                client,
-                target,
-                &user,
-                &target.canary_service,
-                &pods.canary,
-            )
-            .await?;
-            super::shared::pin_service(client, target, &target.stable_service).await?;
             let route = target.route.clone();
             return self
                 .update(client, target, "VirtualService", &route, |spec, ann| {
