@@ -463,3 +463,57 @@ async fn dead_prometheus_is_no_data_with_a_visible_error() {
         "every query failed"
     );
 }
+
+/// Ambient mode: no sidecar; the waypoint reports the requests it proxies as
+/// `reporter="waypoint"` (istio/proxy `istio_stats.cc`). The Istio flavour reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_flavour_reads_waypoint_reports() {
+    let env = TestEnv::get();
+    let ns = TestNamespace::create("metrics-ambient").await;
+    let n = ns.name.clone();
+    support::apply(
+        &ns.client,
+        &n,
+        &format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 1\n  \
+             selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web, istio.io/dataplane-mode: ambient}}}}\n    \
+             spec: {{containers: [{{name: web, image: \"{}\"}}]}}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\n\
+             spec: {{selector: {{app: web}}, ports: [{{port: 80, targetPort: 8080}}]}}\n",
+            support::TEST_IMAGE
+        ),
+    )
+    .await;
+    support::wait_serving(&n, "web", 1, Duration::from_secs(60)).await;
+    let _traffic = Traffic::start_with(&n, "istio", "web", TrafficOptions::at(50.0, 60));
+    let c = client(&env.prometheus);
+    let step_started = Utc::now();
+    eventually(
+        Duration::from_secs(40),
+        "the Istio flavour reads the waypoint's reports of stable",
+        || {
+            let c = c.clone();
+            let n = n.clone();
+            async move {
+                let d = c
+                    .fetch(&request(&n, "web", "istio", step_started))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match d.stable.request_rate {
+                    Some(r) if r > 10.0 => Ok(()),
+                    other => Err(format!("stable request rate {other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    let count = |reporter: &str| {
+        let q = format!(
+            r#"count(istio_requests_total{{reporter="{reporter}",destination_workload_namespace="{n}"}})"#
+        );
+        let c = c.clone();
+        async move { c.query(&q, Utc::now()).await.unwrap() }
+    };
+    assert!(count("waypoint").await.is_some_and(|x| x > 0.0));
+    assert_eq!(count("destination").await, None, "one reporter per request");
+}

@@ -76,7 +76,7 @@ pub struct FlavourTemplates {
 }
 
 // Selectors: how each family identifies one track.
-//   istio:   reporter="destination" (a meshed client reports the same request again as
+//   istio:   reporter=~"destination|waypoint" (a meshed client reports the same request again as
 //            reporter="source"; counting both would double everything)
 //   linkerd: inbound side of the track's Deployment
 //   nginx:   the canary Ingress labels its requests canary="<canary Service>"; the primary
@@ -84,11 +84,11 @@ pub struct FlavourTemplates {
 //   generic: the canary's `track: canary` label (stable = every other pod of the service)
 const ISTIO: FlavourTemplates = FlavourTemplates {
     flavour: MetricsFlavour::Istio,
-    requests: r#"sum(increase(istio_requests_total{reporter="destination",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}"}[{{step_window}}]))"#,
-    errors: r#"(sum(increase(istio_requests_total{reporter="destination",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}",response_code=~"5.."}[{{step_window}}])) or 0 * sum(increase(istio_requests_total{reporter="destination",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}"}[{{step_window}}])))"#,
-    request_rate: r#"sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}"}[{{window}}]))"#,
-    error_rate: r#"(sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}",response_code=~"5.."}[{{window}}])) or 0 * sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}"}[{{window}}]))) / sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}"}[{{window}}]))"#,
-    latency: r#"histogram_quantile({{quantile}}, sum by (le) (rate(istio_request_duration_milliseconds_bucket{reporter="destination",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}"}[{{window}}])))"#,
+    requests: r#"sum(increase(istio_requests_total{reporter=~"destination|waypoint",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}"}[{{step_window}}]))"#,
+    errors: r#"(sum(increase(istio_requests_total{reporter=~"destination|waypoint",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}",response_code=~"5.."}[{{step_window}}])) or 0 * sum(increase(istio_requests_total{reporter=~"destination|waypoint",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}"}[{{step_window}}])))"#,
+    request_rate: r#"sum(rate(istio_requests_total{reporter=~"destination|waypoint",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}"}[{{window}}]))"#,
+    error_rate: r#"(sum(rate(istio_requests_total{reporter=~"destination|waypoint",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}",response_code=~"5.."}[{{window}}])) or 0 * sum(rate(istio_requests_total{reporter=~"destination|waypoint",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}"}[{{window}}]))) / sum(rate(istio_requests_total{reporter=~"destination|waypoint",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}"}[{{window}}]))"#,
+    latency: r#"histogram_quantile({{quantile}}, sum by (le) (rate(istio_request_duration_milliseconds_bucket{reporter=~"destination|waypoint",destination_workload_namespace="{{namespace}}",destination_workload="{{workload}}"}[{{window}}])))"#,
 };
 
 const LINKERD: FlavourTemplates = FlavourTemplates {

@@ -92,6 +92,12 @@ pub struct Identity {
     pub app: String,
     /// Pod label `track`, "" without one (the generic flavour's label).
     pub track: String,
+    /// Who reports this pod's Istio requests: `destination` (its sidecar), or `waypoint` for
+    /// a pod labelled `istio.io/dataplane-mode: ambient` (istio/proxy
+    /// `source/extensions/filters/http/istio_stats/istio_stats.cc`: a waypoint reports as
+    /// `reporter="waypoint"`, with the destination workload's labels). The waypoint is a
+    /// proxy of its own; the pod reports in its place here.
+    pub istio_reporter: &'static str,
 }
 
 /// How a request reached the pod, told by the data plane with each request: the Service it
@@ -252,7 +258,8 @@ impl Metrics {
         o.push_str("# TYPE istio_requests_total counter\n");
         let istio_labels = |r: &PerRoute, code: u16| {
             format!(
-                "reporter=\"destination\",destination_service_name=\"{}\",destination_service_namespace=\"{ns}\",destination_workload=\"{wl}\",destination_workload_namespace=\"{ns}\",destination_app=\"{app}\",destination_version=\"{ver}\",response_code=\"{code}\"",
+                "reporter=\"{}\",destination_service_name=\"{}\",destination_service_namespace=\"{ns}\",destination_workload=\"{wl}\",destination_workload_namespace=\"{ns}\",destination_app=\"{app}\",destination_version=\"{ver}\",response_code=\"{code}\"",
+                id.istio_reporter,
                 esc(&r.ctx.service)
             )
         };
@@ -400,6 +407,7 @@ mod tests {
             version: "v2".into(),
             app: "web".into(),
             track: track.into(),
+            istio_reporter: "destination",
         }
     }
 
@@ -419,6 +427,23 @@ mod tests {
         }
         // ingress-nginx reports only what came through an Ingress.
         assert!(!text.contains("nginx_ingress_controller_requests{"));
+    }
+
+    #[test]
+    fn an_ambient_pod_is_reported_by_its_waypoint() {
+        let mut m = Metrics::new(Identity {
+            istio_reporter: "waypoint",
+            ..id("")
+        });
+        m.record(&RouteCtx::default(), 200, 1.0);
+        let t = m.render(0.0);
+        assert!(
+            t.contains(
+                "istio_requests_total{reporter=\"waypoint\",destination_service_name=\"web\""
+            ),
+            "{t}"
+        );
+        assert!(!t.contains("reporter=\"destination\""), "{t}");
     }
 
     #[test]

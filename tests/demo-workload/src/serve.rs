@@ -274,6 +274,11 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
             .or_else(|| label("app.kubernetes.io/name"))
             .unwrap_or_else(|| a.workload.clone()),
         track: label("track").unwrap_or_default(),
+        istio_reporter: if label("istio.io/dataplane-mode").as_deref() == Some("ambient") {
+            "waypoint"
+        } else {
+            "destination"
+        },
     };
     let state = Arc::new(State {
         fault: Mutex::new(Fault {
