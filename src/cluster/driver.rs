@@ -448,10 +448,12 @@ pub async fn step<M: MetricsSource + Sync>(
                     // that raced us has saved its phase before touching the route).
                     let fresh = l.store.load().await?;
                     if fresh.resource_version != l.stored.resource_version {
-                        return Err(Error::Cluster(format!(
-                            "the rollout of {} changed while this step ran (another step, run or rollback); run it again",
-                            l.target.service
-                        )));
+                        // Another step, run or rollback saved in between: the same conflict
+                        // as a refused compare-and-swap write.
+                        return Err(Error::Conflict {
+                            namespace: l.ns().to_string(),
+                            service: l.target.service.clone(),
+                        });
                     }
                     let raising = route_weight.is_some_and(|r| r < w);
                     // Finishing an advance: never onto a canary without ready pods (the
