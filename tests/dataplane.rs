@@ -35,6 +35,16 @@ fn service(name: &str, selector: serde_json::Value) -> String {
     )
 }
 
+/// An ingress-nginx Ingress `name` for `host`, path `/` to Service `backend` port 80, with the
+/// annotations `ann` (a YAML flow map).
+fn nginx_ingress(name: &str, host: &str, backend: &str, ann: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  annotations: {ann}\n\
+         spec:\n  ingressClassName: nginx\n  rules:\n  - host: {host}\n    http:\n      paths:\n      \
+         - {{path: /, pathType: Prefix, backend: {{service: {{name: {backend}, port: {{number: 80}}}}}}}}\n---\n"
+    )
+}
+
 /// bookinfo's reviews: reviews-v1 (2 pods), reviews-v2 (1 pod), Service `reviews` selecting both.
 async fn bookinfo(ns: &TestNamespace) {
     let m = deployment(
@@ -275,11 +285,7 @@ async fn nginx_canary_ingress_weight_20_with_header() {
     TestEnv::get();
     let ns = TestNamespace::create("dp-nginx").await;
     let ingress = |name: &str, backend: &str, ann: &str| {
-        format!(
-            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  annotations: {ann}\n\
-             spec:\n  ingressClassName: nginx\n  rules:\n  - host: shop.example.com\n    http:\n      paths:\n      \
-             - {{path: /, pathType: Prefix, backend: {{service: {{name: {backend}, port: {{number: 80}}}}}}}}\n---\n"
-        )
+        nginx_ingress(name, "shop.example.com", backend, ann)
     };
     let m = deployment("shop", 2, json!({"app": "shop"}), support::TEST_IMAGE)
         + &deployment(
@@ -352,13 +358,7 @@ async fn nginx_canary_ingress_weight_20_with_header() {
 async fn nginx_canary_follows_the_controllers_balancer() {
     TestEnv::get();
     let ns = TestNamespace::create("dp-nginx-up").await;
-    let ingress = |name: &str, host: &str, backend: &str, ann: &str| {
-        format!(
-            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  annotations: {ann}\n\
-             spec:\n  ingressClassName: nginx\n  rules:\n  - host: {host}\n    http:\n      paths:\n      \
-             - {{path: /, pathType: Prefix, backend: {{service: {{name: {backend}, port: {{number: 80}}}}}}}}\n---\n"
-        )
-    };
+    let ingress = nginx_ingress;
     let canary_deployment = |replicas| {
         deployment(
             "shop-canary",

@@ -75,6 +75,24 @@ spec:
     )
 }
 
+/// `start reviews` with a new image on the fast schedule (stable and route found by themselves).
+async fn start_reviews(n: &str) -> std::process::Output {
+    kc_out(
+        n,
+        &[
+            "start",
+            "reviews",
+            "--image",
+            "reviews=kubectl-canary/demo:2.0",
+            "--schedule-override",
+            FAST,
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookinfo_reviews_v1_with_user_subsets() {
     TestEnv::get();
@@ -95,20 +113,7 @@ async fn bookinfo_reviews_v1_with_user_subsets() {
     let stable_before = stable_pod_uids(n, "reviews-v1").await;
     let _traffic = Traffic::start_with(n, "istio", "reviews", TrafficOptions::at(200.0, 120));
     // Found from the Service: no --stable, no --route.
-    let out = kc_out(
-        n,
-        &[
-            "start",
-            "reviews",
-            "--image",
-            "reviews=kubectl-canary/demo:2.0",
-            "--schedule-override",
-            FAST,
-            "--timeout",
-            "60s",
-        ],
-    )
-    .await;
+    let out = start_reviews(n).await;
     assert_eq!(out.status.code(), Some(0), "start reviews on bookinfo");
     let st = status_json(n, "reviews").await;
     assert_eq!(st["route_weight"], 5);
@@ -203,20 +208,7 @@ async fn bookinfo_users_match_route_ahead_of_the_general_route() {
     wait_serving(n, "reviews-v1", 2, Duration::from_secs(60)).await;
     let vs0 = user_view(&kubectl_json(n, "virtualservice/reviews"));
     let stable_before = stable_pod_uids(n, "reviews-v1").await;
-    let out = kc_out(
-        n,
-        &[
-            "start",
-            "reviews",
-            "--image",
-            "reviews=kubectl-canary/demo:2.0",
-            "--schedule-override",
-            FAST,
-            "--timeout",
-            "60s",
-        ],
-    )
-    .await;
+    let out = start_reviews(n).await;
     assert_eq!(out.status.code(), Some(0), "start");
     assert_eq!(status_json(n, "reviews").await["route_weight"], 5);
     // Jason's requests: all on stable (before the fix the split sat in this route).

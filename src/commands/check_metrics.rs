@@ -33,6 +33,9 @@ async fn subject(
         .await?
         .doc;
     let rec = doc.current.as_ref().or(doc.previous.last());
+    if let Some(stable) = rec.and_then(|r| r.stable.clone()) {
+        target.stable_deployment = stable;
+    }
     let mut queries = BTreeMap::new();
     let (flavour, source) = match (args.metrics, rec) {
         (Some(f), _) => (f, "--metrics".to_string()),
@@ -42,7 +45,6 @@ async fn subject(
                 queries = s.queries.clone();
             }
             let who = super::report::workloads(sess, rec, schedule.as_ref()).await?;
-            target.stable_deployment = who.stable;
             (
                 who.flavour,
                 format!("the rollout's ({} provider)", rec.provider),
@@ -59,12 +61,6 @@ async fn subject(
             ),
         },
     };
-    if let Some(rec) = rec
-        && args.metrics.is_some()
-        && let Some(stable) = &rec.stable
-    {
-        target.stable_deployment = stable.clone();
-    }
     Ok(Subject {
         request: MetricsRequest {
             namespace: sess.namespace.clone(),
