@@ -250,10 +250,13 @@ async fn bookinfo_users_match_route_ahead_of_the_general_route() {
 
 /// Seed 000's own layout: `devmentor-routes`, bound to the gateway only, routes several
 /// services by path (named like none of them); `ai-gateway-v1` runs 3 pods and the team's
-/// `ai-gateway-v2` waits at 0; the Service selects both by `app`. Gateway callers get the
-/// split; in-mesh callers of the Service bypass a gateway-only route (istio/api
-/// `VirtualService.gateways`), so they must reach no canary pod. Measured at the pods, per
-/// kind of caller; the users route and every object of the team's come back byte for byte.
+/// `ai-gateway-v2` waits at 0; the Service selects both by `app`. `--canary ai-gateway-v2`
+/// adopts the team's canary (re-imaged, scaled, back at 0 after), so stable is the one other
+/// Deployment the Service selects and no `ai-gateway-canary` Deployment is created. Gateway
+/// callers get the split; in-mesh callers of the Service bypass a gateway-only route
+/// (istio/api `VirtualService.gateways`), so they must reach no canary pod. Measured at the
+/// pods, per kind of caller; the users route and every object of the team's come back byte
+/// for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_000_gateway_only_route_for_several_services() {
     TestEnv::get();
@@ -281,7 +284,7 @@ spec:
   selector: {matchLabels: {app: ai-gateway, version: v2}}
   template:
     metadata: {labels: {app: ai-gateway, version: v2}}
-    spec: {containers: [{name: ai-gateway, image: "kubectl-canary/demo:2.0"}]}
+    spec: {containers: [{name: ai-gateway, image: "kubectl-canary/demo:1.9"}]}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -343,15 +346,15 @@ spec:
         .map(|o| user_view(&kubectl_json(n, o)))
         .collect();
     let stable_before = stable_pod_uids(n, "ai-gateway-v1").await;
-    // The route is found by what it routes (no --route); stable is named (two Deployments
-    // match the Service's selector).
+    // The route is found by what it routes (no --route); the team's v2 is the canary, so
+    // stable is the other Deployment the Service selects (no --stable).
     let out = kc_out(
         n,
         &[
             "start",
             "ai-gateway",
-            "--stable",
-            "ai-gateway-v1",
+            "--canary",
+            "ai-gateway-v2",
             "--image",
             "ai-gateway=kubectl-canary/demo:2.0",
             "--schedule-override",
@@ -361,9 +364,29 @@ spec:
         ],
     )
     .await;
-    assert_eq!(out.status.code(), Some(0), "start ai-gateway");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "start ai-gateway: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let st = status_json(n, "ai-gateway").await;
     assert_eq!(st["route_weight"], 5, "{st}");
+    assert_eq!(st["canary_pods"]["ready"], 1, "{st}");
+    let v2 = kubectl_json(n, "deployment/ai-gateway-v2");
+    assert_eq!(
+        v2["spec"]["template"]["spec"]["containers"][0]["image"],
+        "kubectl-canary/demo:2.0"
+    );
+    let deps = kubectl_json(n, "deployments");
+    let mut names: Vec<&str> = deps["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["metadata"]["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ai-gateway-v1", "ai-gateway-v2", "users"]);
     let gateway = || {
         TrafficOptions::at(200.0, 60)
             .with_path("/api/ai/chat")
@@ -372,7 +395,7 @@ spec:
     // Gateway callers: the split.
     let t = Traffic::start_with(n, "istio", "devmentor.example.com", gateway());
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (share, served) = canary_share(n, "ai-gateway-canary").await;
+    let (share, served) = canary_share(n, "ai-gateway-v2").await;
     eprintln!("seed 000, gateway callers: canary share {share:.3} at weight 5 ({served:?})");
     assert!((share - 0.05).abs() < 0.03, "{served:?}");
     assert_eq!(served.no_upstream(), 0, "{served:?}");
@@ -380,7 +403,7 @@ spec:
     // In-mesh callers of the Service: the route does not apply to them; no canary pod.
     let t = Traffic::start_with(n, "istio", "ai-gateway", TrafficOptions::at(200.0, 60));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (share, served) = canary_share(n, "ai-gateway-canary").await;
+    let (share, served) = canary_share(n, "ai-gateway-v2").await;
     eprintln!("seed 000, in-mesh callers: canary share {share:.3} ({served:?})");
     assert!(served.total() > 300, "{served:?}");
     assert_eq!(
@@ -409,12 +432,14 @@ spec:
     let out = kc_out(n, &["rollback", "ai-gateway"]).await;
     assert_eq!(out.status.code(), Some(3), "rolled back");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (share, served) = canary_share(n, "ai-gateway-canary").await;
+    let (share, served) = canary_share(n, "ai-gateway-v2").await;
     assert_eq!(share, 0.0, "{served:?}");
     assert_eq!(served.no_upstream(), 0, "{served:?}");
     for (o, b) in objects.iter().zip(&before) {
         assert_eq!(&user_view(&kubectl_json(n, o)), b, "{o} as the team had it");
     }
+    let v2 = kubectl_json(n, "deployment/ai-gateway-v2");
+    assert_eq!(v2["spec"]["replicas"], 0, "the team's v2 is kept, at 0");
     assert_eq!(stable_pod_uids(n, "ai-gateway-v1").await, stable_before);
 }
 
@@ -718,4 +743,110 @@ async fn dry_run_shows_the_diff_and_changes_nothing() {
     assert!(deployment(&ns.client, n, "web-canary").await.is_none());
     let ing = kubectl_json(n, "ingresses");
     assert_eq!(ing["items"].as_array().unwrap().len(), 1, "{ing}");
+}
+
+/// Linkerd's preferred layout (GAMMA): an HTTPRoute attached to Service `web` by its
+/// parentRef (`kind: Service`, gateway-api geps/gep-1426), in a namespace annotated
+/// `linkerd.io/inject: enabled`, named like nothing (`web-mesh-route`). `start` finds it by
+/// the parentRef, reads Linkerd's metrics because the namespace is meshed, and splits the
+/// in-mesh callers of `web`, measured at the pods; after rollback the route is as the team
+/// had it and the same stable pods serve everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linkerd_gamma_route_in_an_injected_namespace() {
+    TestEnv::get();
+    let ns = TestNamespace::create("lay-gamma").await;
+    let n = ns.name.as_str();
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&TestEnv::get().kubeconfig)
+        .args(["annotate", "namespace", n, "linkerd.io/inject=enabled"])
+        .output()
+        .expect("kubectl annotate");
+    assert!(out.status.success(), "{out:?}");
+    apply(
+        &ns.client,
+        n,
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: app, image: "kubectl-canary/demo:1.0"}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web-mesh-route}
+spec:
+  parentRefs:
+  - {group: core, kind: Service, name: web, port: 80}
+  rules:
+  - backendRefs:
+    - {name: web, port: 80}
+"#,
+    )
+    .await;
+    wait_serving(n, "web", 2, Duration::from_secs(60)).await;
+    let objects = ["httproute/web-mesh-route", "service/web"];
+    let before: Vec<Value> = objects
+        .iter()
+        .map(|o| user_view(&kubectl_json(n, o)))
+        .collect();
+    let stable_before = stable_pod_uids(n, "web").await;
+    // In-mesh callers (a Linkerd proxy on the client side).
+    let _traffic = Traffic::start_with(n, "smi", "web", TrafficOptions::at(200.0, 120));
+    let out = kc_out(
+        n,
+        &[
+            "start",
+            "web",
+            "--image",
+            "app=kubectl-canary/demo:2.0",
+            "--schedule-override",
+            FAST,
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "start web: {err}");
+    assert!(
+        err.contains(
+            "note: metrics: linkerd (the namespace is annotated linkerd.io/inject: enabled)"
+        ),
+        "{err}"
+    );
+    let st = status_json(n, "web").await;
+    assert_eq!(st["provider"], "gateway-api", "{st}");
+    assert_eq!(st["route"], "web-mesh-route", "{st}");
+    assert_eq!(st["route_weight"], 5, "{st}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(n, "web-canary").await;
+    eprintln!("GAMMA, in-mesh callers: canary share {share:.3} at weight 5 ({served:?})");
+    assert!((share - 0.05).abs() < 0.03, "{served:?}");
+    assert_eq!(served.no_upstream(), 0, "{served:?}");
+    // The rollout reads Linkerd's metrics (the record's flavour, as `step` does).
+    let out = kc_out(n, &["check-metrics", "web", "-o", "json"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("response_total"), "{text}");
+    assert!(!text.contains("http_requests_total"), "{text}");
+
+    assert_eq!(kc_out(n, &["rollback", "web"]).await.status.code(), Some(3));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(n, "web-canary").await;
+    assert_eq!(share, 0.0, "{served:?}");
+    assert_eq!(served.no_upstream(), 0, "{served:?}");
+    for (o, b) in objects.iter().zip(&before) {
+        assert_eq!(&user_view(&kubectl_json(n, o)), b, "{o} as the team had it");
+    }
+    assert_eq!(stable_pod_uids(n, "web").await, stable_before);
 }

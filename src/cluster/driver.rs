@@ -81,11 +81,7 @@ pub async fn load(sess: &Session, service: &str) -> Result<Loaded> {
         )));
     };
     let router = sess.routers.by_name(&sess.client, &rec.provider).await?;
-    let mut target = Target::new(&sess.namespace, service);
-    target.route = rec.route.clone();
-    if let Some(stable) = &rec.stable {
-        target.stable_deployment = stable.clone();
-    }
+    let target = Target::of_record(rec);
     Ok(Loaded {
         sess: sess.clone(),
         target,
@@ -243,10 +239,10 @@ pub fn metrics_request(
         namespace: l.ns().to_string(),
         service: l.target.service.clone(),
         stable_workload: l.target.stable_deployment.clone(),
-        canary_workload: l.target.canary_service.clone(),
+        canary_workload: l.target.canary_deployment.clone(),
         flavour: schedule
             .metrics
-            .unwrap_or_else(|| l.router.metrics_flavour()),
+            .unwrap_or_else(|| l.router.metrics_flavour(l.record().mesh)),
         step_started: l.rollout().step_started_at,
         now,
         queries: schedule.queries.clone(),
@@ -402,7 +398,7 @@ pub async fn step<M: MetricsSource + Sync>(
             };
             let (stable, canary, route_weight) = tokio::join!(
                 read(l.target.stable_deployment.clone()),
-                read(l.target.canary_service.clone()),
+                read(l.target.canary_deployment.clone()),
                 l.router.read_weight(&l.sess.client, &l.target),
             );
             let versions = Versions {

@@ -8,6 +8,7 @@ pub mod driver;
 pub mod dryrun;
 pub mod events;
 pub mod lease;
+pub mod mesh;
 pub mod metrics;
 pub mod notify;
 pub mod runner;

@@ -43,6 +43,14 @@ pub struct RolloutRecord {
     /// The stable Deployment (None in records from before it was configurable: the service).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable: Option<String>,
+    /// The canary Deployment when it is not `<service>-canary` (`start --canary`); None in
+    /// older records and for the default name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
+    /// The metrics of the mesh the stable pods were in at start ([`crate::cluster::mesh`]);
+    /// None: no mesh found, or a record from before it was looked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<crate::core::schedule::MetricsFlavour>,
     /// container → new image.
     pub images: BTreeMap<String, String>,
     /// container → image of stable when the rollout started.

@@ -33,13 +33,14 @@ pub async fn get_stable(client: &Client, ns: &str, name: &str) -> Result<Deploym
 
 /// The stable Deployment of `service`: `explicit` (`--stable`) if given; else the Deployment
 /// named like the service; else the one Deployment whose pod template the Service's selector
-/// matches, leaving out `<service>-canary` (ours, or a canary the user keeps). None or several
-/// is an error naming the candidates.
+/// matches, leaving out `canary` (`<service>-canary`, or the team's `--canary`). None or
+/// several is an error naming the candidates.
 pub async fn find_stable(
     client: &Client,
     ns: &str,
     service: &str,
     explicit: Option<&str>,
+    canary: &str,
 ) -> Result<Deployment> {
     if let Some(name) = explicit {
         return deployments(client, ns)
@@ -61,13 +62,12 @@ pub async fn find_stable(
             "no Deployment {ns}/{service} and no Service {ns}/{service} with a selector to find it by; pass --stable DEPLOYMENT"
         )));
     };
-    let canary = format!("{service}-canary");
     let mut found: Vec<Deployment> = deployments(client, ns)
         .list(&ListParams::default())
         .await?
         .items
         .into_iter()
-        .filter(|d| d.metadata.name.as_deref() != Some(canary.as_str()))
+        .filter(|d| d.metadata.name.as_deref() != Some(canary))
         .filter(|d| {
             let labels = d
                 .spec
@@ -85,7 +85,7 @@ pub async fn find_stable(
             "no Deployment in {ns} has pods that Service {service} selects ({selector:?}); pass --stable DEPLOYMENT"
         ))),
         _ => Err(Error::Usage(format!(
-            "Service {service} selects the pods of several Deployments ({}); pass --stable DEPLOYMENT",
+            "Service {service} selects the pods of several Deployments ({}); pass --stable DEPLOYMENT (and --canary DEPLOYMENT to use one of them as the canary)",
             found
                 .iter()
                 .filter_map(|d| d.metadata.name.clone())

@@ -133,7 +133,7 @@ impl World for ClusterWorld<'_> {
         let api = workloads::deployments(&l.sess.client, l.ns());
         let (stable, canary) = futures::try_join!(
             api.get_opt(&l.target.stable_deployment),
-            api.get_opt(&l.target.canary_service)
+            api.get_opt(&l.target.canary_deployment)
         )?;
         let canary_facts = match &canary {
             Some(c) => Some(workloads::deployment_pod_facts(&l.sess.client, l.ns(), c).await?),
@@ -158,7 +158,7 @@ impl World for ClusterWorld<'_> {
         let client = l.sess.client.clone();
         let ns = l.ns().to_string();
         l.target.fence = Some(fence);
-        let canary = l.target.canary_service.clone();
+        let canary = l.target.canary_deployment.clone();
         let stable = l.target.stable_deployment.clone();
         match effect {
             Effect::Prepare => {

@@ -4,7 +4,7 @@
 
 use crate::cli::{CheckMetricsArgs, GlobalArgs};
 use crate::cluster::state::Store;
-use crate::cluster::{self, clock};
+use crate::cluster::{self, clock, mesh, workloads};
 use crate::core::schedule::MetricsFlavour;
 use crate::error::{Error, Exit, Result};
 use crate::metrics::MetricsRequest;
@@ -27,15 +27,15 @@ async fn subject(
 ) -> Result<Subject> {
     let service = &args.service.service;
     let now = clock::now();
-    let mut target = Target::new(&sess.namespace, service);
     let doc = Store::new(&sess.client, &sess.namespace, service)
         .load()
         .await?
         .doc;
     let rec = doc.current.as_ref().or(doc.previous.last());
-    if let Some(stable) = rec.and_then(|r| r.stable.clone()) {
-        target.stable_deployment = stable;
-    }
+    let mut target = match rec {
+        Some(rec) => Target::of_record(rec),
+        None => Target::new(&sess.namespace, service),
+    };
     let mut queries = BTreeMap::new();
     let (flavour, source) = match (args.metrics, rec) {
         (Some(f), _) => (f, "--metrics".to_string()),
@@ -51,10 +51,34 @@ async fn subject(
             )
         }
         (None, None) => match Router::discover(&sess.client, &mut target).await {
-            Ok(router) => (
-                router.metrics_flavour(),
-                format!("the detected {} provider", router.name()),
-            ),
+            Ok(router) => {
+                let mesh = match workloads::find_stable(
+                    &sess.client,
+                    &sess.namespace,
+                    service,
+                    None,
+                    &target.canary_deployment,
+                )
+                .await
+                {
+                    Ok(stable) => {
+                        if let Some(name) = &stable.metadata.name {
+                            target.stable_deployment = name.clone();
+                        }
+                        mesh::detect(&sess.client, &sess.namespace, &stable).await?
+                    }
+                    Err(_) => None,
+                };
+                let flavour = router.metrics_flavour(mesh.as_ref().map(|m| m.flavour));
+                let why = match &mesh {
+                    Some(m) if flavour == m.flavour => format!("; {}", m.why),
+                    _ => String::new(),
+                };
+                (
+                    flavour,
+                    format!("the detected {} provider{why}", router.name()),
+                )
+            }
             Err(e) => (
                 MetricsFlavour::Generic,
                 format!("no provider found ({e}); the application's own metrics"),
@@ -66,7 +90,7 @@ async fn subject(
             namespace: sess.namespace.clone(),
             service: service.clone(),
             stable_workload: target.stable_deployment.clone(),
-            canary_workload: target.canary_service.clone(),
+            canary_workload: target.canary_deployment.clone(),
             flavour,
             step_started: now,
             now,

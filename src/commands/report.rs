@@ -63,18 +63,15 @@ pub async fn workloads(
             .routers
             .by_name(&sess.client, &rec.provider)
             .await?
-            .metrics_flavour(),
+            .metrics_flavour(rec.mesh),
     };
-    let mut target = Target::new(&rec.namespace, &rec.service);
-    if let Some(stable) = &rec.stable {
-        target.stable_deployment = stable.clone();
-    }
+    let target = Target::of_record(rec);
     Ok(Workloads {
         flavour,
         namespace: rec.namespace.clone(),
         service: rec.service.clone(),
         stable: target.stable_deployment,
-        canary: target.canary_service,
+        canary: target.canary_deployment,
     })
 }
 

@@ -114,13 +114,42 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
         .as_ref()
         .filter(|_| resuming)
         .and_then(|r| r.stable.clone());
+    let resumed_canary = stored
+        .doc
+        .current
+        .as_ref()
+        .filter(|_| resuming)
+        .and_then(|r| r.canary.clone());
+    let canary_name = args
+        .canary
+        .clone()
+        .or(resumed_canary)
+        .unwrap_or_else(|| format!("{service}-canary"));
+    if let Some(name) = &args.canary {
+        // Adopting is for a Deployment the team keeps; a typo must not create a new one.
+        if workloads::deployments(&client, &ns)
+            .get_opt(name)
+            .await?
+            .is_none()
+        {
+            return Err(Error::Usage(format!(
+                "--canary {name}: no Deployment {ns}/{name} (leave --canary out to have {service}-canary created)"
+            )));
+        }
+    }
     let stable = workloads::find_stable(
         &client,
         &ns,
         &service,
         args.stable.as_deref().or(resumed_stable.as_deref()),
+        &canary_name,
     )
     .await?;
+    if stable.metadata.name.as_deref() == Some(canary_name.as_str()) {
+        return Err(Error::Usage(format!(
+            "--canary {canary_name} is the stable Deployment; name another Deployment with --canary or --stable"
+        )));
+    }
     let stable_name = stable.metadata.name.clone().unwrap_or_default();
     let manifest = args
         .filename
@@ -140,6 +169,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
     };
     let mut target = Target::new(&ns, &service);
     target.stable_deployment = stable_name.clone();
+    target.canary_deployment = canary_name.clone();
     if let Some(r) = &args.route {
         target.route = r.clone();
     }
@@ -165,12 +195,28 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
     let canary = workloads::canary_deployment(
         &stable,
         manifest.as_ref(),
-        &target.canary_service,
+        &target.canary_deployment,
         &service,
         &images,
         start_replicas,
         &extra_labels,
     )?;
+
+    // A route that says nothing of a mesh (Gateway API) reads the mesh's metrics when the
+    // pods are in one; the schedule's `metrics` still overrides.
+    let mesh = cluster::mesh::detect(&client, &ns, &stable).await?;
+    let mesh_flavour = mesh.as_ref().map(|m| m.flavour);
+    if let Some(m) = &mesh
+        && schedule.metrics.is_none()
+        && router.metrics_flavour(mesh_flavour) == m.flavour
+        && router.metrics_flavour(None) != m.flavour
+    {
+        eprintln!(
+            "note: metrics: {} ({}); `--schedule-override metrics=generic` reads the application's own",
+            m.flavour.name(),
+            m.why
+        );
+    }
 
     if args.dry_run {
         // The real steps against a copy-on-write view of the cluster: what they would write
@@ -197,7 +243,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
         let changes = writes.changes(&client).await;
         let plan = serde_json::json!({
             "namespace": ns, "service": service, "stable": stable_name, "provider": router.name(), "route": target.route,
-            "canary_deployment": target.canary_service, "replicas": replicas, "images": images,
+            "canary_deployment": target.canary_deployment, "replicas": replicas, "images": images,
             "previous_images": workloads::container_images(&stable),
             "first_weight": schedule.steps[0], "steps": schedule.steps,
             "policy": policy.path, "policy_sha256": policy.sha256,
@@ -234,6 +280,8 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
             namespace: ns.clone(),
             service: service.clone(),
             stable: (stable_name != service).then(|| stable_name.clone()),
+            canary: (canary_name != format!("{service}-canary")).then(|| canary_name.clone()),
+            mesh: mesh_flavour,
             images: images.clone(),
             previous_images: workloads::container_images(&stable),
             provider: router.name().to_string(),
@@ -265,9 +313,9 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
     let ready = workloads::wait_rolled_out(
         &client,
         &ns,
-        &target.canary_service,
+        &target.canary_deployment,
         args.timeout.into(),
-        &format!("canary {}", target.canary_service),
+        &format!("canary {}", target.canary_deployment),
         true,
     )
     .await?;
@@ -293,7 +341,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
             eprintln!("rolled back: {why}");
             eprintln!(
                 "canary {ns}/{} scaled to 0; no traffic was sent to it.",
-                target.canary_service
+                target.canary_deployment
             );
             Ok(Exit::RolledBack)
         }
@@ -330,7 +378,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
             if !output::structured(g.output, l.record())? {
                 println!(
                     "started canary {ns}/{} with {:?}: {first}% of traffic via {} {} (steps {:?}, every {})",
-                    target.canary_service,
+                    target.canary_deployment,
                     images,
                     l.router.name(),
                     l.target.route,
@@ -358,11 +406,11 @@ async fn create_or_reimage_canary(
     replicas: u32,
 ) -> Result<k8s_openapi::api::apps::v1::Deployment> {
     let existing = workloads::deployments(client, ns)
-        .get_opt(&target.canary_service)
+        .get_opt(&target.canary_deployment)
         .await?;
     match existing {
         Some(d) if !workloads::is_ours(&d) => {
-            workloads::reimage_user_canary(client, ns, &target.canary_service, images, replicas)
+            workloads::reimage_user_canary(client, ns, &target.canary_deployment, images, replicas)
                 .await
         }
         _ => workloads::apply_canary(client, ns, ours).await,

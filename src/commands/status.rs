@@ -140,18 +140,14 @@ pub struct Live {
 }
 
 pub async fn live(sess: &Session, rec: &RolloutRecord) -> Result<Live> {
-    let mut target = Target::new(&rec.namespace, &rec.service);
-    target.route = rec.route.clone();
-    if let Some(stable) = &rec.stable {
-        target.stable_deployment = stable.clone();
-    }
+    let target = Target::of_record(rec);
     let route_weight = match sess.routers.by_name(&sess.client, &rec.provider).await {
         Ok(r) => r.read_weight(&sess.client, &target).await.ok().flatten(),
         Err(_) => None,
     };
     let (stable_pods, canary_pods) = futures::try_join!(
         pods(sess, &rec.namespace, &target.stable_deployment),
-        pods(sess, &rec.namespace, &target.canary_service)
+        pods(sess, &rec.namespace, &target.canary_deployment)
     )?;
     Ok(Live {
         route_weight,

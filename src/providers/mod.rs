@@ -12,8 +12,11 @@ pub struct Target {
     pub service: String,
     /// The stable Deployment (by default named like the service).
     pub stable_deployment: String,
-    /// `<service>-canary`: the canary Deployment and, for host split, its Service.
+    /// `<service>-canary`: for host split, the canary's Service (the plugin's own object).
     pub canary_service: String,
+    /// The canary Deployment: `<service>-canary` unless the team has one of its own
+    /// (`start --canary`).
+    pub canary_deployment: String,
     /// `<service>-stable`: the stable-only Service for host split (SMI, NGINX, Gateway API).
     pub stable_service: String,
     /// Route object name (VirtualService, TrafficSplit, primary Ingress, HTTPRoute);
@@ -43,11 +46,25 @@ impl Target {
             service: service.to_string(),
             stable_deployment: service.to_string(),
             canary_service: format!("{service}-canary"),
+            canary_deployment: format!("{service}-canary"),
             stable_service: format!("{service}-stable"),
             route: service.to_string(),
             pods: None,
             fence: None,
         }
+    }
+
+    /// The objects a stored rollout names (its stable and canary Deployments and its route).
+    pub fn of_record(rec: &crate::cluster::state::RolloutRecord) -> Self {
+        let mut t = Target::new(&rec.namespace, &rec.service);
+        t.route = rec.route.clone();
+        if let Some(stable) = &rec.stable {
+            t.stable_deployment = stable.clone();
+        }
+        if let Some(canary) = &rec.canary {
+            t.canary_deployment = canary.clone();
+        }
+        t
     }
 
     /// The pod selectors, or an error naming what is missing (prepare needs them).
@@ -308,15 +325,25 @@ impl Router {
                 "v1",
                 "HTTPRoute",
                 |o, svc, stable| {
-                    o.pointer("/spec/rules")
+                    // A GAMMA route is attached to the Service itself (parentRef kind
+                    // Service; gateway-api geps/gep-1426), whatever its backends are.
+                    let attached = o
+                        .pointer("/spec/parentRefs")
                         .and_then(serde_json::Value::as_array)
-                        .is_some_and(|rules| {
-                            rules.iter().any(|r| {
-                                r["backendRefs"].as_array().is_some_and(|refs| {
-                                    refs.iter().any(|b| b["name"] == svc || b["name"] == stable)
+                        .is_some_and(|ps| {
+                            ps.iter()
+                                .any(|p| p["kind"] == "Service" && p["name"] == svc)
+                        });
+                    attached
+                        || o.pointer("/spec/rules")
+                            .and_then(serde_json::Value::as_array)
+                            .is_some_and(|rules| {
+                                rules.iter().any(|r| {
+                                    r["backendRefs"].as_array().is_some_and(|refs| {
+                                        refs.iter().any(|b| b["name"] == svc || b["name"] == stable)
+                                    })
                                 })
                             })
-                        })
                 },
             ),
             (
@@ -402,14 +429,21 @@ impl Router {
         !matches!(self, Router::Smi(_))
     }
 
-    /// Metric family that matches the provider's data plane.
-    pub fn metrics_flavour(&self) -> crate::core::schedule::MetricsFlavour {
+    /// Metric family that matches the provider's data plane. `mesh` is the mesh the stable
+    /// pods are in ([`crate::cluster::mesh`]): a Gateway API route says nothing of a mesh,
+    /// so its metrics are the mesh's where there is one (Linkerd's and Istio's GAMMA), else
+    /// the application's own. An ingress's metrics stay the controller's, since they see
+    /// the split where it is made.
+    pub fn metrics_flavour(
+        &self,
+        mesh: Option<crate::core::schedule::MetricsFlavour>,
+    ) -> crate::core::schedule::MetricsFlavour {
         use crate::core::schedule::MetricsFlavour;
         match self {
             Router::Istio(_) => MetricsFlavour::Istio,
             Router::Smi(_) => MetricsFlavour::Linkerd,
             Router::Nginx(_) => MetricsFlavour::Nginx,
-            Router::GatewayApi(_) => MetricsFlavour::Generic,
+            Router::GatewayApi(_) => mesh.unwrap_or(MetricsFlavour::Generic),
         }
     }
 

@@ -270,6 +270,13 @@ fn istio(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
         .collect();
     vss.sort_by(|a, b| (&a.1.created, a.0).cmp(&(&b.1.created, b.0)));
     let Some(((vs_ns, vs_name), vs)) = vss.first() else {
+        // Without a VirtualService, Istio serves GAMMA routes to in-mesh callers (istio/istio
+        // `pilot/pkg/config/kube/gateway`; mixing both for one host is unsupported upstream).
+        if !req.headers.contains_key(HDR_GATEWAY)
+            && let Some(o) = gamma(w, req, rnd)
+        {
+            return o;
+        }
         if let Some(gw) = req.headers.get(HDR_GATEWAY) {
             // A gateway routes only what a VirtualService bound to it routes.
             return reply(
@@ -341,6 +348,10 @@ fn istio(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
 // --- SMI --------------------------------------------------------------------------------
 
 fn smi(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
+    // Linkerd serves GAMMA routes ahead of a TrafficSplit for the same Service.
+    if let Some(o) = gamma(w, req, rnd) {
+        return o;
+    }
     let (root, ns) = service_of(&req.host, &req.namespace);
     let mut splits: Vec<_> = w
         .traffic_splits
@@ -610,8 +621,13 @@ fn hostname_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
-fn gateway(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
-    let ns = &req.namespace;
+/// The rule that wins among `routes` for `req` (the HTTPRoute spec's precedence: exact path,
+/// then the longest prefix, a method, the most header matches, the most query matches,
+/// the oldest route, the route name, then rule order).
+fn best_rule<'a>(
+    routes: impl Iterator<Item = (&'a str, &'a super::world::HttpRoute)>,
+    req: &Request,
+) -> Option<&'a super::world::GwRule> {
     // Precedence key, smaller wins.
     type Prec<'a> = (
         u8,
@@ -624,13 +640,7 @@ fn gateway(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
         usize,
     );
     let mut best: Option<(Prec, &super::world::GwRule)> = None;
-    for ((rns, name), hr) in &w.http_routes {
-        if rns != ns
-            || !(hr.hostnames.is_empty()
-                || hr.hostnames.iter().any(|h| hostname_matches(h, &req.host)))
-        {
-            continue;
-        }
+    for (name, hr) in routes {
         for (i, rule) in hr.rules.iter().enumerate() {
             for m in rule.matches.iter().filter(|m| gw_match(m, req)) {
                 let (kind, len) = match &m.path {
@@ -645,7 +655,7 @@ fn gateway(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
                     std::cmp::Reverse(m.headers.len()),
                     std::cmp::Reverse(m.query.len()),
                     hr.created.as_str(),
-                    name.as_str(),
+                    name,
                     i,
                 );
                 if best.as_ref().is_none_or(|(k, _)| key < *k) {
@@ -654,9 +664,11 @@ fn gateway(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
             }
         }
     }
-    let Some((_, rule)) = best else {
-        return reply(404, None, format!("no HTTPRoute rule in {ns} matches"));
-    };
+    best.map(|(_, rule)| rule)
+}
+
+/// Sends `req` to one of `rule`'s backendRefs (Services in `ns`) by weight.
+fn to_backend(w: &World, ns: &str, rule: &super::world::GwRule, rnd: &mut dyn Uniform) -> Outcome {
     if rule.backends.is_empty() {
         return reply(500, None, "matched rule has no backendRefs");
     }
@@ -665,6 +677,63 @@ fn gateway(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
         Some(None) => reply(500, None, "backendRef is not a Service"),
         None => reply(500, None, "every backendRef has weight 0"),
     }
+}
+
+fn gateway(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
+    let ns = &req.namespace;
+    // A route whose only parents are Services is a mesh (GAMMA) route: no gateway serves it.
+    let routes = w.http_routes.iter().filter(|((rns, _), hr)| {
+        rns == ns
+            && hr.attaches_to_gateway
+            && (hr.hostnames.is_empty()
+                || hr.hostnames.iter().any(|h| hostname_matches(h, &req.host)))
+    });
+    match best_rule(routes.map(|((_, name), hr)| (name.as_str(), hr)), req) {
+        Some(rule) => to_backend(w, ns, rule, rnd),
+        None => reply(404, None, format!("no HTTPRoute rule in {ns} matches")),
+    }
+}
+
+// --- Gateway API for meshes (GAMMA) -----------------------------------------------------
+//
+// Follows kubernetes-sigs/gateway-api `geps/gep-1426/index.md` (and `site-src/mesh/`):
+// an HTTPRoute whose parentRef is a Service (`kind: Service`, group "" or "core") applies
+// to in-mesh requests addressed to that Service, matched by the parentRef, not by
+// hostnames; a route in the caller's namespace (consumer route) takes precedence over
+// routes in the Service's namespace (producer routes); a backendRef to the parent Service
+// means that Service's endpoints. Linkerd (linkerd/linkerd2 `policy-controller`) and
+// Istio serve these for meshed callers. Nothing matching a rule is a 404, as for a gateway.
+
+/// The GAMMA routes' outcome for an in-mesh request, or None when no route is attached to
+/// the Service the request names (the mesh's other routing then applies).
+fn gamma(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Option<Outcome> {
+    let (root, ns) = service_of(&req.host, &req.namespace);
+    let attached = |route_ns: &str| -> Vec<(&str, &super::world::HttpRoute)> {
+        w.http_routes
+            .iter()
+            .filter(|((rns, _), hr)| {
+                rns == route_ns && hr.parent_services.iter().any(|p| p.0 == ns && p.1 == root)
+            })
+            .map(|((_, name), hr)| (name.as_str(), hr))
+            .collect()
+    };
+    let consumer = attached(&req.namespace);
+    let routes = if req.namespace != ns && !consumer.is_empty() {
+        consumer
+    } else {
+        attached(&ns)
+    };
+    if routes.is_empty() {
+        return None;
+    }
+    Some(match best_rule(routes.into_iter(), req) {
+        Some(rule) => to_backend(w, &ns, rule, rnd),
+        None => reply(
+            404,
+            Some(&root),
+            format!("no rule of the HTTPRoutes attached to Service {ns}/{root} matches"),
+        ),
+    })
 }
 
 #[cfg(test)]
@@ -1147,5 +1216,56 @@ mod tests {
             "status": {"phase": "Running"}}));
         assert_eq!(p.deployment.as_deref(), Some("reviews-v1"));
         assert!(p.running);
+    }
+
+    /// GAMMA (gateway-api `geps/gep-1426`): a route whose parentRef is Service `web` splits
+    /// in-mesh callers of `web` (Linkerd's and Istio's), matched by the parentRef with no
+    /// hostnames; a header rule wins by its match; a gateway does not serve it; a route in
+    /// the caller's namespace (consumer) wins over the Service's (producer).
+    #[test]
+    fn gamma_routes_attach_to_the_service_they_name() {
+        let mut objs = vec![
+            pod("web-a", json!({"app": "web", "track": "stable"})),
+            pod("web-canary-a", json!({"app": "web", "track": "canary"})),
+            svc("web"),
+            svc("web-canary"),
+            slice("web", &[("web-a", true)]),
+            slice("web-canary", &[("web-canary-a", true)]),
+        ];
+        objs.push((
+            Kind::HttpRoute,
+            json!({"metadata": {"name": "web-split", "namespace": "ns"}, "spec": {
+                "parentRefs": [{"group": "core", "kind": "Service", "name": "web", "port": 80}],
+                "rules": [
+                    {"matches": [{"headers": [{"name": "x-canary", "value": "true"}]}],
+                     "backendRefs": [{"name": "web-canary", "port": 80}]},
+                    {"backendRefs": [{"name": "web", "port": 80, "weight": 80},
+                                     {"name": "web-canary", "port": 80, "weight": 20}]}]}}),
+        ));
+        let w = world(&objs);
+        for via in [Via::Smi, Via::Istio] {
+            let m = shares(&w, &req(via, "web", &[]), 20_000);
+            close(&m, "web-canary-a", 0.20);
+            let m = shares(&w, &req(via, "web", &[("x-canary", "true")]), 1000);
+            close(&m, "web-canary-a", 1.0);
+        }
+        // A gateway serves no route whose only parent is a Service.
+        let m = shares(&w, &req(Via::Gateway, "web", &[]), 100);
+        close(&m, "404", 1.0);
+        // Without the route, Service `web` is its own endpoints.
+        let m = shares(&world(&objs[..6]), &req(Via::Smi, "web", &[]), 1000);
+        close(&m, "web-a", 1.0);
+        // A consumer route in the caller's namespace wins over the producer route.
+        let mut objs = objs.clone();
+        objs.push((
+            Kind::HttpRoute,
+            json!({"metadata": {"name": "pin", "namespace": "client"}, "spec": {
+                "parentRefs": [{"kind": "Service", "name": "web", "namespace": "ns"}],
+                "rules": [{"backendRefs": [{"name": "web", "namespace": "ns", "port": 80}]}]}}),
+        ));
+        let w = world(&objs);
+        let mut r = req(Via::Smi, "web.ns", &[]);
+        r.namespace = "client".into();
+        close(&shares(&w, &r, 1000), "web-a", 1.0);
     }
 }

@@ -203,6 +203,12 @@ pub struct HttpRoute {
     pub created: String,
     pub hostnames: Vec<String>,
     pub rules: Vec<GwRule>,
+    /// parentRefs to Services (namespace, name): a GAMMA route, which applies to in-mesh
+    /// callers of those Services (kubernetes-sigs/gateway-api `geps/gep-1426`).
+    pub parent_services: Vec<(String, String)>,
+    /// Whether a parentRef names something other than a Service (a Gateway), or there are
+    /// none (the test fixtures' gateway routes name no parent).
+    pub attaches_to_gateway: bool,
 }
 
 /// Everything the data plane knows, keyed by (namespace, name).
@@ -542,10 +548,32 @@ pub fn parse_http_route(o: &Value) -> HttpRoute {
             GwRule { matches, backends }
         })
         .collect();
+    let route_ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
+    let parents = arr(spec.get("parentRefs"));
+    // A Service parent is `kind: Service` in the core group ("" or "core"; GEP-1426).
+    let is_service = |p: &Value| {
+        p.get("kind").and_then(Value::as_str) == Some("Service")
+            && matches!(
+                p.get("group").and_then(Value::as_str),
+                Some("" | "core") | None
+            )
+    };
     HttpRoute {
         created: created(o),
         hostnames: arr(spec.get("hostnames")).iter().filter_map(s).collect(),
         rules,
+        parent_services: parents
+            .iter()
+            .filter(|p| is_service(p))
+            .filter_map(|p| {
+                let ns = p
+                    .get("namespace")
+                    .and_then(s)
+                    .unwrap_or(route_ns.to_string());
+                Some((ns, s(&p["name"])?))
+            })
+            .collect(),
+        attaches_to_gateway: parents.is_empty() || parents.iter().any(|p| !is_service(p)),
     }
 }
 
