@@ -850,3 +850,78 @@ spec:
     }
     assert_eq!(stable_pod_uids(n, "web").await, stable_before);
 }
+
+/// ingress-nginx keeps one upstream per Service and port, and a location goes to one canary
+/// only (kubernetes/ingress-nginx `internal/ingress/controller/controller.go`
+/// `mergeAlternativeBackends`, `rootfs/etc/nginx/lua/balancer.lua`). So another Ingress on the
+/// same Service and port (`shop-admin`, host admin.test) gets the same split: start says so,
+/// and it is measured at the pods. A canary Ingress of someone else's on the primary's
+/// location would make ours get nothing: start refuses before creating anything, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_other_ingresses_on_the_same_upstream() {
+    let p = Provider::Nginx;
+    let (ns, _traffic) = setup("lay-nginx-share", "shop", p, 200.0).await;
+    let n = ns.name.as_str();
+    let ingress = |name: &str, host: &str, backend: &str, canary: bool| {
+        let ann = if canary {
+            "{nginx.ingress.kubernetes.io/canary: \"true\", nginx.ingress.kubernetes.io/canary-weight: \"50\"}"
+        } else {
+            "{}"
+        };
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, annotations: {ann}}}\n\
+             spec: {{ingressClassName: nginx, rules: [{{host: {host}, http: {{paths: [{{path: /, pathType: Prefix, \
+             backend: {{service: {{name: {backend}, port: {{number: 80}}}}}}}}]}}}}]}}\n"
+        )
+    };
+    // Someone else's canary on shop.test/: refused, nothing created.
+    apply(
+        &ns.client,
+        n,
+        &ingress("shop-v2", "shop.test", "shop", true),
+    )
+    .await;
+    let out = start(n, "shop", p, &[]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("Ingress shop-v2 is already a canary for its paths"),
+        "{err}"
+    );
+    assert!(deployment(&ns.client, n, "shop-canary").await.is_none());
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&TestEnv::get().kubeconfig)
+        .args(["-n", n, "delete", "ingress", "shop-v2"])
+        .output()
+        .expect("kubectl delete");
+    assert!(out.status.success(), "{out:?}");
+
+    // Another host on the same Service and port: noted, and it gets the same share.
+    apply(
+        &ns.client,
+        n,
+        &ingress("shop-admin", "admin.test", "shop", false),
+    )
+    .await;
+    let out = start(n, "shop", p, &[]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("note: Ingress shop-admin sends to the same Service and port as shop"),
+        "{err}"
+    );
+    drop(_traffic);
+    let _admin = Traffic::start_with(n, "nginx", "admin.test", TrafficOptions::at(200.0, 60));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(n, "shop-canary").await;
+    eprintln!(
+        "nginx, another Ingress on the upstream: canary share {share:.3} at weight 5 ({served:?})"
+    );
+    assert!((share - 0.05).abs() < 0.03, "{served:?}");
+    assert_eq!(kc_out(n, &["abort", "shop"]).await.status.code(), Some(3));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(n, "shop-canary").await;
+    assert_eq!(share, 0.0, "{served:?}");
+    assert_no_leftovers(n, "shop", p).await;
+}

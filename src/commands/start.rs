@@ -218,6 +218,10 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
         );
     }
 
+    for note in router.check_layout(&client, &target).await? {
+        eprintln!("note: {note}");
+    }
+
     if args.dry_run {
         // The real steps against a copy-on-write view of the cluster: what they would write
         // is shown as a diff of every object created or changed.

@@ -424,6 +424,31 @@ impl Router {
         }
     }
 
+    /// Checks the layout before anything is created: an error for what would make the split
+    /// not apply, and notes on what the user should know (shown by start).
+    pub async fn check_layout(
+        &self,
+        client: &Client,
+        target: &Target,
+    ) -> Result<Vec<String>, ProviderError> {
+        match self {
+            Router::Nginx(_) => {
+                nginx::refuse_other_canaries(client, target).await?;
+                let (_, sharing) = nginx::neighbours(client, target).await?;
+                Ok(sharing
+                    .iter()
+                    .map(|i| {
+                        format!(
+                            "Ingress {i} sends to the same Service and port as {}, so ingress-nginx gives its requests the same canary share (one upstream per Service and port); its requests count in the metrics too",
+                            target.route
+                        )
+                    })
+                    .collect())
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// Whether the provider can send requests with a header to the canary (SMI cannot).
     pub fn supports_header_route(&self) -> bool {
         !matches!(self, Router::Smi(_))

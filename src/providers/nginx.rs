@@ -19,7 +19,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressRule, IngressSpec};
+use k8s_openapi::api::networking::v1::{
+    Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec, ServiceBackendPort,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::core::ObjectMeta;
@@ -139,6 +141,103 @@ fn weight_of(meta: &ObjectMeta) -> Option<u32> {
     Some(((w.clamp(0.0, total) / total) * 100.0).round() as u32)
 }
 
+/// (host, path) of every path in `spec` whose backend satisfies `keep`, and the backend.
+fn paths<'a>(
+    spec: Option<&'a IngressSpec>,
+) -> impl Iterator<Item = (&'a str, &'a str, &'a IngressServiceBackend)> {
+    spec.and_then(|s| s.rules.as_ref())
+        .into_iter()
+        .flatten()
+        .flat_map(|r| {
+            let host = r.host.as_deref().unwrap_or("");
+            r.http
+                .iter()
+                .flat_map(|h| h.paths.iter())
+                .filter_map(move |p| {
+                    Some((
+                        host,
+                        p.path.as_deref().unwrap_or("/"),
+                        p.backend.service.as_ref()?,
+                    ))
+                })
+        })
+}
+
+/// The other Ingresses that meet the target's upstream: a canary Ingress of someone else's
+/// on one of the primary's locations (an error: kubernetes/ingress-nginx
+/// `rootfs/etc/nginx/lua/balancer.lua` uses only `alternative_backends[1]`, so one of the
+/// two canaries would silently get nothing), and primary Ingresses whose paths go to the
+/// same Service and port. Those share the primary's upstream (`<ns>-<svc>-<port>`,
+/// `internal/ingress/controller/util.go` `upstreamName`), so the controller merges our
+/// canary into their traffic too (`controller.go` `mergeAlternativeBackends`): they get the
+/// same split, and the metrics, which select by Service, count them.
+pub async fn neighbours(
+    client: &Client,
+    target: &Target,
+) -> Result<(Vec<String>, Vec<String>), ProviderError> {
+    let ns = &target.namespace;
+    let api: Api<Ingress> = Api::namespaced(client.clone(), ns);
+    let all = api
+        .list(&Default::default())
+        .await
+        .map_err(|e| api_error(KIND, ns, &target.route, e))?
+        .items;
+    let ours = canary_ingress_name(target);
+    let Some(primary) = all
+        .iter()
+        .find(|i| i.metadata.name.as_deref() == Some(target.route.as_str()))
+    else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let is_target =
+        |b: &IngressServiceBackend| b.name == target.service || b.name == target.stable_service;
+    let locations: Vec<(&str, &str)> = paths(primary.spec.as_ref())
+        .filter(|(_, _, b)| is_target(b))
+        .map(|(h, p, _)| (h, p))
+        .collect();
+    let upstreams: Vec<(&str, Option<&ServiceBackendPort>)> = paths(primary.spec.as_ref())
+        .filter(|(_, _, b)| is_target(b))
+        .map(|(_, _, b)| (b.name.as_str(), b.port.as_ref()))
+        .collect();
+    let (mut canaries, mut sharing) = (Vec::new(), Vec::new());
+    for ing in &all {
+        let name = ing.metadata.name.clone().unwrap_or_default();
+        if name == target.route || name == ours {
+            continue;
+        }
+        if is_canary(&ing.metadata) {
+            if paths(ing.spec.as_ref()).any(|(h, p, _)| locations.contains(&(h, p))) {
+                canaries.push(name);
+            }
+        } else if paths(ing.spec.as_ref())
+            .any(|(_, _, b)| upstreams.contains(&(b.name.as_str(), b.port.as_ref())))
+        {
+            sharing.push(name);
+        }
+    }
+    Ok((canaries, sharing))
+}
+
+/// A canary Ingress of someone else's on the primary's locations is an error (see
+/// [`neighbours`]); checked by start before anything is created, and again by prepare.
+pub async fn refuse_other_canaries(client: &Client, target: &Target) -> Result<(), ProviderError> {
+    let (canaries, _) = neighbours(client, target).await?;
+    if canaries.is_empty() {
+        return Ok(());
+    }
+    Err(ProviderError::Invalid {
+        kind: KIND,
+        namespace: target.namespace.clone(),
+        name: target.route.clone(),
+        message: format!(
+            "Ingress {} is already a canary for its paths, and ingress-nginx sends a location \
+             to one canary only (balancer.lua): end that canary first (delete it, or set its \
+             {CANARY} annotation to \"false\")",
+            canaries.join(", ")
+        ),
+    })
+}
+
 fn not_prepared(t: &Target) -> ProviderError {
     ProviderError::NotFound {
         kind: KIND,
@@ -195,6 +294,7 @@ impl TrafficRouter for Nginx {
                     target.service, target.stable_service
                 ))
             })?;
+        refuse_other_canaries(client, target).await?;
         let user = user_service(client, target).await?;
         let pods = target.selectors()?;
         ensure_version_service(client, target, &user, &target.canary_service, &pods.canary).await?;
