@@ -141,10 +141,8 @@ fn weight_of(meta: &ObjectMeta) -> Option<u32> {
     Some(((w.clamp(0.0, total) / total) * 100.0).round() as u32)
 }
 
-/// (host, path) of every path in `spec` whose backend satisfies `keep`, and the backend.
-fn paths<'a>(
-    spec: Option<&'a IngressSpec>,
-) -> impl Iterator<Item = (&'a str, &'a str, &'a IngressServiceBackend)> {
+/// (host, path, Service backend) of every path of `spec` that goes to a Service.
+fn paths(spec: Option<&IngressSpec>) -> impl Iterator<Item = (&str, &str, &IngressServiceBackend)> {
     spec.and_then(|s| s.rules.as_ref())
         .into_iter()
         .flatten()
