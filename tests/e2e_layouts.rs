@@ -925,3 +925,77 @@ async fn nginx_other_ingresses_on_the_same_upstream() {
     assert_eq!(share, 0.0, "{served:?}");
     assert_no_leftovers(n, "shop", p).await;
 }
+
+/// Seed 002 sends testers to the canary by any of three headers. A policy's `header_route`
+/// list is set up on each provider that can match headers (any one header matches: Istio's
+/// and Gateway API's match lists are ORed); ingress-nginx's `canary-by-header` takes one
+/// name, so the first is routed and start names the others. Measured at the pods per header,
+/// and after rollback every header reaches stable only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_002_several_header_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("headers.rhai");
+    let default = std::fs::read_to_string("policies/default.rhai").unwrap();
+    let one = r#"header_route: #{ name: "x-canary", value: "true" },"#;
+    assert!(
+        default.contains(one),
+        "the default policy's header route moved"
+    );
+    std::fs::write(
+        &policy,
+        default.replace(
+            one,
+            r#"header_route: [#{ name: "x-canary", value: "true" }, #{ name: "x-user-tier", value: "beta" }, #{ name: "x-region", value: "us-west-2" }],"#,
+        ),
+    )
+    .unwrap();
+    let policy = policy.to_str().unwrap();
+    let headers = ["x-canary:true", "x-user-tier:beta", "x-region:us-west-2"];
+    for p in [Provider::Istio, Provider::GatewayApi, Provider::Nginx] {
+        let (ns, _none) = setup("lay-headers", "web", p, 0.0).await;
+        let n = ns.name.as_str();
+        wait_serving(n, "web", 2, Duration::from_secs(60)).await;
+        let out = start(n, "web", p, &["--policy", policy]).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{p:?}: {err}");
+        let routed = if p == Provider::Nginx {
+            assert!(
+                err.contains("note: nginx matches one header; the policy's header routes (x-user-tier: beta), (x-region: us-west-2) are not set up"),
+                "{err}"
+            );
+            1
+        } else {
+            3
+        };
+        for (i, h) in headers.iter().enumerate() {
+            let t = Traffic::start_with(
+                n,
+                p.via(),
+                &p.entry_host("web"),
+                TrafficOptions::at(100.0, 30).with_header(h, 1.0),
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (share, served) = canary_share(n, "web-canary").await;
+            eprintln!("{p:?}: header {h}: canary share {share:.3} ({served:?})");
+            assert!(served.total() > 200, "{served:?}");
+            if i < routed {
+                assert_eq!(share, 1.0, "{p:?} {h}: {served:?}");
+            } else {
+                assert!(share < 0.15, "{p:?} {h} is not routed: {served:?}");
+            }
+            drop(t);
+        }
+        assert_eq!(kc_out(n, &["rollback", "web"]).await.status.code(), Some(3));
+        let t = Traffic::start_with(
+            n,
+            p.via(),
+            &p.entry_host("web"),
+            TrafficOptions::at(100.0, 30).with_header(headers[1], 1.0),
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (share, served) = canary_share(n, "web-canary").await;
+        assert_eq!(share, 0.0, "{p:?}: {served:?}");
+        drop(t);
+        assert_no_leftovers(n, "web", p).await;
+    }
+}

@@ -262,7 +262,7 @@ where
     let name = router.name();
 
     // Errors name the object and say what to do.
-    match router.prepare(&c, &target, None).await {
+    match router.prepare(&c, &target, &[]).await {
         Err(e) => {
             let msg = e.to_string();
             assert!(
@@ -322,9 +322,16 @@ where
 
     // prepare (twice: idempotent; the second call writes nothing).
     let hdr = header();
-    let header_arg = (provider != Provider::Smi).then_some(&hdr);
+    let header_arg: &[HeaderRoute] = if provider != Provider::Smi {
+        std::slice::from_ref(&hdr)
+    } else {
+        &[]
+    };
     if provider == Provider::Smi {
-        let e = router.prepare(&c, &target, Some(&hdr)).await.unwrap_err();
+        let e = router
+            .prepare(&c, &target, std::slice::from_ref(&hdr))
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("header"), "{e}");
     }
     router.prepare(&c, &target, header_arg).await.unwrap();

@@ -20,8 +20,8 @@ pub struct ClusterWorld<'a> {
     pub l: &'a mut Loaded,
     /// Progress bars on stderr while waiting.
     pub show: bool,
-    /// The policy's header route, set up by [`Effect::Prepare`] (start).
-    pub header: Option<HeaderRoute>,
+    /// The policy's header routes, set up by [`Effect::Prepare`] (start).
+    pub headers: Vec<HeaderRoute>,
 }
 
 impl<'a> ClusterWorld<'a> {
@@ -29,12 +29,12 @@ impl<'a> ClusterWorld<'a> {
         ClusterWorld {
             l,
             show,
-            header: None,
+            headers: Vec::new(),
         }
     }
 
-    pub fn with_header(mut self, header: Option<HeaderRoute>) -> Self {
-        self.header = header;
+    pub fn with_headers(mut self, headers: Vec<HeaderRoute>) -> Self {
+        self.headers = headers;
         self
     }
 
@@ -168,9 +168,7 @@ impl World for ClusterWorld<'_> {
                 })?;
                 let s = workloads::get_stable(&client, &ns, &stable).await?;
                 l.target.pods = Some(workloads::version_selectors(&client, &ns, &s, &c).await?);
-                l.router
-                    .prepare(&client, &l.target, self.header.as_ref())
-                    .await?;
+                l.router.prepare(&client, &l.target, &self.headers).await?;
             }
             Effect::EnsureCanaryCapacity { replicas } => {
                 let d = workloads::deployments(&client, &ns)
@@ -263,7 +261,7 @@ impl World for ClusterWorld<'_> {
                 if let Some(c) = api.get_opt(&canary).await? {
                     let s = workloads::get_stable(&client, &ns, &stable).await?;
                     l.target.pods = Some(workloads::version_selectors(&client, &ns, &s, &c).await?);
-                    l.router.prepare(&client, &l.target, None).await?;
+                    l.router.prepare(&client, &l.target, &[]).await?;
                 }
             }
             Effect::Cleanup => l.router.cleanup(&client, &l.target).await?,

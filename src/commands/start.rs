@@ -226,10 +226,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
         // The real steps against a copy-on-write view of the cluster: what they would write
         // is shown as a diff of every object created or changed.
         let (dry, writes) = crate::cluster::dryrun::client(client.clone());
-        let header = schedule
-            .header_route
-            .as_ref()
-            .filter(|_| router.supports_header_route());
+        let (headers, _) = router.header_routes(&schedule.header_routes);
         let mut planned_target = target.clone();
         let planned = async {
             let canary =
@@ -237,7 +234,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
                     .await?;
             planned_target.pods =
                 Some(workloads::version_selectors(&dry, &ns, &stable, &canary).await?);
-            router.prepare(&dry, &planned_target, header).await?;
+            router.prepare(&dry, &planned_target, headers).await?;
             router
                 .set_weight(&dry, &planned_target, schedule.steps[0])
                 .await?;
@@ -251,7 +248,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
             "previous_images": workloads::container_images(&stable),
             "first_weight": schedule.steps[0], "steps": schedule.steps,
             "policy": policy.path, "policy_sha256": policy.sha256,
-            "header_route": schedule.header_route.as_ref().map(|h| format!("{}: {}", h.name, h.value)),
+            "header_routes": headers.iter().map(|h| format!("{}: {}", h.name, h.value)).collect::<Vec<_>>(),
             "changes": changes,
             "error": planned.as_ref().err().map(|e| e.to_string()),
         });
@@ -351,25 +348,18 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
         }
         Ok(()) => {
             let first = schedule.steps[0];
-            let header = schedule
-                .header_route
-                .as_ref()
-                .filter(|_| l.router.supports_header_route());
-            if let (Some(h), None) = (&schedule.header_route, header) {
-                eprintln!(
-                    "note: {} cannot route by header; the policy's header route ({}: {}) is not set up",
-                    l.router.name(),
-                    h.name,
-                    h.value
-                );
+            let (headers, note) = l.router.header_routes(&schedule.header_routes);
+            if let Some(note) = note {
+                eprintln!("note: {note}");
             }
+            let headers = headers.to_vec();
             // Prepare, the first weight and its commit, as the core plans them (the write
             // is fenced: an abort that won meanwhile is never undone).
             let cause = Cause::new(
                 sess.actor.clone(),
                 format!("canary ready ({start_replicas}/{start_replicas}); {first}% of traffic"),
             );
-            let mut world = ClusterWorld::new(&mut l, false).with_header(header.cloned());
+            let mut world = ClusterWorld::new(&mut l, false).with_headers(headers);
             if let Err(e) = lifecycle::start_traffic(&mut world, first, cause).await {
                 return Err(Error::Cluster(format!(
                     "{e}\nno traffic stays on the canary (the rollout is {})",

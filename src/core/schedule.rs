@@ -36,12 +36,14 @@ pub struct Schedule {
     #[serde(default)]
     pub queries: BTreeMap<String, String>,
     /// Metric names to read per-track metrics from. `None`: follow the traffic provider
-    /// (Istio → istio, SMI → linkerd, NGINX → nginx, Gateway API → generic).
+    /// (Istio → istio, SMI → linkerd, NGINX → nginx, Gateway API → the mesh the pods are
+    /// in, else generic).
     #[serde(default)]
     pub metrics: Option<MetricsFlavour>,
-    /// Header that routes matching requests to the canary before any weight (seed 002).
+    /// Headers that route matching requests to the canary before any weight (any one of
+    /// them matches; seed 002 sends `x-canary`, `x-user-tier` and `x-region`).
     #[serde(default)]
-    pub header_route: Option<HeaderRoute>,
+    pub header_routes: Vec<HeaderRoute>,
     /// After the canary's weight goes to 0, how long to wait (proxies converge) before the
     /// canary is scaled down or deleted. Like Argo Rollouts' `scaleDownDelaySeconds`.
     #[serde(with = "humantime_serde", default = "default_scale_down_delay")]
@@ -134,7 +136,7 @@ impl Default for Schedule {
             max_duration: None,
             queries: BTreeMap::new(),
             metrics: None,
-            header_route: None,
+            header_routes: Vec::new(),
             scale_down_delay: default_scale_down_delay(),
             readiness_grace: default_readiness_grace(),
             max_canary_replicas: None,

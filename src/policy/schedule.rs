@@ -183,20 +183,80 @@ fn set_key(s: &mut Schedule, key: &str, v: &Dynamic) -> Result<(), String> {
                 Some(MetricsFlavour::parse(&name).map_err(|e| format!("schedule.metrics {e}"))?)
         }
         "header_route" => {
-            let m = v.clone().try_cast::<Map>().ok_or(
-                "schedule.header_route must be a map like #{ name: \"x-canary\", value: \"true\" }",
-            )?;
-            let get = |k: &str| {
-                m.get(k)
-                    .and_then(|v| v.clone().into_string().ok())
-                    .ok_or_else(|| format!("schedule.header_route.{k} must be a string"))
+            // One map, or a list of maps (any one header matches).
+            let maps: Vec<Dynamic> = match v.clone().try_cast::<rhai::Array>() {
+                Some(list) => list,
+                None => vec![v.clone()],
             };
-            s.header_route = Some(HeaderRoute {
-                name: get("name")?,
-                value: get("value")?,
-            });
+            let mut routes = Vec::new();
+            for (i, item) in maps.iter().enumerate() {
+                let at = if maps.len() > 1 {
+                    format!("[{i}]")
+                } else {
+                    String::new()
+                };
+                let m = item.clone().try_cast::<Map>().ok_or_else(|| {
+                    format!(
+                        "schedule.header_route{at} must be a map like #{{ name: \"x-canary\", value: \"true\" }} (or a list of them)"
+                    )
+                })?;
+                let get = |k: &str| {
+                    m.get(k)
+                        .and_then(|v| v.clone().into_string().ok())
+                        .filter(|s| !s.trim().is_empty())
+                        .ok_or_else(|| {
+                            format!("schedule.header_route{at}.{k} must be a non-empty string")
+                        })
+                };
+                routes.push(HeaderRoute {
+                    name: get("name")?,
+                    value: get("value")?,
+                });
+            }
+            s.header_routes = routes;
         }
         _ => return Err(format!("schedule has unknown key {key:?}")),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header_routes(rhai_expr: &str) -> Result<Vec<HeaderRoute>, String> {
+        let engine = rhai::Engine::new();
+        let mut map: Map = engine
+            .eval::<Map>("#{ steps: [5, 100] }")
+            .expect("base map");
+        let v: Dynamic = engine.eval(rhai_expr).expect("expression");
+        map.insert("header_route".into(), v);
+        schedule_from_map(&map).map(|s| s.header_routes)
+    }
+
+    #[test]
+    fn header_route_is_one_map_or_a_list_of_maps() {
+        let one = header_routes(r#"#{ name: "x-canary", value: "true" }"#).unwrap();
+        assert_eq!(
+            one,
+            [HeaderRoute {
+                name: "x-canary".into(),
+                value: "true".into()
+            }]
+        );
+        let three = header_routes(
+            r#"[#{ name: "x-canary", value: "true" }, #{ name: "x-user-tier", value: "beta" }, #{ name: "x-region", value: "us-west-2" }]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            three.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+            ["x-canary", "x-user-tier", "x-region"]
+        );
+        // The message names the list item and the key.
+        let e = header_routes(r#"[#{ name: "x-canary", value: "true" }, #{ name: "x-region" }]"#)
+            .unwrap_err();
+        assert!(e.contains("schedule.header_route[1].value"), "{e}");
+        let e = header_routes(r#"[#{ name: "x-canary", value: "true" }, "x-region"]"#).unwrap_err();
+        assert!(e.contains("schedule.header_route[1] must be a map"), "{e}");
+    }
 }

@@ -125,28 +125,35 @@ fn ensure_canary_ref(rule: &mut Value, t: &Target) {
     list.insert(si + 1, c);
 }
 
-fn header_rule(weighted: &Value, t: &Target, h: &HeaderRoute, n: usize) -> Value {
+fn header_rule(weighted: &Value, t: &Target, headers: &[HeaderRoute], n: usize) -> Value {
     let mut rule = weighted.clone();
     rule["name"] = json!(if n == 0 {
         HEADER_RULE_NAME.to_string()
     } else {
         format!("{HEADER_RULE_NAME}-{}", n + 1)
     });
-    let mut matches = weighted
+    let base = weighted
         .get("matches")
         .and_then(Value::as_array)
         .filter(|m| !m.is_empty())
         .cloned()
         .unwrap_or_else(|| vec![json!({"path": {"type": "PathPrefix", "value": "/"}})]);
-    for m in &mut matches {
-        let mut headers: Vec<Value> = m
-            .get("headers")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        headers.retain(|x| !str_of(x, "name").is_some_and(|n| n.eq_ignore_ascii_case(&h.name)));
-        headers.push(json!({"type": "Exact", "name": h.name, "value": h.value}));
-        m["headers"] = Value::Array(headers);
+    // Each of the rule's matches with each header: matches are ORed (HTTPRouteRule.matches),
+    // so any one header reaches the canary.
+    let mut matches = Vec::new();
+    for h in headers {
+        for m in &base {
+            let mut m = m.clone();
+            let mut hs: Vec<Value> = m
+                .get("headers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            hs.retain(|x| !str_of(x, "name").is_some_and(|n| n.eq_ignore_ascii_case(&h.name)));
+            hs.push(json!({"type": "Exact", "name": h.name, "value": h.value}));
+            m["headers"] = Value::Array(hs);
+            matches.push(m);
+        }
     }
     rule["matches"] = Value::Array(matches);
     let mut canary = refs(weighted)
@@ -161,8 +168,8 @@ fn header_rule(weighted: &Value, t: &Target, h: &HeaderRoute, n: usize) -> Value
     rule
 }
 
-/// prepare: canary refs in every weighted rule, header rules in sync with `header`.
-fn hr_prepare(spec: &mut Value, t: &Target, header: Option<&HeaderRoute>) -> Result<bool, String> {
+/// prepare: canary refs in every weighted rule, header rules in sync with `headers`.
+fn hr_prepare(spec: &mut Value, t: &Target, headers: &[HeaderRoute]) -> Result<bool, String> {
     let old = rules(spec).to_vec();
     let mut new: Vec<Value> = old
         .iter()
@@ -181,12 +188,12 @@ fn hr_prepare(spec: &mut Value, t: &Target, header: Option<&HeaderRoute>) -> Res
             t.service, t.stable_service
         ));
     }
-    if let Some(h) = header {
+    if !headers.is_empty() {
         let extra: Vec<Value> = new
             .iter()
             .filter(|r| is_weighted_rule(r, t))
             .enumerate()
-            .map(|(n, r)| header_rule(r, t, h, n))
+            .map(|(n, r)| header_rule(r, t, headers, n))
             .collect();
         new.extend(extra);
     }
@@ -315,7 +322,7 @@ impl TrafficRouter for GatewayApi {
         &self,
         client: &Client,
         target: &Target,
-        header: Option<&HeaderRoute>,
+        headers: &[HeaderRoute],
     ) -> Result<(), ProviderError> {
         let api = Self::api(client, &target.namespace);
         // Check the route first: a missing route is the likelier mistake.
@@ -334,7 +341,7 @@ impl TrafficRouter for GatewayApi {
         pin_service(client, target, &target.service).await?;
         pin_service(client, target, &target.stable_service).await?;
         modify(&api, KIND, &target.namespace, &target.route, |o| {
-            hr_prepare(spec_mut(o, target)?, target, header).map_err(|m| invalid(target, m))
+            hr_prepare(spec_mut(o, target)?, target, headers).map_err(|m| invalid(target, m))
         })
         .await?
         .map(|_| ())
@@ -423,8 +430,8 @@ mod tests {
             name: "x-canary".into(),
             value: "always".into(),
         };
-        assert!(hr_prepare(&mut spec, &t(), Some(&h)).unwrap());
-        assert!(!hr_prepare(&mut spec, &t(), Some(&h)).unwrap());
+        assert!(hr_prepare(&mut spec, &t(), std::slice::from_ref(&h)).unwrap());
+        assert!(!hr_prepare(&mut spec, &t(), std::slice::from_ref(&h)).unwrap());
         assert_eq!(
             spec["rules"][0]["backendRefs"][1],
             json!({"name": "web-canary", "port": 80, "weight": 0})
@@ -461,7 +468,7 @@ mod tests {
     #[test]
     fn route_without_target_is_an_error() {
         let mut spec = json!({"rules": [{"backendRefs": [{"name": "other", "port": 80}]}]});
-        assert!(hr_prepare(&mut spec, &t(), None).is_err());
+        assert!(hr_prepare(&mut spec, &t(), &[]).is_err());
         assert!(hr_set_weight(&mut spec, &t(), 5).is_err());
         assert_eq!(hr_read_weight(&spec, &t()), None);
     }

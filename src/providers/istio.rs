@@ -240,7 +240,7 @@ pub fn prepare_vs(
     spec: &mut Value,
     ann: &mut BTreeMap<String, String>,
     t: &Target,
-    header: Option<&HeaderRoute>,
+    headers: &[HeaderRoute],
 ) -> Result<bool, String> {
     let idx = main_route(spec, t).ok_or_else(|| {
         format!(
@@ -297,12 +297,18 @@ pub fn prepare_vs(
     let has_header = http
         .iter()
         .any(|h| h.get("name").and_then(Value::as_str) == Some(HEADER_ROUTE_NAME));
-    if let (Some(hr), false) = (header, has_header) {
+    if !headers.is_empty() && !has_header {
+        // One match per header: Istio's match list is an OR (istio/api
+        // networking/v1alpha3/virtual_service.proto, HTTPRoute.match).
+        let matches: Vec<Value> = headers
+            .iter()
+            .map(|hr| json!({"headers": {hr.name.to_lowercase(): {"exact": hr.value}}}))
+            .collect();
         http.insert(
             0,
             json!({
                 "name": HEADER_ROUTE_NAME,
-                "match": [{"headers": {hr.name.to_lowercase(): {"exact": hr.value}}}],
+                "match": matches,
                 "route": [{"destination": canary_dest}],
             }),
         );
@@ -454,7 +460,7 @@ impl TrafficRouter for IstioRouter {
         &self,
         client: &Client,
         target: &Target,
-        header: Option<&HeaderRoute>,
+        headers: &[HeaderRoute],
     ) -> Result<(), ProviderError> {
         let (host_split, gateway_only) = match self.virtual_service(client, target).await? {
             Some(vs) => vs.data.get("spec").map_or((false, false), |s| {
@@ -488,7 +494,7 @@ impl TrafficRouter for IstioRouter {
             let route = target.route.clone();
             return self
                 .update(client, target, "VirtualService", &route, |spec, ann| {
-                    prepare_vs(spec, ann, target, header)
+                    prepare_vs(spec, ann, target, headers)
                 })
                 .await;
         }
@@ -517,7 +523,7 @@ impl TrafficRouter for IstioRouter {
         .await?;
         let route = target.route.clone();
         self.update(client, target, "VirtualService", &route, |spec, ann| {
-            prepare_vs(spec, ann, target, header)
+            prepare_vs(spec, ann, target, headers)
         })
         .await
     }
@@ -619,7 +625,7 @@ mod tests {
             value: "true".into(),
         };
         let mut a = ann();
-        assert!(prepare_vs(&mut s, &mut a, &target(), Some(&hr)).unwrap());
+        assert!(prepare_vs(&mut s, &mut a, &target(), std::slice::from_ref(&hr)).unwrap());
         assert_eq!(
             a[STABLE_SUBSET_ANN], "",
             "the stable destination named no subset"
@@ -641,7 +647,7 @@ mod tests {
         );
         assert_eq!(read_weight_vs(&s, &target()), Some(0));
         let again = s.clone();
-        assert!(!prepare_vs(&mut s, &mut a, &target(), Some(&hr)).unwrap());
+        assert!(!prepare_vs(&mut s, &mut a, &target(), std::slice::from_ref(&hr)).unwrap());
         assert_eq!(s, again);
     }
 
@@ -650,7 +656,7 @@ mod tests {
         let mut s = vs();
         let original = s.clone();
         let mut a = ann();
-        prepare_vs(&mut s, &mut a, &target(), None).unwrap();
+        prepare_vs(&mut s, &mut a, &target(), &[]).unwrap();
         assert!(set_weight_vs(&mut s, &target(), 25).unwrap());
         assert_eq!(read_weight_vs(&s, &target()), Some(25));
         assert_eq!(s["http"][1]["route"][0]["weight"], 75);
@@ -676,7 +682,7 @@ mod tests {
             value: "true".into(),
         };
         let mut a = ann();
-        assert!(prepare_vs(&mut s, &mut a, &target(), Some(&hr)).unwrap());
+        assert!(prepare_vs(&mut s, &mut a, &target(), std::slice::from_ref(&hr)).unwrap());
         assert_eq!(
             s["http"][0]["route"][0]["destination"]["host"],
             "web-canary"
@@ -706,7 +712,7 @@ mod tests {
             {"destination": {"host": "reviews", "subset": "v1"}, "weight": 100}]}]});
         let mut s = original.clone();
         let mut a = ann();
-        prepare_vs(&mut s, &mut a, &t, None).unwrap();
+        prepare_vs(&mut s, &mut a, &t, &[]).unwrap();
         assert!(!a.contains_key(STABLE_WEIGHT_ANN));
         set_weight_vs(&mut s, &t, 20).unwrap();
         assert!(cleanup_vs(&mut s, &mut a, &t));
@@ -714,7 +720,7 @@ mod tests {
         let mut s = json!({"hosts": ["reviews"], "http": [{"route": [
             {"destination": {"host": "reviews", "subset": "v1"}}]}]});
         let mut a = ann();
-        prepare_vs(&mut s, &mut a, &t, None).unwrap();
+        prepare_vs(&mut s, &mut a, &t, &[]).unwrap();
         a.remove(STABLE_WEIGHT_ANN);
         cleanup_vs(&mut s, &mut a, &t);
         assert_eq!(s["http"][0]["route"][0]["weight"], 100);
@@ -736,7 +742,7 @@ mod tests {
         ]});
         let mut s = original.clone();
         let mut a = ann();
-        prepare_vs(&mut s, &mut a, &t, None).unwrap();
+        prepare_vs(&mut s, &mut a, &t, &[]).unwrap();
         set_weight_vs(&mut s, &t, 5).unwrap();
         let http = s["http"].as_array().unwrap();
         assert_eq!(http[0]["route"].as_array().unwrap().len(), 1, "{s}");
@@ -748,7 +754,7 @@ mod tests {
         assert_eq!(read_weight_vs(&s, &t), Some(5));
         // Idempotent.
         let again = s.clone();
-        assert!(!prepare_vs(&mut s, &mut a, &t, None).unwrap());
+        assert!(!prepare_vs(&mut s, &mut a, &t, &[]).unwrap());
         assert_eq!(s, again);
         assert!(cleanup_vs(&mut s, &mut a, &t));
         assert_eq!(s, original);
@@ -761,7 +767,7 @@ mod tests {
             {"destination": {"host": "reviews", "subset": "v1"}}]}]});
         let t = Target::new("bookinfo", "reviews");
         let mut a = ann();
-        prepare_vs(&mut s, &mut a, &t, None).unwrap();
+        prepare_vs(&mut s, &mut a, &t, &[]).unwrap();
         assert_eq!(a[STABLE_SUBSET_ANN], "v1");
         assert_eq!(
             s["http"][0]["route"][0]["destination"]["subset"],
@@ -794,7 +800,7 @@ mod tests {
         ));
         let mut s = original.clone();
         let mut a = ann();
-        prepare_vs(&mut s, &mut a, &t, None).unwrap();
+        prepare_vs(&mut s, &mut a, &t, &[]).unwrap();
         set_weight_vs(&mut s, &t, 5).unwrap();
         assert_eq!(s["http"][0], original["http"][0]);
         let route = &s["http"][1]["route"];

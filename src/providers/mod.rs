@@ -125,7 +125,7 @@ pub trait TrafficRouter: Send + Sync {
         &self,
         client: &Client,
         target: &Target,
-        header: Option<&HeaderRoute>,
+        headers: &[HeaderRoute],
     ) -> impl std::future::Future<Output = Result<(), ProviderError>> + Send;
 
     /// Sets the canary's share to `weight` percent (stable gets the rest), in one write.
@@ -449,9 +449,43 @@ impl Router {
         }
     }
 
-    /// Whether the provider can send requests with a header to the canary (SMI cannot).
-    pub fn supports_header_route(&self) -> bool {
-        !matches!(self, Router::Smi(_))
+    /// How many header routes the provider can set up: none for SMI's TrafficSplit
+    /// (v1alpha2, the version served), one for ingress-nginx (`canary-by-header` takes one
+    /// name), any number for Istio and Gateway API (their match lists are ORed).
+    pub fn header_routes_routed(&self) -> usize {
+        match self {
+            Router::Smi(_) => 0,
+            Router::Nginx(_) => 1,
+            Router::Istio(_) | Router::GatewayApi(_) => usize::MAX,
+        }
+    }
+
+    /// The header routes this provider sets up, and a note naming the ones it cannot.
+    pub fn header_routes<'h>(
+        &self,
+        wanted: &'h [HeaderRoute],
+    ) -> (&'h [HeaderRoute], Option<String>) {
+        let n = self.header_routes_routed().min(wanted.len());
+        let (routed, dropped) = wanted.split_at(n);
+        let note = (!dropped.is_empty()).then(|| {
+            format!(
+                "{} matches {}; the policy's header route{} {} {} not set up",
+                self.name(),
+                match n {
+                    0 => "no header".to_string(),
+                    1 => "one header".to_string(),
+                    n => format!("{n} headers"),
+                },
+                if dropped.len() > 1 { "s" } else { "" },
+                dropped
+                    .iter()
+                    .map(|h| format!("({}: {})", h.name, h.value))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if dropped.len() > 1 { "are" } else { "is" },
+            )
+        });
+        (routed, note)
     }
 
     /// Metric family that matches the provider's data plane. `mesh` is the mesh the stable
@@ -476,13 +510,13 @@ impl Router {
         &self,
         client: &Client,
         target: &Target,
-        header: Option<&HeaderRoute>,
+        headers: &[HeaderRoute],
     ) -> Result<(), ProviderError> {
         match self {
-            Router::Istio(r) => r.prepare(client, target, header).await,
-            Router::Smi(r) => r.prepare(client, target, header).await,
-            Router::Nginx(r) => r.prepare(client, target, header).await,
-            Router::GatewayApi(r) => r.prepare(client, target, header).await,
+            Router::Istio(r) => r.prepare(client, target, headers).await,
+            Router::Smi(r) => r.prepare(client, target, headers).await,
+            Router::Nginx(r) => r.prepare(client, target, headers).await,
+            Router::GatewayApi(r) => r.prepare(client, target, headers).await,
         }
     }
 

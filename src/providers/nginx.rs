@@ -254,7 +254,7 @@ impl TrafficRouter for Nginx {
         &self,
         client: &Client,
         target: &Target,
-        header: Option<&HeaderRoute>,
+        headers: &[HeaderRoute],
     ) -> Result<(), ProviderError> {
         let ns = &target.namespace;
         let api: Api<Ingress> = Api::namespaced(client.clone(), ns);
@@ -320,6 +320,9 @@ impl TrafficRouter for Nginx {
             if !ann.contains_key(CANARY_WEIGHT) {
                 ch |= set_ann(ann, CANARY_WEIGHT, Some("0".into()));
             }
+            // One header per canary Ingress (the annotations take one name and one value);
+            // start says which of several it could not route (Router::header_routes_routed).
+            let header = headers.first();
             ch |= set_ann(ann, CANARY_BY_HEADER, header.map(|h| h.name.clone()));
             ch |= set_ann(ann, CANARY_BY_HEADER_VALUE, header.map(|h| h.value.clone()));
             if let Some(c) = &legacy_class {

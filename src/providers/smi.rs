@@ -206,9 +206,9 @@ impl TrafficRouter for Smi {
         &self,
         client: &Client,
         target: &Target,
-        header: Option<&HeaderRoute>,
+        headers: &[HeaderRoute],
     ) -> Result<(), ProviderError> {
-        if let Some(h) = header {
+        if let Some(h) = headers.first() {
             return Err(ProviderError::Invalid {
                 kind: KIND,
                 namespace: target.namespace.clone(),
