@@ -26,6 +26,18 @@ fn kubectl_json(ns: &str, what: &str) -> Value {
     })
 }
 
+/// `kubectl ARGS` in namespace `ns` against the test cluster; it must succeed.
+fn kubectl(ns: &str, args: &[&str]) {
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&TestEnv::get().kubeconfig)
+        .args(["-n", ns])
+        .args(args)
+        .output()
+        .expect("kubectl");
+    assert!(out.status.success(), "kubectl {args:?}: {out:?}");
+}
+
 /// The user-owned parts of an object (what must be exactly as before after a rollout).
 fn user_view(o: &Value) -> Value {
     json!({"spec": o["spec"], "annotations": o["metadata"]["annotations"], "labels": o["metadata"]["labels"]})
@@ -756,13 +768,10 @@ async fn linkerd_gamma_route_in_an_injected_namespace() {
     TestEnv::get();
     let ns = TestNamespace::create("lay-gamma").await;
     let n = ns.name.as_str();
-    let out = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&TestEnv::get().kubeconfig)
-        .args(["annotate", "namespace", n, "linkerd.io/inject=enabled"])
-        .output()
-        .expect("kubectl annotate");
-    assert!(out.status.success(), "{out:?}");
+    kubectl(
+        n,
+        &["annotate", "namespace", n, "linkerd.io/inject=enabled"],
+    );
     apply(
         &ns.client,
         n,
@@ -889,13 +898,7 @@ async fn nginx_other_ingresses_on_the_same_upstream() {
         "{err}"
     );
     assert!(deployment(&ns.client, n, "shop-canary").await.is_none());
-    let out = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&TestEnv::get().kubeconfig)
-        .args(["-n", n, "delete", "ingress", "shop-v2"])
-        .output()
-        .expect("kubectl delete");
-    assert!(out.status.success(), "{out:?}");
+    kubectl(n, &["delete", "ingress", "shop-v2"]);
 
     // Another host on the same Service and port: noted, and it gets the same share.
     apply(

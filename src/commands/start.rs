@@ -108,22 +108,13 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
         _ => false,
     };
 
-    let resumed_stable = stored
-        .doc
-        .current
-        .as_ref()
-        .filter(|_| resuming)
-        .and_then(|r| r.stable.clone());
-    let resumed_canary = stored
-        .doc
-        .current
-        .as_ref()
-        .filter(|_| resuming)
-        .and_then(|r| r.canary.clone());
+    // A resumed start keeps the Deployments its record names.
+    let resumed = stored.doc.current.as_ref().filter(|_| resuming);
+    let resumed_stable = resumed.and_then(|r| r.stable.clone());
     let canary_name = args
         .canary
         .clone()
-        .or(resumed_canary)
+        .or(resumed.and_then(|r| r.canary.clone()))
         .unwrap_or_else(|| format!("{service}-canary"));
     if let Some(name) = &args.canary {
         // Adopting is for a Deployment the team keeps; a typo must not create a new one.
