@@ -78,8 +78,10 @@ pub enum Provider {
     Smi,
     /// ingress-nginx canary Ingress (canary-weight annotation).
     Nginx,
-    /// Gateway API HTTPRoute backendRefs weights.
+    /// Gateway API HTTPRoute backendRefs weights (also GAMMA routes attached to a Service).
     GatewayApi,
+    /// Linkerd's own HTTPRoute (policy.linkerd.io), edited like the Gateway API's.
+    LinkerdHttproute,
 }
 
 #[derive(Debug, Args)]

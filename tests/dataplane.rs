@@ -280,6 +280,59 @@ spec:
     assert_eq!(s.no_upstream(), 0);
 }
 
+/// GAMMA (kubernetes-sigs/gateway-api `geps/gep-1426`): a route whose parentRef is Service
+/// `shop` splits in-mesh callers of `shop` (Linkerd's and Istio's) by its backendRefs, with no
+/// hostnames; a backendRef to the parent Service means its own endpoints. A gateway serves
+/// no route whose only parent is a Service. Linkerd's own HTTPRoute kind
+/// (`policy.linkerd.io`) is served to Linkerd callers the same way (linkerd2
+/// `policy-controller/k8s/index/src/outbound/index/http.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gamma_routes_split_in_mesh_callers_by_their_parent_service() {
+    TestEnv::get();
+    for api_version in ["gateway.networking.k8s.io/v1", "policy.linkerd.io/v1beta3"] {
+        let ns = TestNamespace::create("dp-gamma").await;
+        let m = deployment("shop", 2, json!({"app": "shop"}), support::TEST_IMAGE)
+            + &deployment(
+                "shop-next",
+                1,
+                json!({"app": "shop-next"}),
+                support::TEST_IMAGE,
+            )
+            + &service("shop", json!({"app": "shop"}))
+            + &service("shop-next", json!({"app": "shop-next"}))
+            + &format!(
+                r#"
+apiVersion: {api_version}
+kind: HTTPRoute
+metadata: {{name: shop-mesh}}
+spec:
+  parentRefs: [{{group: core, kind: Service, name: shop, port: 80}}]
+  rules:
+  - backendRefs:
+    - {{name: shop, port: 80, weight: 70}}
+    - {{name: shop-next, port: 80, weight: 30}}
+"#
+            );
+        apply(&ns.client, &ns.name, &m).await;
+        wait_serving(&ns.name, "shop", 2, Duration::from_secs(60)).await;
+        wait_serving(&ns.name, "shop-next", 1, Duration::from_secs(60)).await;
+        let t = client(&ns.name, "smi", "shop", None, 0.0);
+        let s = settle_and_measure(&ns.name).await;
+        t.assert_running();
+        eprintln!("{api_version}: linkerd callers {s:?}");
+        near("shop-next share", share(&s, "shop-next"), 0.30, 0.07, &s);
+        assert_eq!(s.no_upstream(), 0);
+        drop(t);
+        if api_version.starts_with("gateway") {
+            let t = client(&ns.name, "istio", "shop", None, 0.0);
+            let s = settle_and_measure(&ns.name).await;
+            t.assert_running();
+            near("shop-next share", share(&s, "shop-next"), 0.30, 0.07, &s);
+            drop(t);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_canary_ingress_weight_20_with_header() {
     TestEnv::get();

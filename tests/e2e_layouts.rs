@@ -116,6 +116,23 @@ async fn bookinfo_reviews_v1_with_user_subsets() {
         &bookinfo_reviews("  - route:\n    - destination: {host: reviews, subset: v1}\n"),
     )
     .await;
+    // bookinfo also runs reviews-v2, which Service reviews selects too: the route's subset
+    // v1 (version: v1) says which Deployment is stable.
+    apply(
+        &ns.client,
+        n,
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews-v2, labels: {app: reviews, version: v2}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: reviews, version: v2}}
+  template:
+    metadata: {labels: {app: reviews, version: v2}}
+    spec: {containers: [{name: reviews, image: "kubectl-canary/demo:1.5"}]}
+"#,
+    )
+    .await;
     wait_serving(n, "reviews-v1", 2, Duration::from_secs(60)).await;
     let (vs0, dr0, svc0) = (
         user_view(&kubectl_json(n, "virtualservice/reviews")),
@@ -124,10 +141,16 @@ async fn bookinfo_reviews_v1_with_user_subsets() {
     );
     let stable_before = stable_pod_uids(n, "reviews-v1").await;
     let _traffic = Traffic::start_with(n, "istio", "reviews", TrafficOptions::at(200.0, 120));
-    // Found from the Service: no --stable, no --route.
+    // Found from the Service and the route's subset: no --stable, no --route.
     let out = start_reviews(n).await;
-    assert_eq!(out.status.code(), Some(0), "start reviews on bookinfo");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "start reviews on bookinfo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let st = status_json(n, "reviews").await;
+    assert_eq!(st["stable"], "reviews-v1", "{st}");
     assert_eq!(st["route_weight"], 5);
     assert_eq!(st["stable_pods"]["ready"], 2, "{st}");
     assert_eq!(st["stable_pods"]["desired"], 2, "{st}");
@@ -765,6 +788,17 @@ async fn dry_run_shows_the_diff_and_changes_nothing() {
 /// had it and the same stable pods serve everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linkerd_gamma_route_in_an_injected_namespace() {
+    gamma_flow("gateway.networking.k8s.io/v1", "gateway-api").await;
+}
+
+/// The same with Linkerd's own HTTPRoute kind (`policy.linkerd.io/v1beta3`), which Linkerd
+/// serves like the Gateway API's (linkerd2 `policy-controller/k8s/index/src/outbound/index/http.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linkerd_policy_httproute_in_an_injected_namespace() {
+    gamma_flow("policy.linkerd.io/v1beta3", "linkerd-httproute").await;
+}
+
+async fn gamma_flow(api_version: &str, provider: &str) {
     TestEnv::get();
     let ns = TestNamespace::create("lay-gamma").await;
     let n = ns.name.as_str();
@@ -775,7 +809,7 @@ async fn linkerd_gamma_route_in_an_injected_namespace() {
     apply(
         &ns.client,
         n,
-        r#"
+        &(r#"
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web}
@@ -791,7 +825,10 @@ kind: Service
 metadata: {name: web}
 spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: 8080}]}
 ---
-apiVersion: gateway.networking.k8s.io/v1
+apiVersion: "#
+            .to_string()
+            + api_version
+            + r#"
 kind: HTTPRoute
 metadata: {name: web-mesh-route}
 spec:
@@ -800,11 +837,13 @@ spec:
   rules:
   - backendRefs:
     - {name: web, port: 80}
-"#,
+"#),
     )
     .await;
     wait_serving(n, "web", 2, Duration::from_secs(60)).await;
-    let objects = ["httproute/web-mesh-route", "service/web"];
+    let group = api_version.split('/').next().unwrap();
+    let route = format!("httproutes.{group}/web-mesh-route");
+    let objects = [route.as_str(), "service/web"];
     let before: Vec<Value> = objects
         .iter()
         .map(|o| user_view(&kubectl_json(n, o)))
@@ -828,19 +867,24 @@ spec:
     .await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "start web: {err}");
-    assert!(
-        err.contains(
-            "note: metrics: linkerd (the namespace is annotated linkerd.io/inject: enabled)"
-        ),
-        "{err}"
-    );
+    if provider == "gateway-api" {
+        // Linkerd's own kind always reads Linkerd's metrics; the Gateway API's needs the mesh.
+        assert!(
+            err.contains(
+                "note: metrics: linkerd (the namespace is annotated linkerd.io/inject: enabled)"
+            ),
+            "{err}"
+        );
+    }
     let st = status_json(n, "web").await;
-    assert_eq!(st["provider"], "gateway-api", "{st}");
+    assert_eq!(st["provider"], provider, "{st}");
     assert_eq!(st["route"], "web-mesh-route", "{st}");
     assert_eq!(st["route_weight"], 5, "{st}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (share, served) = canary_share(n, "web-canary").await;
-    eprintln!("GAMMA, in-mesh callers: canary share {share:.3} at weight 5 ({served:?})");
+    eprintln!(
+        "{provider} GAMMA, in-mesh callers: canary share {share:.3} at weight 5 ({served:?})"
+    );
     assert!((share - 0.05).abs() < 0.03, "{served:?}");
     assert_eq!(served.no_upstream(), 0, "{served:?}");
     // The rollout reads Linkerd's metrics (the record's flavour, as `step` does).

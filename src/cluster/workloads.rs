@@ -33,14 +33,17 @@ pub async fn get_stable(client: &Client, ns: &str, name: &str) -> Result<Deploym
 
 /// The stable Deployment of `service`: `explicit` (`--stable`) if given; else the Deployment
 /// named like the service; else the one Deployment whose pod template the Service's selector
-/// matches, leaving out `canary` (`<service>-canary`, or the team's `--canary`). None or
-/// several is an error naming the candidates.
+/// matches, leaving out `canary` (`<service>-canary`, or the team's `--canary`); of several,
+/// the one whose pods also carry `narrow` (the route's stable subset, see
+/// [`crate::providers::Router::stable_pod_labels`]). None or several is an error naming
+/// the candidates.
 pub async fn find_stable(
     client: &Client,
     ns: &str,
     service: &str,
     explicit: Option<&str>,
     canary: &str,
+    narrow: Option<&BTreeMap<String, String>>,
 ) -> Result<Deployment> {
     if let Some(name) = explicit {
         return deployments(client, ns)
@@ -79,6 +82,24 @@ pub async fn find_stable(
             selects(&selector, &labels)
         })
         .collect();
+    if let Some(labels) = narrow.filter(|_| found.len() > 1) {
+        let template_labels = |d: &Deployment| {
+            d.spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default()
+        };
+        let narrowed: Vec<Deployment> = found
+            .iter()
+            .filter(|d| selects(labels, &template_labels(d)))
+            .cloned()
+            .collect();
+        if narrowed.len() == 1 {
+            return Ok(narrowed.into_iter().next().expect("one"));
+        }
+    }
     match found.len() {
         1 => Ok(found.remove(0)),
         0 => Err(Error::Usage(format!(

@@ -58,6 +58,7 @@ async fn subject(
                     service,
                     None,
                     &target.canary_deployment,
+                    None,
                 )
                 .await
                 {

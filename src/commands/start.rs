@@ -23,6 +23,7 @@ fn provider_name(p: crate::cli::Provider) -> &'static str {
         crate::cli::Provider::Smi => "smi",
         crate::cli::Provider::Nginx => "nginx",
         crate::cli::Provider::GatewayApi => "gateway-api",
+        crate::cli::Provider::LinkerdHttproute => "linkerd-httproute",
     }
 }
 
@@ -128,14 +129,37 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
             )));
         }
     }
+    // The route first (its errors wait until stable is known): when the Service selects
+    // several Deployments, the route says which is stable.
+    let mut target = Target::new(&ns, &service);
+    target.canary_deployment = canary_name.clone();
+    if let Some(r) = &args.route {
+        target.route = r.clone();
+    }
+    let router = match (resumed, args.provider) {
+        (Some(rec), _) => {
+            target.route = rec.route.clone();
+            Router::by_name(&client, &rec.provider).await
+        }
+        (None, Some(p)) => Router::by_name(&client, provider_name(p)).await,
+        (None, None) if args.route.is_some() => Router::detect(&client, &target).await,
+        (None, None) => Router::discover(&client, &mut target).await,
+    };
+    let explicit = args.stable.as_deref().or(resumed_stable.as_deref());
+    let narrow = match (&router, explicit) {
+        (Ok(r), None) => r.stable_pod_labels(&client, &target).await.ok().flatten(),
+        _ => None,
+    };
     let stable = workloads::find_stable(
         &client,
         &ns,
         &service,
-        args.stable.as_deref().or(resumed_stable.as_deref()),
+        explicit,
         &canary_name,
+        narrow.as_ref(),
     )
     .await?;
+    let router = router?;
     if stable.metadata.name.as_deref() == Some(canary_name.as_str()) {
         return Err(Error::Usage(format!(
             "--canary {canary_name} is the stable Deployment; name another Deployment with --canary or --stable"
@@ -158,22 +182,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
             imgs
         }
     };
-    let mut target = Target::new(&ns, &service);
     target.stable_deployment = stable_name.clone();
-    target.canary_deployment = canary_name.clone();
-    if let Some(r) = &args.route {
-        target.route = r.clone();
-    }
-    let router = match (resuming, args.provider) {
-        (true, _) => {
-            let rec = stored.doc.current.as_ref().expect("resuming");
-            target.route = rec.route.clone();
-            Router::by_name(&client, &rec.provider).await?
-        }
-        (false, Some(p)) => Router::by_name(&client, provider_name(p)).await?,
-        (false, None) if args.route.is_some() => Router::detect(&client, &target).await?,
-        (false, None) => Router::discover(&client, &mut target).await?,
-    };
     // The canary starts with the capacity its first weight needs (it grows with the weight).
     let settings = Settings {
         canary_replicas: replicas,

@@ -36,6 +36,9 @@ pub struct StatusView {
     pub route_weight: Option<u32>,
     pub provider: String,
     pub route: String,
+    /// The stable and canary Deployments.
+    pub stable: String,
+    pub canary: String,
     pub images: BTreeMap<String, String>,
     /// Read from the cluster (None in a list without --detail).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -208,6 +211,7 @@ pub fn view_of(
         (None, Some(t)) => (Some(t.event.to_string()), Some(t.reason.clone())),
         (None, None) => (None, None),
     };
+    let deployments = Target::of_record(rec);
     StatusView {
         namespace: rec.namespace.clone(),
         service: rec.service.clone(),
@@ -218,6 +222,8 @@ pub fn view_of(
         route_weight,
         provider: rec.provider.clone(),
         route: rec.route.clone(),
+        stable: deployments.stable_deployment,
+        canary: deployments.canary_deployment,
         images: rec.images.clone(),
         stable_pods,
         canary_pods,

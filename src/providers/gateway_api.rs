@@ -35,21 +35,53 @@ const KIND: &str = "HTTPRoute";
 /// Name (prefix) of the header-route rules we add.
 pub const HEADER_RULE_NAME: &str = "kubectl-canary-header";
 
-/// Gateway API HTTPRoute router.
-#[derive(Debug, Default, Clone)]
-pub struct GatewayApi;
+/// HTTPRoute router: the Gateway API's, or Linkerd's own `policy.linkerd.io` HTTPRoute,
+/// which has the same spec (linkerd/linkerd2 `policy-controller/k8s/index/src/outbound/index/http.rs`
+/// converts both kinds alike), so one set of edits serves both.
+#[derive(Debug, Clone)]
+pub struct GatewayApi {
+    group: &'static str,
+    version: &'static str,
+}
+
+impl Default for GatewayApi {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl GatewayApi {
+    /// `gateway.networking.k8s.io/v1` HTTPRoutes.
     pub fn new() -> Self {
-        GatewayApi
+        GatewayApi {
+            group: GATEWAY_GROUP,
+            version: "v1",
+        }
     }
 
-    fn api(client: &Client, ns: &str) -> Api<DynamicObject> {
-        let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", KIND);
+    /// Linkerd's `policy.linkerd.io/v1beta3` HTTPRoutes.
+    pub fn linkerd() -> Self {
+        GatewayApi {
+            group: LINKERD_GROUP,
+            version: LINKERD_VERSION,
+        }
+    }
+
+    /// Linkerd's own HTTPRoute kind (its metrics are always Linkerd's).
+    pub fn is_linkerd(&self) -> bool {
+        self.group == LINKERD_GROUP
+    }
+
+    fn api(&self, client: &Client, ns: &str) -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk(self.group, self.version, KIND);
         let ar = ApiResource::from_gvk_with_plural(&gvk, "httproutes");
         Api::namespaced_with(client.clone(), ns, &ar)
     }
 }
+
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+pub const LINKERD_GROUP: &str = "policy.linkerd.io";
+pub const LINKERD_VERSION: &str = "v1beta3";
 
 fn str_of<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str)
@@ -315,7 +347,11 @@ fn spec_mut<'a>(o: &'a mut DynamicObject, t: &Target) -> Result<&'a mut Value, P
 
 impl TrafficRouter for GatewayApi {
     fn name(&self) -> &'static str {
-        "gateway-api"
+        if self.is_linkerd() {
+            "linkerd-httproute"
+        } else {
+            "gateway-api"
+        }
     }
 
     async fn prepare(
@@ -324,7 +360,7 @@ impl TrafficRouter for GatewayApi {
         target: &Target,
         headers: &[HeaderRoute],
     ) -> Result<(), ProviderError> {
-        let api = Self::api(client, &target.namespace);
+        let api = self.api(client, &target.namespace);
         // Check the route first: a missing route is the likelier mistake.
         if api
             .get_opt(&target.route)
@@ -355,7 +391,7 @@ impl TrafficRouter for GatewayApi {
         weight: u32,
     ) -> Result<(), ProviderError> {
         check_weight(KIND, target, weight)?;
-        let api = Self::api(client, &target.namespace);
+        let api = self.api(client, &target.namespace);
         modify(&api, KIND, &target.namespace, &target.route, |o| {
             let ann = o.metadata.annotations.get_or_insert_with(Default::default);
             let fenced = fence_weight_write(ann, KIND, target, &target.route, weight)?;
@@ -377,7 +413,7 @@ impl TrafficRouter for GatewayApi {
         client: &Client,
         target: &Target,
     ) -> Result<Option<u32>, ProviderError> {
-        let api = Self::api(client, &target.namespace);
+        let api = self.api(client, &target.namespace);
         let obj = api
             .get_opt(&target.route)
             .await
@@ -386,7 +422,7 @@ impl TrafficRouter for GatewayApi {
     }
 
     async fn cleanup(&self, client: &Client, target: &Target) -> Result<(), ProviderError> {
-        let api = Self::api(client, &target.namespace);
+        let api = self.api(client, &target.namespace);
         modify(&api, KIND, &target.namespace, &target.route, |o| {
             let restore = take_stable_weight(o.meta_mut());
             let had = restore.is_some() | drop_fence(o.meta_mut());

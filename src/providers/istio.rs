@@ -77,6 +77,39 @@ impl IstioRouter {
             .await?)
     }
 
+    /// The labels of the subset the route's general traffic goes to (bookinfo's `v1`:
+    /// `version: v1`, from the DestinationRule for the host), which tell stable apart when
+    /// the Service selects several Deployments. None: the route names no subset.
+    pub async fn stable_subset_labels(
+        &self,
+        client: &Client,
+        target: &Target,
+    ) -> Result<Option<BTreeMap<String, String>>, ProviderError> {
+        let Some(vs) = self.virtual_service(client, target).await? else {
+            return Ok(None);
+        };
+        let Some(subset) = vs
+            .data
+            .get("spec")
+            .and_then(|spec| stable_subset(spec, target))
+        else {
+            return Ok(None);
+        };
+        let drs = self
+            .api(client, &target.namespace, "DestinationRule")
+            .list(&Default::default())
+            .await?;
+        Ok(drs
+            .items
+            .iter()
+            .filter(|dr| {
+                dr.data["spec"]["host"]
+                    .as_str()
+                    .is_some_and(|h| host_matches(h, target))
+            })
+            .find_map(|dr| subset_labels(&dr.data["spec"], &subset)))
+    }
+
     /// Read-modify-write of one object's spec (the shared retry-on-409 loop). `f` returns
     /// false for "no change".
     async fn update<F>(
@@ -207,6 +240,26 @@ fn main_route(spec: &Value, t: &Target) -> Option<usize> {
         .find(|(_, h)| catch_all(h))
         .or(to_host.last())
         .map(|(i, _)| *i)
+}
+
+/// The subset named by the stable destination of the route's general traffic.
+fn stable_subset(spec: &Value, t: &Target) -> Option<String> {
+    let idx = main_route(spec, t)?;
+    spec["http"][idx]["route"]
+        .as_array()?
+        .iter()
+        .find(|d| is_stable(d, t))
+        .and_then(dest_subset)
+        .map(str::to_string)
+}
+
+/// A DestinationRule subset's labels.
+fn subset_labels(dr_spec: &Value, subset: &str) -> Option<BTreeMap<String, String>> {
+    dr_spec["subsets"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"].as_str() == Some(subset))
+        .and_then(|s| serde_json::from_value(s["labels"].clone()).ok())
 }
 
 /// The destinations of the user's other routes (not the main one, not ours) that name the
@@ -842,5 +895,26 @@ mod tests {
             dr,
             json!({"host": "web", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]})
         );
+    }
+
+    #[test]
+    fn the_general_routes_subset_names_stables_labels() {
+        let t = Target::new("bookinfo", "reviews");
+        let spec = json!({"hosts": ["reviews"], "http": [
+            {"match": [{"headers": {"end-user": {"exact": "jason"}}}],
+             "route": [{"destination": {"host": "reviews", "subset": "v2"}}]},
+            {"route": [{"destination": {"host": "reviews", "subset": "v1"}}]}]});
+        assert_eq!(stable_subset(&spec, &t).as_deref(), Some("v1"));
+        let dr = json!({"host": "reviews", "subsets": [
+            {"name": "v1", "labels": {"version": "v1"}},
+            {"name": "v2", "labels": {"version": "v2"}}]});
+        assert_eq!(
+            subset_labels(&dr, "v1"),
+            Some(BTreeMap::from([("version".to_string(), "v1".to_string())]))
+        );
+        assert_eq!(subset_labels(&dr, "v3"), None);
+        let whole_host = json!({"hosts": ["reviews"], "http": [
+            {"route": [{"destination": {"host": "reviews"}}]}]});
+        assert_eq!(stable_subset(&whole_host, &t), None);
     }
 }

@@ -210,7 +210,8 @@ async fn exists(client: &Client, group: &str, version: &str, kind: &str, t: &Tar
 
 impl Router {
     /// Provider names as stored in the rollout state and accepted by `--provider`.
-    pub const NAMES: [&'static str; 4] = ["istio", "smi", "nginx", "gateway-api"];
+    pub const NAMES: [&'static str; 5] =
+        ["istio", "smi", "nginx", "gateway-api", "linkerd-httproute"];
 
     /// By the name stored in the rollout state (or given with `--provider`).
     pub async fn by_name(client: &Client, name: &str) -> Result<Router, ProviderError> {
@@ -223,6 +224,7 @@ impl Router {
             "smi" => Ok(Router::Smi(smi::Smi::new())),
             "nginx" => Ok(Router::Nginx(nginx::Nginx::new())),
             "gateway-api" => Ok(Router::GatewayApi(gateway_api::GatewayApi::new())),
+            "linkerd-httproute" => Ok(Router::GatewayApi(gateway_api::GatewayApi::linkerd())),
             other => Err(ProviderError::Invalid {
                 kind: "provider",
                 namespace: String::new(),
@@ -233,7 +235,7 @@ impl Router {
     }
 
     /// Detects the provider from the route object named `target.route` that exists:
-    /// VirtualService, TrafficSplit, HTTPRoute, then Ingress.
+    /// VirtualService, TrafficSplit, HTTPRoute (Gateway API's, then Linkerd's), then Ingress.
     pub async fn detect(client: &Client, target: &Target) -> Result<Router, ProviderError> {
         if let Some(istio) = istio::IstioRouter::discover(client).await?
             && istio.virtual_service(client, target).await?.is_some()
@@ -255,6 +257,17 @@ impl Router {
         .await
         {
             return Ok(Router::GatewayApi(gateway_api::GatewayApi::new()));
+        }
+        if exists(
+            client,
+            gateway_api::LINKERD_GROUP,
+            gateway_api::LINKERD_VERSION,
+            "HTTPRoute",
+            target,
+        )
+        .await
+        {
+            return Ok(Router::GatewayApi(gateway_api::GatewayApi::linkerd()));
         }
         if exists(client, "networking.k8s.io", "v1", "Ingress", target).await {
             return Ok(Router::Nginx(nginx::Nginx::new()));
@@ -283,7 +296,7 @@ impl Router {
         let stable = target.stable_service.clone();
         // (provider, group, version, kind, does this object route the service?)
         type Routes = fn(&serde_json::Value, &str, &str) -> bool;
-        let kinds: [(&str, &str, &str, &str, Routes); 4] = [
+        let kinds: [(&str, &str, &str, &str, Routes); 5] = [
             (
                 "istio",
                 "networking.istio.io",
@@ -321,30 +334,17 @@ impl Router {
             ),
             (
                 "gateway-api",
-                "gateway.networking.k8s.io",
+                gateway_api::GATEWAY_GROUP,
                 "v1",
                 "HTTPRoute",
-                |o, svc, stable| {
-                    // A GAMMA route is attached to the Service itself (parentRef kind
-                    // Service; gateway-api geps/gep-1426), whatever its backends are.
-                    let attached = o
-                        .pointer("/spec/parentRefs")
-                        .and_then(serde_json::Value::as_array)
-                        .is_some_and(|ps| {
-                            ps.iter()
-                                .any(|p| p["kind"] == "Service" && p["name"] == svc)
-                        });
-                    attached
-                        || o.pointer("/spec/rules")
-                            .and_then(serde_json::Value::as_array)
-                            .is_some_and(|rules| {
-                                rules.iter().any(|r| {
-                                    r["backendRefs"].as_array().is_some_and(|refs| {
-                                        refs.iter().any(|b| b["name"] == svc || b["name"] == stable)
-                                    })
-                                })
-                            })
-                },
+                routes_service_by_httproute,
+            ),
+            (
+                "linkerd-httproute",
+                gateway_api::LINKERD_GROUP,
+                gateway_api::LINKERD_VERSION,
+                "HTTPRoute",
+                routes_service_by_httproute,
             ),
             (
                 "nginx",
@@ -422,6 +422,28 @@ impl Router {
             Router::Nginx(r) => r.name(),
             Router::GatewayApi(r) => r.name(),
         }
+    }
+
+    /// Labels that only stable's pods carry, as the route says (the subset its general
+    /// traffic goes to, or the selector of a version Service `<svc>-stable`); start uses
+    /// them when the Service selects several Deployments. None: the route does not say.
+    pub async fn stable_pod_labels(
+        &self,
+        client: &Client,
+        target: &Target,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, ProviderError> {
+        if let Router::Istio(r) = self
+            && let Some(labels) = r.stable_subset_labels(client, target).await?
+        {
+            return Ok(Some(labels));
+        }
+        let stable: Option<k8s_openapi::api::core::v1::Service> =
+            kube::Api::namespaced(client.clone(), &target.namespace)
+                .get_opt(&target.stable_service)
+                .await?;
+        Ok(stable
+            .and_then(|s| s.spec?.selector)
+            .filter(|s| !s.is_empty()))
     }
 
     /// Checks the layout before anything is created: an error for what would make the split
@@ -502,6 +524,7 @@ impl Router {
             Router::Istio(_) => MetricsFlavour::Istio,
             Router::Smi(_) => MetricsFlavour::Linkerd,
             Router::Nginx(_) => MetricsFlavour::Nginx,
+            Router::GatewayApi(r) if r.is_linkerd() => MetricsFlavour::Linkerd,
             Router::GatewayApi(_) => mesh.unwrap_or(MetricsFlavour::Generic),
         }
     }
@@ -569,4 +592,28 @@ impl Router {
             Router::GatewayApi(r) => r.cleanup(client, target).await,
         }
     }
+}
+
+/// Whether an HTTPRoute (Gateway API's or Linkerd's) routes Service `svc`: attached to it
+/// as a GAMMA parent, or sending to it (or to `stable`, its version Service) from a rule.
+fn routes_service_by_httproute(o: &serde_json::Value, svc: &str, stable: &str) -> bool {
+    // A GAMMA route is attached to the Service itself (parentRef kind
+    // Service; gateway-api geps/gep-1426), whatever its backends are.
+    let attached = o
+        .pointer("/spec/parentRefs")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["kind"] == "Service" && p["name"] == svc)
+        });
+    attached
+        || o.pointer("/spec/rules")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|rules| {
+                rules.iter().any(|r| {
+                    r["backendRefs"].as_array().is_some_and(|refs| {
+                        refs.iter().any(|b| b["name"] == svc || b["name"] == stable)
+                    })
+                })
+            })
 }

@@ -273,7 +273,7 @@ fn istio(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
         // Without a VirtualService, Istio serves GAMMA routes to in-mesh callers (istio/istio
         // `pilot/pkg/config/kube/gateway`; mixing both for one host is unsupported upstream).
         if !req.headers.contains_key(HDR_GATEWAY)
-            && let Some(o) = gamma(w, req, rnd)
+            && let Some(o) = gamma(w, req, rnd, false)
         {
             return o;
         }
@@ -349,7 +349,7 @@ fn istio(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
 
 fn smi(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
     // Linkerd serves GAMMA routes ahead of a TrafficSplit for the same Service.
-    if let Some(o) = gamma(w, req, rnd) {
+    if let Some(o) = gamma(w, req, rnd, true) {
         return o;
     }
     let (root, ns) = service_of(&req.host, &req.namespace);
@@ -705,12 +705,17 @@ fn gateway(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
 // Istio serve these for meshed callers. Nothing matching a rule is a 404, as for a gateway.
 
 /// The GAMMA routes' outcome for an in-mesh request, or None when no route is attached to
-/// the Service the request names (the mesh's other routing then applies).
-fn gamma(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Option<Outcome> {
+/// the Service the request names (the mesh's other routing then applies). Linkerd also
+/// serves its own `policy.linkerd.io` HTTPRoutes (the same shape; linkerd/linkerd2
+/// `policy-controller/k8s/index/src/outbound/index/http.rs` `convert_route` turns both kinds
+/// into the same outbound routes), ranked with the Gateway API's by the same precedence.
+fn gamma(w: &World, req: &Request, rnd: &mut dyn Uniform, linkerd: bool) -> Option<Outcome> {
     let (root, ns) = service_of(&req.host, &req.namespace);
     let attached = |route_ns: &str| -> Vec<(&str, &super::world::HttpRoute)> {
+        let linkerd_routes = w.linkerd_http_routes.iter().filter(|_| linkerd);
         w.http_routes
             .iter()
+            .chain(linkerd_routes)
             .filter(|((rns, _), hr)| {
                 rns == route_ns && hr.parent_services.iter().any(|p| p.0 == ns && p.1 == root)
             })

@@ -23,10 +23,12 @@ pub enum Kind {
     TrafficSplit,
     Ingress,
     HttpRoute,
+    /// Linkerd's own HTTPRoute (policy.linkerd.io), the Gateway API's shape.
+    LinkerdHttpRoute,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Pod,
         Kind::Service,
         Kind::EndpointSlice,
@@ -35,6 +37,7 @@ impl Kind {
         Kind::TrafficSplit,
         Kind::Ingress,
         Kind::HttpRoute,
+        Kind::LinkerdHttpRoute,
     ];
 
     /// (API group, kind) as served by the API server ("" = core).
@@ -48,6 +51,7 @@ impl Kind {
             Kind::TrafficSplit => ("split.smi-spec.io", "TrafficSplit"),
             Kind::Ingress => ("networking.k8s.io", "Ingress"),
             Kind::HttpRoute => ("gateway.networking.k8s.io", "HTTPRoute"),
+            Kind::LinkerdHttpRoute => ("policy.linkerd.io", "HTTPRoute"),
         }
     }
 }
@@ -222,6 +226,7 @@ pub struct World {
     pub traffic_splits: HashMap<Key, TrafficSplit>,
     pub ingresses: HashMap<Key, Ingress>,
     pub http_routes: HashMap<Key, HttpRoute>,
+    pub linkerd_http_routes: HashMap<Key, HttpRoute>,
 }
 
 fn s(v: &Value) -> Option<String> {
@@ -606,6 +611,9 @@ impl World {
             Kind::HttpRoute => {
                 self.http_routes.insert(key, parse_http_route(o));
             }
+            Kind::LinkerdHttpRoute => {
+                self.linkerd_http_routes.insert(key, parse_http_route(o));
+            }
         }
     }
 
@@ -619,6 +627,7 @@ impl World {
             Kind::TrafficSplit => drop(self.traffic_splits.remove(key)),
             Kind::Ingress => drop(self.ingresses.remove(key)),
             Kind::HttpRoute => drop(self.http_routes.remove(key)),
+            Kind::LinkerdHttpRoute => drop(self.linkerd_http_routes.remove(key)),
         }
     }
 
@@ -633,6 +642,7 @@ impl World {
             Kind::TrafficSplit => self.traffic_splits.clear(),
             Kind::Ingress => self.ingresses.clear(),
             Kind::HttpRoute => self.http_routes.clear(),
+            Kind::LinkerdHttpRoute => self.linkerd_http_routes.clear(),
         }
         for (k, o) in objs {
             self.apply(kind, k.clone(), o);
