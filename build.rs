@@ -21,15 +21,15 @@ fn main() {
         Ok(c) if !c.trim().is_empty() => c.trim().to_string(),
         _ => {
             // Rebuild when HEAD moves: HEAD itself, the branch it points to, packed refs.
-            for p in ["HEAD", "packed-refs"] {
-                if let Some(path) = git(&["rev-parse", "--git-path", p]) {
+            // Only files that exist: cargo counts a missing one as changed on every build
+            // (a fresh clone has no packed-refs, a packed branch has no file of its own).
+            let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+            for p in ["HEAD", "packed-refs"].into_iter().chain(branch.as_deref()) {
+                if let Some(path) = git(&["rev-parse", "--git-path", p])
+                    && std::path::Path::new(&path).exists()
+                {
                     println!("cargo:rerun-if-changed={path}");
                 }
-            }
-            if let Some(path) = git(&["symbolic-ref", "-q", "HEAD"])
-                .and_then(|r| git(&["rev-parse", "--git-path", &r]))
-            {
-                println!("cargo:rerun-if-changed={path}");
             }
             git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into())
         }

@@ -7,6 +7,7 @@
 //! - [`sim`]: offline simulator driving the same loop on a virtual clock.
 //! - [`report`]: a rollout as a self-contained HTML report, with rollback timings.
 //! - [`cli`], [`commands`], [`output`], [`app`]: the command-line edge.
+#![forbid(unsafe_code)]
 
 pub mod app;
 pub mod cli;

@@ -1,4 +1,5 @@
 //! kubectl-canary: see the README. All logic lives in the library crate.
+#![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
