@@ -32,41 +32,47 @@ pub enum OutputFormat {
     Html,
 }
 
+/// Help heading of kubectl's own flags, kept apart from each command's options as kubectl
+/// keeps its global flags apart.
+const KUBE_FLAGS: &str = "Kubernetes flags (as kubectl's)";
+/// Help heading of the plugin's options that every command takes.
+const GLOBAL_OPTIONS: &str = "Global options";
+
 /// kubectl's own flags, parsed by the plugin (kubectl passes them through unchanged).
 #[derive(Debug, Clone, Args, Default)]
 pub struct GlobalArgs {
     /// Path to the kubeconfig file to use.
-    #[arg(long, global = true, env = "KUBECONFIG", value_name = "FILE")]
+    #[arg(long, global = true, env = "KUBECONFIG", value_name = "FILE", help_heading = KUBE_FLAGS)]
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = KUBE_FLAGS)]
     pub context: Option<String>,
     /// The kubeconfig cluster to use.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = KUBE_FLAGS)]
     pub cluster: Option<String>,
     /// The kubeconfig user to use.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = KUBE_FLAGS)]
     pub user: Option<String>,
     /// Namespace of the service (default: the context's namespace).
-    #[arg(short = 'n', long, global = true)]
+    #[arg(short = 'n', long, global = true, help_heading = KUBE_FLAGS)]
     pub namespace: Option<String>,
     /// List rollouts across all namespaces (status).
-    #[arg(short = 'A', long = "all-namespaces", global = true)]
+    #[arg(short = 'A', long = "all-namespaces", global = true, help_heading = KUBE_FLAGS)]
     pub all_namespaces: bool,
     /// Username to impersonate.
-    #[arg(long = "as", global = true, value_name = "USER")]
+    #[arg(long = "as", global = true, value_name = "USER", help_heading = KUBE_FLAGS)]
     pub impersonate: Option<String>,
     /// Group to impersonate (repeatable).
-    #[arg(long = "as-group", global = true, value_name = "GROUP")]
+    #[arg(long = "as-group", global = true, value_name = "GROUP", help_heading = KUBE_FLAGS)]
     pub impersonate_groups: Vec<String>,
     /// Timeout of a single API request, e.g. 10s, 1m ("0" = no timeout).
-    #[arg(long = "request-timeout", global = true, value_name = "DURATION")]
+    #[arg(long = "request-timeout", global = true, value_name = "DURATION", help_heading = KUBE_FLAGS)]
     pub request_timeout: Option<String>,
     /// Output format.
-    #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Table, help_heading = GLOBAL_OPTIONS)]
     pub output: OutputFormat,
     /// Extra directory to search for hook scripts (repeatable; the shipped hooks are always available).
-    #[arg(long = "plugin-dir", global = true, value_name = "DIR")]
+    #[arg(long = "plugin-dir", global = true, value_name = "DIR", help_heading = GLOBAL_OPTIONS)]
     pub plugin_dirs: Vec<PathBuf>,
 }
 
