@@ -1046,3 +1046,72 @@ async fn seed_002_several_header_routes() {
         assert_no_leftovers(n, "web", p).await;
     }
 }
+
+/// A delegating root (Istio `delegate`, istio/api `networking/v1alpha3/virtual_service.proto`):
+/// VirtualService `reviews` for the host only hands its traffic to `reviews-routes`, which
+/// holds the routes. start edits the delegate (the root routes nothing itself), the split is
+/// measured at the pods, and after rollback both VirtualServices are as the team had them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookinfo_delegate_virtual_service() {
+    TestEnv::get();
+    let ns = TestNamespace::create("lay-delegate").await;
+    let n = ns.name.as_str();
+    apply(
+        &ns.client,
+        n,
+        &(bookinfo_reviews(
+            "  - match: [{uri: {prefix: /}}]\n    delegate: {name: reviews-routes}\n",
+        ) + r#"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-routes}
+spec:
+  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+"#),
+    )
+    .await;
+    wait_serving(n, "reviews-v1", 2, Duration::from_secs(60)).await;
+    let objects = [
+        "virtualservice/reviews",
+        "virtualservice/reviews-routes",
+        "destinationrule/reviews",
+        "service/reviews",
+    ];
+    let before: Vec<Value> = objects
+        .iter()
+        .map(|o| user_view(&kubectl_json(n, o)))
+        .collect();
+    let stable_before = stable_pod_uids(n, "reviews-v1").await;
+    let _traffic = Traffic::start_with(n, "istio", "reviews", TrafficOptions::at(200.0, 120));
+    let out = start_reviews(n).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "start reviews with a delegate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = status_json(n, "reviews").await;
+    assert_eq!(st["provider"], "istio", "{st}");
+    assert_eq!(st["route"], "reviews-routes", "{st}");
+    assert_eq!(st["route_weight"], 5, "{st}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(n, "reviews-canary").await;
+    eprintln!("delegate: canary share {share:.3} at weight 5 ({served:?})");
+    assert!((share - 0.05).abs() < 0.03, "{served:?}");
+    assert_eq!(served.no_upstream(), 0, "{served:?}");
+    assert_eq!(
+        kc_out(n, &["rollback", "reviews"]).await.status.code(),
+        Some(3)
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(n, "reviews-canary").await;
+    assert_eq!(share, 0.0, "{served:?}");
+    assert_eq!(served.no_upstream(), 0, "{served:?}");
+    for (o, b) in objects.iter().zip(&before) {
+        assert_eq!(&user_view(&kubectl_json(n, o)), b, "{o} as the team had it");
+    }
+    assert_eq!(stable_pod_uids(n, "reviews-v1").await, stable_before);
+}

@@ -142,7 +142,10 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
             Router::by_name(&client, &rec.provider).await
         }
         (None, Some(p)) => Router::by_name(&client, provider_name(p)).await,
-        (None, None) if args.route.is_some() => Router::detect(&client, &target).await,
+        (None, None) if args.route.is_some() => match Router::detect(&client, &target).await {
+            Ok(r) => r.follow_delegate(&client, &mut target).await.map(|()| r),
+            e => e,
+        },
         (None, None) => Router::discover(&client, &mut target).await,
     };
     let explicit = args.stable.as_deref().or(resumed_stable.as_deref());

@@ -77,6 +77,59 @@ impl IstioRouter {
             .await?)
     }
 
+    /// The delegate that holds the routes when the VirtualService `target.route` routes nothing
+    /// itself and hands its traffic to one delegate in its namespace (istio/api
+    /// `networking/v1alpha3/virtual_service.proto` `Delegate`; a delegate in another
+    /// namespace is an error: a rollout's objects live in one namespace).
+    pub async fn delegate_of(
+        &self,
+        client: &Client,
+        target: &Target,
+    ) -> Result<Option<String>, ProviderError> {
+        let Some(vs) = self.virtual_service(client, target).await? else {
+            return Ok(None);
+        };
+        let http = vs.data["spec"]["http"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if http.iter().any(|h| h.get("route").is_some()) {
+            return Ok(None);
+        }
+        let mut delegates: Vec<(String, String)> = http
+            .iter()
+            .filter_map(|h| {
+                let d = h.get("delegate")?;
+                let name = d["name"].as_str()?.to_string();
+                let ns = d["namespace"]
+                    .as_str()
+                    .unwrap_or(&target.namespace)
+                    .to_string();
+                Some((ns, name))
+            })
+            .collect();
+        delegates.sort();
+        delegates.dedup();
+        match delegates.as_slice() {
+            [(ns, name)] if *ns == target.namespace => Ok(Some(name.clone())),
+            [] => Ok(None),
+            many => Err(invalid(
+                "VirtualService",
+                target,
+                &target.route,
+                &format!(
+                    "delegates to {}; pass --route with the delegate VirtualService that routes {} (in namespace {})",
+                    many.iter()
+                        .map(|(ns, n)| format!("{ns}/{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    target.service,
+                    target.namespace
+                ),
+            )),
+        }
+    }
+
     /// The labels of the subset the route's general traffic goes to (bookinfo's `v1`:
     /// `version: v1`, from the DestinationRule for the host), which tell stable apart when
     /// the Service selects several Deployments. None: the route names no subset.

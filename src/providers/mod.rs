@@ -290,6 +290,10 @@ impl Router {
     pub async fn discover(client: &Client, target: &mut Target) -> Result<Router, ProviderError> {
         match Router::detect(client, target).await {
             Err(ProviderError::NotFound { .. }) => {}
+            Ok(router) => {
+                router.follow_delegate(client, target).await?;
+                return Ok(router);
+            }
             other => return other,
         }
         let svc = target.service.clone();
@@ -303,15 +307,21 @@ impl Router {
                 "v1",
                 "VirtualService",
                 // Its hosts name the service, or (a gateway's route, e.g. seed 000's
-                // `devmentor-routes` for several services) one of its routes sends to it.
+                // `devmentor-routes` for several services; a delegate VirtualService) one of
+                // its routes sends to it. A root that only delegates routes nothing itself.
                 |o, svc, _| {
                     let names = |h: &serde_json::Value| {
                         h.as_str()
                             .is_some_and(|h| h == svc || h.starts_with(&format!("{svc}.")))
                     };
-                    o.pointer("/spec/hosts")
+                    let routes_itself = o
+                        .pointer("/spec/http")
                         .and_then(serde_json::Value::as_array)
-                        .is_some_and(|h| h.iter().any(names))
+                        .is_some_and(|http| http.iter().any(|r| r.get("route").is_some()));
+                    routes_itself
+                        && o.pointer("/spec/hosts")
+                            .and_then(serde_json::Value::as_array)
+                            .is_some_and(|h| h.iter().any(names))
                         || o.pointer("/spec/http")
                             .and_then(serde_json::Value::as_array)
                             .into_iter()
@@ -422,6 +432,21 @@ impl Router {
             Router::Nginx(r) => r.name(),
             Router::GatewayApi(r) => r.name(),
         }
+    }
+
+    /// A root VirtualService that only delegates the service's traffic (Istio `delegate`):
+    /// the route to edit is its delegate, which holds the routes (`target.route` becomes it).
+    pub async fn follow_delegate(
+        &self,
+        client: &Client,
+        target: &mut Target,
+    ) -> Result<(), ProviderError> {
+        if let Router::Istio(r) = self
+            && let Some(delegate) = r.delegate_of(client, target).await?
+        {
+            target.route = delegate;
+        }
+        Ok(())
     }
 
     /// Labels that only stable's pods carry, as the route says (the subset its general

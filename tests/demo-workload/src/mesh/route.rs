@@ -287,16 +287,42 @@ fn istio(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
         }
         return to_service(w, &target.1, &target.0, None, rnd, None);
     };
-    let Some(route) = vs
-        .http
-        .iter()
-        .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| istio_match(m, req)))
-    else {
+    let first_match = |http: &'_ [super::world::IstioHttpRoute]| {
+        http.iter()
+            .position(|r| r.matches.is_empty() || r.matches.iter().any(|m| istio_match(m, req)))
+    };
+    let Some(i) = first_match(&vs.http) else {
         return reply(
             404,
             None,
             format!("no http route of VirtualService {vs_ns}/{vs_name} matches"),
         );
+    };
+    // Delegation (istio/api networking/v1alpha3/virtual_service.proto `Delegate`; istio/istio
+    // pilot/pkg/model/virtualservice.go `mergeVirtualServicesIfNeeded`): a root route with a
+    // `delegate` hands the requests it matches to the delegate VirtualService's routes, which
+    // are matched in their order on top of the root's match (a conjunction); the delegate's
+    // destinations resolve in its own namespace. The delegate itself has no hosts and is never
+    // a root.
+    let (route, vs_ns, vs_name) = match &vs.http[i].delegate {
+        None => (&vs.http[i], vs_ns.as_str(), vs_name.as_str()),
+        Some((dns, dname)) => {
+            let Some(d) = w.virtual_services.get(&(dns.clone(), dname.clone())) else {
+                return reply(
+                    404,
+                    None,
+                    format!("delegate VirtualService {dns}/{dname} of {vs_ns}/{vs_name} not found"),
+                );
+            };
+            let Some(j) = first_match(&d.http) else {
+                return reply(
+                    404,
+                    None,
+                    format!("no http route of delegate VirtualService {dns}/{dname} matches"),
+                );
+            };
+            (&d.http[j], dns.as_str(), dname.as_str())
+        }
     };
     let weighted: Vec<(IstioDestination, f64)> = if route.route.len() == 1 {
         vec![(
@@ -1272,5 +1298,52 @@ mod tests {
         let mut r = req(Via::Smi, "web.ns", &[]);
         r.namespace = "client".into();
         close(&shares(&w, &r, 1000), "web-a", 1.0);
+    }
+
+    /// Delegation (istio/api `Delegate`): the root VirtualService for the host hands the
+    /// requests its route matches to the delegate's routes (matched in order, on top of the
+    /// root's match); a delegate has no hosts of its own and is never a root.
+    #[test]
+    fn istio_delegate_virtual_service_routes_what_its_root_hands_it() {
+        let mut objs = bookinfo();
+        objs.push((
+            Kind::DestinationRule,
+            json!({"metadata": {"name": "reviews", "namespace": "ns"}, "spec": {
+            "host": "reviews", "subsets": [
+                {"name": "v1", "labels": {"version": "v1"}},
+                {"name": "v2", "labels": {"version": "v2"}}]}}),
+        ));
+        objs.push((
+            Kind::VirtualService,
+            json!({"metadata": {"name": "reviews", "namespace": "ns"}, "spec": {
+            "hosts": ["reviews"], "http": [
+                {"match": [{"uri": {"prefix": "/"}}], "delegate": {"name": "reviews-routes"}}]}}),
+        ));
+        objs.push((
+            Kind::VirtualService,
+            json!({"metadata": {"name": "reviews-routes", "namespace": "ns"}, "spec": {
+            "http": [
+                {"match": [{"headers": {"x-canary": {"exact": "yes"}}}],
+                 "route": [{"destination": {"host": "reviews", "subset": "v2"}}]},
+                {"route": [
+                    {"destination": {"host": "reviews", "subset": "v1"}, "weight": 80},
+                    {"destination": {"host": "reviews", "subset": "v2"}, "weight": 20}]}]}}),
+        ));
+        let w = world(&objs);
+        let m = shares(&w, &req(Via::Istio, "reviews", &[]), 30_000);
+        close(&m, "reviews-v2-a", 0.20);
+        let m = shares(
+            &w,
+            &req(Via::Istio, "reviews", &[("x-canary", "yes")]),
+            1000,
+        );
+        close(&m, "reviews-v2-a", 1.0);
+        // Without the delegate, the root's route has nowhere to go.
+        let m = shares(
+            &world(&objs[..objs.len() - 1]),
+            &req(Via::Istio, "reviews", &[]),
+            100,
+        );
+        close(&m, "404", 1.0);
     }
 }

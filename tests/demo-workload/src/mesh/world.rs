@@ -128,6 +128,9 @@ pub struct IstioHttpRoute {
     /// Empty = matches every request.
     pub matches: Vec<IstioMatch>,
     pub route: Vec<IstioDestination>,
+    /// `delegate: {name, namespace}` (namespace defaulted to the root's): the matching
+    /// requests take the delegate VirtualService's routes instead.
+    pub delegate: Option<(String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -368,6 +371,7 @@ pub fn parse_endpoint_slice(o: &Value) -> EndpointSlice {
 
 pub fn parse_virtual_service(o: &Value) -> VirtualService {
     let spec = &o["spec"];
+    let vs_ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
     let http = arr(spec.get("http"))
         .iter()
         .map(|h| IstioHttpRoute {
@@ -408,6 +412,10 @@ pub fn parse_virtual_service(o: &Value) -> VirtualService {
                     })
                 })
                 .collect(),
+            delegate: h.get("delegate").and_then(|d| {
+                let ns = d.get("namespace").and_then(s).unwrap_or(vs_ns.to_string());
+                Some((ns, s(&d["name"])?))
+            }),
         })
         .collect();
     VirtualService {
