@@ -17,8 +17,9 @@ use serde_json::Value;
 use super::{ProviderError, Target};
 
 /// Label put on objects kubectl-canary created (so cleanup deletes only those).
-pub(crate) const MANAGED_BY_KEY: &str = "app.kubernetes.io/managed-by";
-pub(crate) const MANAGED_BY: &str = "kubectl-canary";
+// The one managed-by label, defined with the state it marks (crate::cluster::state).
+pub(crate) const MANAGED_BY_KEY: &str = crate::cluster::state::MANAGED_BY.0;
+pub(crate) const MANAGED_BY: &str = crate::cluster::state::MANAGED_BY.1;
 /// Annotation on a route object remembering the stable backend's weight before we touched
 /// it ("" = it had no weight), restored by cleanup.
 pub(crate) const STABLE_WEIGHT_ANN: &str = "kubectl-canary.io/stable-weight";
