@@ -1,14 +1,9 @@
-//! The driver: loads a rollout from the cluster, evaluates it, applies the core's events and
-//! performs their side effects in an order that keeps traffic safe, persisting with
+//! The driver: loads a rollout from the cluster, evaluates it, and hands the core's events to
+//! `crate::lifecycle`, which runs their plans against the cluster, persisting with
 //! resourceVersion CAS. Every function converges when re-run after a crash at any point.
 //!
-//! Ordering rules:
-//! - rollback/abort: canary weight 0 FIRST (one write to the route object), then persist,
-//!   then scale the canary to 0 (or delete it), then `RollbackDone`.
-//! - advance: persist first (so only the CAS winner moves traffic), then set the weight;
-//!   `step` re-applies the stored weight if a crash came in between.
-//! - promote: stable takes the canary's pod template and rolls out, then the weight goes
-//!   back to stable, the provider's extras are removed and the canary deleted.
+//! The ordering rules (rollback, advance, promote) live in one place, `crate::core::plan`;
+//! this module does not restate them.
 
 use super::client::Session;
 use super::clock;

@@ -29,7 +29,8 @@ pub struct Schedule {
     pub on_error: OnError,
     /// Canary replica count (the stable keeps its own).
     pub canary_replicas: u32,
-    /// Give up (roll back) when the rollout has not finished after this long.
+    /// Pause for a human when the rollout has no verdict after this long (no verdict in time
+    /// is not evidence against the canary; see `evaluate`).
     #[serde(with = "humantime_serde", default)]
     pub max_duration: Option<Duration>,
     /// Named metric queries the policy and its hooks read (name → PromQL template).
