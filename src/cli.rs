@@ -242,8 +242,8 @@ pub struct StartArgs {
     /// whose pods the Service selects, e.g. bookinfo's reviews-v1 for Service reviews).
     #[arg(long, value_name = "DEPLOYMENT")]
     pub stable: Option<String>,
-    /// An existing Deployment to use as the canary (default `<service>-canary`), e.g. seed
-    /// 000's `ai-gateway-v2` waiting at 0 replicas. It is re-imaged and scaled for the
+    /// An existing Deployment to use as the canary (default `<service>-canary`), e.g. a
+    /// team's `ai-gateway-v2` waiting at 0 replicas. It is re-imaged and scaled for the
     /// rollout and scaled back to 0 at the end; it is never deleted, and its pods keep the
     /// labels the team's routes select them by.
     #[arg(long, value_name = "DEPLOYMENT")]

@@ -42,7 +42,7 @@ pub struct Schedule {
     #[serde(default)]
     pub metrics: Option<MetricsFlavour>,
     /// Headers that route matching requests to the canary before any weight (any one of
-    /// them matches; seed 002 sends `x-canary`, `x-user-tier` and `x-region`).
+    /// them matches; a Linkerd runbook sends `x-canary`, `x-user-tier` and `x-region`).
     #[serde(default)]
     pub header_routes: Vec<HeaderRoute>,
     /// After the canary's weight goes to 0, how long to wait (proxies converge) before the
