@@ -283,24 +283,10 @@ async fn bookinfo_users_match_route_ahead_of_the_general_route() {
     assert_eq!(stable_pod_uids(n, "reviews-v1").await, stable_before);
 }
 
-/// Seed 000's own layout: `devmentor-routes`, bound to the gateway only, routes several
-/// services by path (named like none of them); `ai-gateway-v1` runs 3 pods and the team's
-/// `ai-gateway-v2` waits at 0; the Service selects both by `app`. `--canary ai-gateway-v2`
-/// adopts the team's canary (re-imaged, scaled, back at 0 after), so stable is the one other
-/// Deployment the Service selects and no `ai-gateway-canary` Deployment is created. Gateway
-/// callers get the split; in-mesh callers of the Service bypass a gateway-only route
-/// (istio/api `VirtualService.gateways`), so they must reach no canary pod. Measured at the
-/// pods, per kind of caller; the users route and every object of the team's come back byte
-/// for byte.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_000_gateway_only_route_for_several_services() {
-    TestEnv::get();
-    let ns = TestNamespace::create("lay-seed000").await;
-    let n = ns.name.as_str();
-    apply(
-        &ns.client,
-        n,
-        r#"
+/// Seed 000's own layout: `devmentor-routes`, bound to the gateway only, routes `users` and
+/// `ai-gateway` by path; `ai-gateway-v1` runs 3 pods and the team's `ai-gateway-v2` (an older
+/// build) waits at 0; Service `ai-gateway` selects both by `app`.
+const SEED_000_LAYOUT: &str = r#"
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: ai-gateway-v1}
@@ -365,9 +351,23 @@ spec:
     - uri: {prefix: /api/ai}
     route:
     - destination: {host: ai-gateway, subset: v1, port: {number: 8080}}
-"#,
-    )
-    .await;
+"#;
+
+/// Seed 000's own layout: `devmentor-routes`, bound to the gateway only, routes several
+/// services by path (named like none of them); `ai-gateway-v1` runs 3 pods and the team's
+/// `ai-gateway-v2` waits at 0; the Service selects both by `app`. `--canary ai-gateway-v2`
+/// adopts the team's canary (re-imaged, scaled, back at 0 after), so stable is the one other
+/// Deployment the Service selects and no `ai-gateway-canary` Deployment is created. Gateway
+/// callers get the split; in-mesh callers of the Service bypass a gateway-only route
+/// (istio/api `VirtualService.gateways`), so they must reach no canary pod. Measured at the
+/// pods, per kind of caller; the users route and every object of the team's come back byte
+/// for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_000_gateway_only_route_for_several_services() {
+    TestEnv::get();
+    let ns = TestNamespace::create("lay-seed000").await;
+    let n = ns.name.as_str();
+    apply(&ns.client, n, SEED_000_LAYOUT).await;
     wait_serving(n, "ai-gateway-v1", 3, Duration::from_secs(60)).await;
     wait_serving(n, "users", 1, Duration::from_secs(60)).await;
     let objects = [
@@ -1114,4 +1114,84 @@ spec:
         assert_eq!(&user_view(&kubectl_json(n, o)), b, "{o} as the team had it");
     }
     assert_eq!(stable_pod_uids(n, "reviews-v1").await, stable_before);
+}
+
+/// Seed 000's layout promoted weight by weight with the team's `ai-gateway-v2` adopted: at
+/// every weight the policy held, gateway callers' share of `ai-gateway-v2` (counted by the
+/// pods) is the weight; the run promotes on Istio's metrics for the two Deployments; stable
+/// `ai-gateway-v1` ends on the new image with its own labels, on new pods (promote rolls it
+/// out), `ai-gateway-v2` back at 0, and the team's route and Service as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_000_adopted_canary_promotes_weight_by_weight() {
+    TestEnv::get();
+    let ns = TestNamespace::create("lay-seed000-promote").await;
+    let n = ns.name.as_str();
+    apply(&ns.client, n, SEED_000_LAYOUT).await;
+    wait_serving(n, "ai-gateway-v1", 3, Duration::from_secs(60)).await;
+    let objects = [
+        "virtualservice/devmentor-routes",
+        "destinationrule/ai-gateway",
+        "service/ai-gateway",
+    ];
+    let before: Vec<Value> = objects
+        .iter()
+        .map(|o| user_view(&kubectl_json(n, o)))
+        .collect();
+    let _gateway = Traffic::start_with(
+        n,
+        "istio",
+        "devmentor.example.com",
+        TrafficOptions::at(200.0, 300)
+            .with_path("/api/ai/chat")
+            .through_gateway("devmentor-gateway"),
+    );
+    let out = kc_out(
+        n,
+        &[
+            "start",
+            "ai-gateway",
+            "--canary",
+            "ai-gateway-v2",
+            "--image",
+            "ai-gateway=kubectl-canary/demo:2.0",
+            "--schedule-override",
+            FAST,
+            "--set",
+            "min_judge=20",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut target = kubectl_canary::providers::Target::new(n, "ai-gateway");
+    target.route = "devmentor-routes".into();
+    target.canary_deployment = "ai-gateway-v2".into();
+    let trace = run_traced_on(n, "istio", target, "240s").await;
+    eprintln!(
+        "seed 000 promote: weights {:?}, shares {:?}, run {:?}",
+        trace.weights, trace.share_at, trace.elapsed
+    );
+    assert_eq!(trace.exit, Some(0), "run ends promoted");
+    assert!(trace.share_at.len() >= 3, "{:?}", trace.share_at);
+    assert_weights_measured(&trace);
+    let v1 = kubectl_json(n, "deployment/ai-gateway-v1");
+    assert_eq!(
+        v1["spec"]["template"]["spec"]["containers"][0]["image"],
+        "kubectl-canary/demo:2.0"
+    );
+    assert_eq!(
+        v1["spec"]["template"]["metadata"]["labels"],
+        json!({"app": "ai-gateway", "version": "v1"})
+    );
+    let v2 = kubectl_json(n, "deployment/ai-gateway-v2");
+    assert_eq!(v2["spec"]["replicas"], 0, "the team's v2 is kept, at 0");
+    for (o, b) in objects.iter().zip(&before) {
+        assert_eq!(&user_view(&kubectl_json(n, o)), b, "{o} as the team had it");
+    }
 }

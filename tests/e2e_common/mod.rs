@@ -225,8 +225,16 @@ pub async fn assert_no_leftovers(ns: &str, svc: &str, p: Provider) {
 }
 
 pub async fn run_traced(ns: &str, svc: &str, p: Provider, max: &str) -> RunTrace {
+    run_traced_on(ns, provider_name(p), Target::new(ns, svc), max).await
+}
+
+/// [`run_traced`] for a rollout whose route and canary Deployment are named in `target`
+/// (a route named like no service, a canary the team keeps), read through provider `router`.
+pub async fn run_traced_on(ns: &str, router: &str, target: Target, max: &str) -> RunTrace {
     let t0 = Instant::now();
     let client = TestEnv::get().client().await;
+    let router = Router::by_name(&client, router).await.unwrap();
+    let svc = target.service.as_str();
     let mut child = kc(
         ns,
         &["run", svc, "--max-time", max, "--metrics-window", "10s"],
@@ -234,7 +242,7 @@ pub async fn run_traced(ns: &str, svc: &str, p: Provider, max: &str) -> RunTrace
     .stdout(std::process::Stdio::piped())
     .spawn()
     .unwrap();
-    let canary = format!("{svc}-canary");
+    let canary = target.canary_deployment.clone();
     // The canary's share of requests over the last ~5 s, from the pods' own counters.
     let mut window: std::collections::VecDeque<Counts> = std::collections::VecDeque::new();
     let mut weights = Vec::new();
@@ -245,7 +253,7 @@ pub async fn run_traced(ns: &str, svc: &str, p: Provider, max: &str) -> RunTrace
         if let Some(st) = child.try_wait().unwrap() {
             break st;
         }
-        let w = route_weight(&client, ns, svc, p).await;
+        let w = router.read_weight(&client, &target).await.unwrap();
         if let Some(w) = w
             && weights.last() != Some(&w)
         {
