@@ -43,6 +43,36 @@ fn user_view(o: &Value) -> Value {
     json!({"spec": o["spec"], "annotations": o["metadata"]["annotations"], "labels": o["metadata"]["labels"]})
 }
 
+/// The team's `objects` as they are now (to compare after the rollout).
+fn snapshot(ns: &str, objects: &[&str]) -> Vec<Value> {
+    objects
+        .iter()
+        .map(|o| user_view(&kubectl_json(ns, o)))
+        .collect()
+}
+
+/// After a rollback: the canary gets nothing and no request is left without an upstream, the
+/// team's `objects` are as in `before`, and `stable` still runs the pods it had.
+async fn assert_restored(
+    ns: &str,
+    canary: &str,
+    objects: &[&str],
+    before: &[Value],
+    stable: &str,
+    stable_before: &[String],
+) {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (share, served) = canary_share(ns, canary).await;
+    assert_eq!(share, 0.0, "{served:?}");
+    assert_eq!(served.no_upstream(), 0, "{served:?}");
+    assert_eq!(
+        snapshot(ns, objects),
+        before,
+        "the team's objects as they had them"
+    );
+    assert_eq!(stable_pod_uids(ns, stable).await, stable_before);
+}
+
 /// Share of the canary Deployment over a few seconds, with enough requests to be sure.
 async fn canary_share(ns: &str, canary: &str) -> (f64, Served) {
     let s = measure(ns, Duration::from_secs(6)).await;
@@ -376,10 +406,7 @@ async fn seed_000_gateway_only_route_for_several_services() {
         "service/ai-gateway",
         "service/users",
     ];
-    let before: Vec<Value> = objects
-        .iter()
-        .map(|o| user_view(&kubectl_json(n, o)))
-        .collect();
+    let before = snapshot(n, &objects);
     let stable_before = stable_pod_uids(n, "ai-gateway-v1").await;
     // The route is found by what it routes (no --route); the team's v2 is the canary, so
     // stable is the other Deployment the Service selects (no --stable).
@@ -466,16 +493,18 @@ async fn seed_000_gateway_only_route_for_several_services() {
     let _gw = Traffic::start_with(n, "istio", "devmentor.example.com", gateway());
     let out = kc_out(n, &["rollback", "ai-gateway"]).await;
     assert_eq!(out.status.code(), Some(3), "rolled back");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (share, served) = canary_share(n, "ai-gateway-v2").await;
-    assert_eq!(share, 0.0, "{served:?}");
-    assert_eq!(served.no_upstream(), 0, "{served:?}");
-    for (o, b) in objects.iter().zip(&before) {
-        assert_eq!(&user_view(&kubectl_json(n, o)), b, "{o} as the team had it");
-    }
+    let stable = "ai-gateway-v1";
+    assert_restored(
+        n,
+        "ai-gateway-v2",
+        &objects,
+        &before,
+        stable,
+        &stable_before,
+    )
+    .await;
     let v2 = kubectl_json(n, "deployment/ai-gateway-v2");
     assert_eq!(v2["spec"]["replicas"], 0, "the team's v2 is kept, at 0");
-    assert_eq!(stable_pod_uids(n, "ai-gateway-v1").await, stable_before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -844,10 +873,7 @@ spec:
     let group = api_version.split('/').next().unwrap();
     let route = format!("httproutes.{group}/web-mesh-route");
     let objects = [route.as_str(), "service/web"];
-    let before: Vec<Value> = objects
-        .iter()
-        .map(|o| user_view(&kubectl_json(n, o)))
-        .collect();
+    let before = snapshot(n, &objects);
     let stable_before = stable_pod_uids(n, "web").await;
     // In-mesh callers (a Linkerd proxy on the client side).
     let _traffic = Traffic::start_with(n, "smi", "web", TrafficOptions::at(200.0, 120));
@@ -894,14 +920,7 @@ spec:
     assert!(!text.contains("http_requests_total"), "{text}");
 
     assert_eq!(kc_out(n, &["rollback", "web"]).await.status.code(), Some(3));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (share, served) = canary_share(n, "web-canary").await;
-    assert_eq!(share, 0.0, "{served:?}");
-    assert_eq!(served.no_upstream(), 0, "{served:?}");
-    for (o, b) in objects.iter().zip(&before) {
-        assert_eq!(&user_view(&kubectl_json(n, o)), b, "{o} as the team had it");
-    }
-    assert_eq!(stable_pod_uids(n, "web").await, stable_before);
+    assert_restored(n, "web-canary", &objects, &before, "web", &stable_before).await;
 }
 
 /// ingress-nginx keeps one upstream per Service and port, and a location goes to one canary
@@ -1080,10 +1099,7 @@ spec:
         "destinationrule/reviews",
         "service/reviews",
     ];
-    let before: Vec<Value> = objects
-        .iter()
-        .map(|o| user_view(&kubectl_json(n, o)))
-        .collect();
+    let before = snapshot(n, &objects);
     let stable_before = stable_pod_uids(n, "reviews-v1").await;
     let _traffic = Traffic::start_with(n, "istio", "reviews", TrafficOptions::at(200.0, 120));
     let out = start_reviews(n).await;
@@ -1106,14 +1122,16 @@ spec:
         kc_out(n, &["rollback", "reviews"]).await.status.code(),
         Some(3)
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (share, served) = canary_share(n, "reviews-canary").await;
-    assert_eq!(share, 0.0, "{served:?}");
-    assert_eq!(served.no_upstream(), 0, "{served:?}");
-    for (o, b) in objects.iter().zip(&before) {
-        assert_eq!(&user_view(&kubectl_json(n, o)), b, "{o} as the team had it");
-    }
-    assert_eq!(stable_pod_uids(n, "reviews-v1").await, stable_before);
+    let stable = "reviews-v1";
+    assert_restored(
+        n,
+        "reviews-canary",
+        &objects,
+        &before,
+        stable,
+        &stable_before,
+    )
+    .await;
 }
 
 /// Seed 000's layout promoted weight by weight with the team's `ai-gateway-v2` adopted: at
@@ -1133,10 +1151,7 @@ async fn seed_000_adopted_canary_promotes_weight_by_weight() {
         "destinationrule/ai-gateway",
         "service/ai-gateway",
     ];
-    let before: Vec<Value> = objects
-        .iter()
-        .map(|o| user_view(&kubectl_json(n, o)))
-        .collect();
+    let before = snapshot(n, &objects);
     let _gateway = Traffic::start_with(
         n,
         "istio",
@@ -1191,7 +1206,9 @@ async fn seed_000_adopted_canary_promotes_weight_by_weight() {
     );
     let v2 = kubectl_json(n, "deployment/ai-gateway-v2");
     assert_eq!(v2["spec"]["replicas"], 0, "the team's v2 is kept, at 0");
-    for (o, b) in objects.iter().zip(&before) {
-        assert_eq!(&user_view(&kubectl_json(n, o)), b, "{o} as the team had it");
-    }
+    assert_eq!(
+        snapshot(n, &objects),
+        before,
+        "the team's objects as they had them"
+    );
 }
