@@ -728,7 +728,9 @@ fn gateway(w: &World, req: &Request, rnd: &mut dyn Uniform) -> Outcome {
 // hostnames; a route in the caller's namespace (consumer route) takes precedence over
 // routes in the Service's namespace (producer routes); a backendRef to the parent Service
 // means that Service's endpoints. Linkerd (linkerd/linkerd2 `policy-controller`) and
-// Istio serve these for meshed callers. Nothing matching a rule is a 404, as for a gateway.
+// Istio serve these for meshed callers. Nothing matching a rule is a 404, as Linkerd's proxy
+// answers (linkerd/linkerd2-proxy `linkerd/app/integration/src/tests/client_policy.rs`
+// `returns_404_if_no_http_route_matches`); Istio's answer there was not read.
 
 /// The GAMMA routes' outcome for an in-mesh request, or None when no route is attached to
 /// the Service the request names (the mesh's other routing then applies). Linkerd also
