@@ -71,26 +71,9 @@ pub async fn find_stable(
         .items
         .into_iter()
         .filter(|d| d.metadata.name.as_deref() != Some(canary))
-        .filter(|d| {
-            let labels = d
-                .spec
-                .template
-                .metadata
-                .as_ref()
-                .and_then(|m| m.labels.clone())
-                .unwrap_or_default();
-            selects(&selector, &labels)
-        })
+        .filter(|d| selects(&selector, &template_labels(d)))
         .collect();
     if let Some(labels) = narrow.filter(|_| found.len() > 1) {
-        let template_labels = |d: &Deployment| {
-            d.spec
-                .template
-                .metadata
-                .as_ref()
-                .and_then(|m| m.labels.clone())
-                .unwrap_or_default()
-        };
         let narrowed: Vec<Deployment> = found
             .iter()
             .filter(|d| selects(labels, &template_labels(d)))
@@ -114,6 +97,16 @@ pub async fn find_stable(
                 .join(", ")
         ))),
     }
+}
+
+/// The labels a Deployment gives its pods.
+fn template_labels(d: &Deployment) -> BTreeMap<String, String> {
+    d.spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default()
 }
 
 /// Parses `--image CONTAINER=IMAGE` pairs and checks the containers exist in stable.

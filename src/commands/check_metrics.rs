@@ -66,7 +66,11 @@ async fn subject(
                         if let Some(name) = &stable.metadata.name {
                             target.stable_deployment = name.clone();
                         }
-                        mesh::detect(&sess.client, &sess.namespace, &stable).await?
+                        if router.metrics_follow_mesh() {
+                            mesh::detect(&sess.client, &sess.namespace, &stable).await?
+                        } else {
+                            None
+                        }
                     }
                     Err(_) => None,
                 };

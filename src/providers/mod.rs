@@ -480,8 +480,8 @@ impl Router {
     ) -> Result<Vec<String>, ProviderError> {
         match self {
             Router::Nginx(_) => {
-                nginx::refuse_other_canaries(client, target).await?;
-                let (_, sharing) = nginx::neighbours(client, target).await?;
+                let (canaries, sharing) = nginx::neighbours(client, target).await?;
+                nginx::refuse_canaries(target, &canaries)?;
                 Ok(sharing
                     .iter()
                     .map(|i| {
@@ -496,27 +496,41 @@ impl Router {
         }
     }
 
-    /// How many header routes the provider can set up: none for SMI's TrafficSplit
-    /// (v1alpha2, the version served), one for ingress-nginx (`canary-by-header` takes one
-    /// name), any number for Istio and Gateway API (their match lists are ORed).
-    pub fn header_routes_routed(&self) -> usize {
+    /// How many header routes the provider can set up, and why no more: see
+    /// [`Router::header_routes`]. Istio's and Gateway API's match lists are ORed, so any
+    /// number.
+    pub fn header_routes_routed(&self) -> (usize, &'static str) {
         match self {
-            Router::Smi(_) => 0,
-            Router::Nginx(_) => 1,
-            Router::Istio(_) | Router::GatewayApi(_) => usize::MAX,
+            // linkerd/linkerd-smi `pkg/adaptor/controller.go`: the adaptor reads every
+            // TrafficSplit through the v1alpha1 client (so v1alpha3/v1alpha4 `matches` are
+            // dropped) and writes each split's backends into the root Service's
+            // ServiceProfile `dstOverrides`, the last one synced winning. A second split
+            // carrying a header match (smi-spec `traffic-split/v1alpha4`) would therefore
+            // send *all* of the root Service's traffic to the canary on Linkerd, the one
+            // maintained SMI implementation, whose metrics this provider reads. So none.
+            Router::Smi(_) => (
+                0,
+                "Linkerd's SMI adaptor reads TrafficSplits without `matches` and would give a \
+                 header split all traffic; on Linkerd an HTTPRoute on the Service routes by \
+                 header (`--provider gateway-api` or `linkerd-httproute`)",
+            ),
+            // `nginx.ingress.kubernetes.io/canary-by-header` takes one header name.
+            Router::Nginx(_) => (1, "ingress-nginx's canary-by-header takes one header"),
+            Router::Istio(_) | Router::GatewayApi(_) => (usize::MAX, ""),
         }
     }
 
-    /// The header routes this provider sets up, and a note naming the ones it cannot.
+    /// The header routes this provider sets up, and a note naming the ones it cannot, and why.
     pub fn header_routes<'h>(
         &self,
         wanted: &'h [HeaderRoute],
     ) -> (&'h [HeaderRoute], Option<String>) {
-        let n = self.header_routes_routed().min(wanted.len());
+        let (routed, why) = self.header_routes_routed();
+        let n = routed.min(wanted.len());
         let (routed, dropped) = wanted.split_at(n);
         let note = (!dropped.is_empty()).then(|| {
             format!(
-                "{} matches {}; the policy's header route{} {} {} not set up",
+                "{} matches {}; the policy's header route{} {} {} not set up ({why})",
                 self.name(),
                 match n {
                     0 => "no header".to_string(),
@@ -533,6 +547,12 @@ impl Router {
             )
         });
         (routed, note)
+    }
+
+    /// Whether the metrics depend on the mesh the pods are in: a Gateway API route says
+    /// nothing of one (Linkerd's own HTTPRoute kind does).
+    pub fn metrics_follow_mesh(&self) -> bool {
+        matches!(self, Router::GatewayApi(r) if !r.is_linkerd())
     }
 
     /// Metric family that matches the provider's data plane. `mesh` is the mesh the stable
@@ -641,4 +661,41 @@ fn routes_service_by_httproute(o: &serde_json::Value, svc: &str, stable: &str) -
                     })
                 })
             })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes(names: &[&str]) -> Vec<HeaderRoute> {
+        names
+            .iter()
+            .map(|n| HeaderRoute {
+                name: n.to_string(),
+                value: "1".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn header_routes_the_provider_cannot_set_up_are_named_with_the_reason() {
+        let wanted = routes(&["x-canary", "x-tier"]);
+        let (routed, note) = Router::Smi(smi::Smi::new()).header_routes(&wanted);
+        assert!(routed.is_empty());
+        let note = note.expect("a note");
+        assert!(
+            note.contains("(x-canary: 1), (x-tier: 1) are not set up"),
+            "{note}"
+        );
+        assert!(note.contains("--provider gateway-api"), "{note}");
+
+        let (routed, note) = Router::Nginx(nginx::Nginx::new()).header_routes(&wanted);
+        assert_eq!(routed, &wanted[..1]);
+        assert!(note.expect("a note").contains(
+            "(x-tier: 1) is not set up (ingress-nginx's canary-by-header takes one header)"
+        ));
+
+        let (routed, note) = Router::Istio(istio::IstioRouter::default()).header_routes(&wanted);
+        assert_eq!((routed.len(), note), (2, None));
+    }
 }

@@ -220,6 +220,11 @@ pub async fn neighbours(
 /// [`neighbours`]); checked by start before anything is created, and again by prepare.
 pub async fn refuse_other_canaries(client: &Client, target: &Target) -> Result<(), ProviderError> {
     let (canaries, _) = neighbours(client, target).await?;
+    refuse_canaries(target, &canaries)
+}
+
+/// The error for `canaries`, the other canary Ingresses [`neighbours`] found, if any.
+pub fn refuse_canaries(target: &Target, canaries: &[String]) -> Result<(), ProviderError> {
     if canaries.is_empty() {
         return Ok(());
     }

@@ -14,6 +14,9 @@
 //!   # other backends are left as they are
 //! ```
 //!
+//! No header routes: `matches` (v1alpha3+) would be read by Linkerd's adaptor as a plain
+//! split, see [`super::Router::header_routes_routed`].
+//!
 //! `prepare` also creates `<svc>-stable` / `<svc>-canary` when missing: ports copied from
 //! `<svc>`, selector = `<svc>`'s selector + `track: stable|canary`.
 
@@ -214,9 +217,10 @@ impl TrafficRouter for Smi {
                 namespace: target.namespace.clone(),
                 name: target.route.clone(),
                 message: format!(
-                    "SMI TrafficSplit cannot route by header ({}: {}); drop the header \
-                     route or use the istio, nginx or gateway-api provider",
-                    h.name, h.value
+                    "SMI TrafficSplit does not route by header ({}: {}): {}",
+                    h.name,
+                    h.value,
+                    super::Router::Smi(Smi::new()).header_routes_routed().1
                 ),
             });
         }
