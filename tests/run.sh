@@ -14,6 +14,16 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 T0=$(date +%s)
 
+# The book (docs/) must build: mdbook is installed once (cargo, pinned) when absent.
+MDBOOK="$HOME/.cache/kubectl-canary-tools/bin/mdbook"
+if [ ! -x "$MDBOOK" ]; then
+  echo "[docs] installing mdbook (once, ~2 min)" >&2
+  cargo install mdbook --locked --version 0.4.52 --no-default-features --features search \
+    --root "$HOME/.cache/kubectl-canary-tools"
+fi
+echo "[docs] $MDBOOK build docs" >&2
+"$MDBOOK" build docs
+
 # canary-demo is built below together with the tests (same feature set, so
 # dependencies are compiled once).
 CANARY_ENV_SKIP_DEMO=1 bash tests/env/setup.sh
