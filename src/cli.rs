@@ -76,20 +76,6 @@ pub struct GlobalArgs {
     pub plugin_dirs: Vec<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Provider {
-    /// Istio: DestinationRule subsets + VirtualService weights (or two hosts).
-    Istio,
-    /// SMI TrafficSplit (Linkerd, legacy).
-    Smi,
-    /// ingress-nginx canary Ingress (canary-weight annotation).
-    Nginx,
-    /// Gateway API HTTPRoute backendRefs weights (also GAMMA routes attached to a Service).
-    GatewayApi,
-    /// Linkerd's own HTTPRoute (policy.linkerd.io), edited like the Gateway API's.
-    LinkerdHttproute,
-}
-
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
     /// Policy file, or the name of a shipped policy (default, istio-runbook, progressive-review,
@@ -212,8 +198,8 @@ pub struct StartArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// Traffic provider (default: detected from the objects that exist).
-    #[arg(long, value_enum)]
-    pub provider: Option<Provider>,
+    #[arg(long, value_parser = crate::providers::registry::value_parser())]
+    pub provider: Option<String>,
     /// Canary replicas (default: the policy's canary_replicas).
     #[arg(long)]
     pub replicas: Option<u32>,

@@ -259,7 +259,7 @@ where
         stable: BTreeMap::from([("app".to_string(), SVC.to_string())]),
         canary: BTreeMap::from([("app".to_string(), SVC.to_string())]),
     });
-    let name = router.name();
+    let name = provider.short();
 
     // Errors name the object and say what to do.
     match router.prepare(&c, &target, &[]).await {

@@ -5,86 +5,26 @@
 //! The ordering rules (rollback, advance, promote) live in one place, `crate::core::plan`;
 //! this module does not restate them.
 
-use super::client::Session;
 use super::clock;
 use super::events;
-use super::state::{RolloutRecord, Store, Stored};
+use super::state::RolloutRecord;
 use super::workloads;
 use super::world::ClusterWorld;
 use crate::controller::{self, Evaluator};
 use crate::core::decision::{Decision, Evaluation};
 use crate::core::facts::{Facts, PodFacts};
 use crate::core::rollout::RouteRepair;
-use crate::core::rollout::{Cause, Event, Phase, Rollout, Transition};
+use crate::core::rollout::{Cause, Event, Phase, Transition};
 use crate::core::schedule::Schedule;
 use crate::error::{Error, Exit, Result};
 use crate::lifecycle::{self, World};
 use crate::metrics::{MetricsRequest, MetricsSource};
 use crate::policy::{Limits, Policy, PolicyEngine};
-use crate::providers::{Router, Target};
 use k8s_openapi::api::apps::v1::Deployment;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long rollback and promote wait for the canary's pods to go before removing our pins.
-pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// How long `promote` waits for the stable Deployment to roll out.
-pub const PROMOTE_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// A rollout loaded from the cluster.
-pub struct Loaded {
-    pub sess: Session,
-    pub target: Target,
-    pub store: Store,
-    pub stored: Stored,
-    pub router: Router,
-}
-
-impl Loaded {
-    pub fn record(&self) -> &RolloutRecord {
-        self.stored
-            .doc
-            .current
-            .as_ref()
-            .expect("loaded rollouts have a current record")
-    }
-
-    pub fn record_mut(&mut self) -> &mut RolloutRecord {
-        self.stored
-            .doc
-            .current
-            .as_mut()
-            .expect("loaded rollouts have a current record")
-    }
-
-    pub fn rollout(&self) -> &Rollout {
-        &self.record().rollout
-    }
-
-    pub fn ns(&self) -> &str {
-        &self.target.namespace
-    }
-}
-
-pub async fn load(sess: &Session, service: &str) -> Result<Loaded> {
-    let store = Store::new(&sess.client, &sess.namespace, service);
-    let stored = store.load().await?;
-    let Some(rec) = stored.doc.current.as_ref() else {
-        return Err(Error::Cluster(format!(
-            "no rollout of {}/{service}; start one with `kubectl canary start {service} --image CONTAINER=IMAGE -n {}`",
-            sess.namespace, sess.namespace
-        )));
-    };
-    let router = sess.routers.by_name(&sess.client, &rec.provider).await?;
-    let target = Target::of_record(rec);
-    Ok(Loaded {
-        sess: sess.clone(),
-        target,
-        store,
-        stored,
-        router,
-    })
-}
+pub use super::loaded::{DRAIN_TIMEOUT, Loaded, PROMOTE_TIMEOUT, load};
 
 /// Applies `--schedule-override KEY=VALUE` pairs and re-validates the schedule.
 pub fn apply_overrides(s: &mut Schedule, pairs: &[String]) -> Result<()> {
@@ -560,6 +500,7 @@ pub async fn manual(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::rollout::Rollout;
 
     #[test]
     fn overrides() {

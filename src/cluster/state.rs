@@ -85,7 +85,7 @@ pub struct RolloutRecord {
     pub max_canary_replicas: Option<u32>,
     /// Webhook sinks for transitions (`start --notify`); Secret references only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notify: Vec<super::notify::Sink>,
+    pub notify: Vec<super::sink::Sink>,
     pub rollout: Rollout,
 }
 
@@ -315,11 +315,24 @@ impl StateDoc {
 }
 
 impl RolloutRecord {
+    /// The objects the rollout names (its stable and canary Deployments and its route).
+    pub fn target(&self) -> crate::providers::Target {
+        let mut t = crate::providers::Target::new(&self.namespace, &self.service);
+        t.route = self.route.clone();
+        if let Some(stable) = &self.stable {
+            t.stable_deployment = stable.clone();
+        }
+        if let Some(canary) = &self.canary {
+            t.canary_deployment = canary.clone();
+        }
+        t
+    }
+
     /// Drops what only a rollout in progress needs: stable's previous template (restored by a
     /// rollback from Promoting) and the per-evaluation detail (see `core::retention`).
     pub fn summarize(&mut self) {
         self.previous_template = None;
-        crate::core::retention::summarize(&mut self.rollout);
+        self.rollout.summarize();
     }
 }
 

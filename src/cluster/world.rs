@@ -2,8 +2,8 @@
 //! provider, Deployments, the state ConfigMap with compare-and-swap).
 
 use super::clock;
-use super::driver::{DRAIN_TIMEOUT, Loaded, PROMOTE_TIMEOUT};
 use super::events;
+use super::loaded::{DRAIN_TIMEOUT, Loaded, PROMOTE_TIMEOUT};
 use super::workloads;
 use crate::core::plan::{Effect, Observed, Settings};
 use crate::core::rollout::{Fence, Rollout, Transition};

@@ -33,7 +33,7 @@ async fn subject(
         .doc;
     let rec = doc.current.as_ref().or(doc.previous.last());
     let mut target = match rec {
-        Some(rec) => Target::of_record(rec),
+        Some(rec) => rec.target(),
         None => Target::new(&sess.namespace, service),
     };
     let mut queries = BTreeMap::new();

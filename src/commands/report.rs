@@ -10,7 +10,6 @@ use crate::core::schedule::Schedule;
 use crate::error::{Error, Exit, Result};
 use crate::output;
 use crate::policy::Limits;
-use crate::providers::Target;
 use crate::report::prometheus::Workloads;
 use crate::report::{Report, html};
 use std::io::Write;
@@ -65,7 +64,7 @@ pub async fn workloads(
             .await?
             .metrics_flavour(rec.mesh),
     };
-    let target = Target::of_record(rec);
+    let target = rec.target();
     Ok(Workloads {
         flavour,
         namespace: rec.namespace.clone(),

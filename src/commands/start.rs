@@ -17,16 +17,6 @@ use crate::policy::{self, Limits};
 use crate::providers::{Router, Target};
 use std::collections::BTreeMap;
 
-fn provider_name(p: crate::cli::Provider) -> &'static str {
-    match p {
-        crate::cli::Provider::Istio => "istio",
-        crate::cli::Provider::Smi => "smi",
-        crate::cli::Provider::Nginx => "nginx",
-        crate::cli::Provider::GatewayApi => "gateway-api",
-        crate::cli::Provider::LinkerdHttproute => "linkerd-httproute",
-    }
-}
-
 fn policy_source(name_or_path: &str) -> Result<String> {
     let path = std::path::Path::new(name_or_path);
     if path.exists() {
@@ -136,12 +126,12 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
     if let Some(r) = &args.route {
         target.route = r.clone();
     }
-    let router = match (resumed, args.provider) {
+    let router = match (resumed, args.provider.as_deref()) {
         (Some(rec), _) => {
             target.route = rec.route.clone();
             Router::by_name(&client, &rec.provider).await
         }
-        (None, Some(p)) => Router::by_name(&client, provider_name(p)).await,
+        (None, Some(p)) => Router::by_name(&client, p).await,
         (None, None) if args.route.is_some() => match Router::detect(&client, &target).await {
             Ok(r) => r.follow_delegate(&client, &mut target).await.map(|()| r),
             e => e,

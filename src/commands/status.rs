@@ -14,7 +14,6 @@ use crate::core::facts::PodFacts;
 use crate::core::schedule::Schedule;
 use crate::error::{Error, Exit, Result};
 use crate::output;
-use crate::providers::Target;
 use crate::report::{RollbackTimings, prometheus, timings};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -143,7 +142,7 @@ pub struct Live {
 }
 
 pub async fn live(sess: &Session, rec: &RolloutRecord) -> Result<Live> {
-    let target = Target::of_record(rec);
+    let target = rec.target();
     let route_weight = match sess.routers.by_name(&sess.client, &rec.provider).await {
         Ok(r) => r.read_weight(&sess.client, &target).await.ok().flatten(),
         Err(_) => None,
@@ -211,7 +210,7 @@ pub fn view_of(
         (None, Some(t)) => (Some(t.event.to_string()), Some(t.reason.clone())),
         (None, None) => (None, None),
     };
-    let deployments = Target::of_record(rec);
+    let deployments = rec.target();
     StatusView {
         namespace: rec.namespace.clone(),
         service: rec.service.clone(),

@@ -1,7 +1,7 @@
 //! What of a rollout's evaluations and transitions the state object keeps, so that one
 //! object (1 MiB limit, rewritten at every interval) stays small however long rollouts run.
 //!
-//! - Resolved PromQL texts are stored once per rollout ([`Rollout::query_texts`]); an
+//! - Resolved PromQL texts are stored once per rollout (`Rollout::query_texts`); an
 //!   evaluation keeps only their values, by index.
 //! - Evaluations are bounded by count and by bytes. Over budget, older holds are thinned
 //!   (every second one goes) before anything else, so charts still span the whole rollout
@@ -11,7 +11,17 @@
 //!   evaluations thinned to a much smaller budget.
 
 use super::decision::Evaluation;
-use super::rollout::Rollout;
+
+/// The parts of a rollout this module bounds (the rollout lends them; this module does not
+/// know the rollout, so the state machine can call it without the two depending on each
+/// other).
+pub struct Kept<'a> {
+    pub evaluations: &'a mut Vec<Evaluation>,
+    /// Resolved PromQL texts, referenced by index from the evaluations' values.
+    pub query_texts: &'a mut Vec<String>,
+    /// How many evaluations were dropped so far.
+    pub thinned: &'a mut u64,
+}
 
 /// Evaluations kept for a rollout in progress.
 pub const MAX_EVALUATIONS: usize = 400;
@@ -29,7 +39,8 @@ pub const MAX_LOG_BYTES_KEPT: usize = 2048;
 const MAX_QUERY_TEXTS: usize = 64;
 
 /// Appends `evaluation`, then applies the budgets.
-pub fn record(r: &mut Rollout, mut evaluation: Evaluation) {
+pub fn record(r: Kept<'_>, mut evaluation: Evaluation) {
+    let mut r = r;
     for (text, value) in std::mem::take(&mut evaluation.queries) {
         let index = match r.query_texts.iter().position(|t| *t == text) {
             Some(i) => i,
@@ -51,25 +62,25 @@ pub fn record(r: &mut Rollout, mut evaluation: Evaluation) {
         }
     }
     r.evaluations.push(evaluation);
-    thin(r, MAX_EVALUATIONS, MAX_EVALUATION_BYTES);
+    thin(&mut r, MAX_EVALUATIONS, MAX_EVALUATION_BYTES);
 }
 
-/// Bounds the transitions of `r`; called after each one is appended.
-pub fn bound_history(r: &mut Rollout) {
-    if r.history.len() > MAX_TRANSITIONS {
-        let excess = r.history.len() - MAX_TRANSITIONS;
-        r.history.drain(1..=excess);
+/// Bounds a rollout's transitions; called after each one is appended.
+pub fn bound_history<T>(history: &mut Vec<T>) {
+    if history.len() > MAX_TRANSITIONS {
+        let excess = history.len() - MAX_TRANSITIONS;
+        history.drain(1..=excess);
     }
 }
 
-/// `r` as kept once finished.
-pub fn summarize(r: &mut Rollout) {
+/// What a finished rollout keeps.
+pub fn summarize(mut r: Kept<'_>) {
     r.query_texts.clear();
-    for e in &mut r.evaluations {
+    for e in r.evaluations.iter_mut() {
         e.values.clear();
         e.log.clear();
     }
-    thin(r, MAX_EVALUATIONS, MAX_SUMMARY_EVALUATION_BYTES);
+    thin(&mut r, MAX_EVALUATIONS, MAX_SUMMARY_EVALUATION_BYTES);
 }
 
 fn cap_log(log: &mut Vec<String>, max_bytes: usize) {
@@ -91,13 +102,13 @@ fn cap_log(log: &mut Vec<String>, max_bytes: usize) {
     });
 }
 
-fn json_len<T: serde::Serialize>(v: &T) -> usize {
+fn json_len<T: serde::Serialize + ?Sized>(v: &T) -> usize {
     serde_json::to_vec(v).map_or(0, |b| b.len())
 }
 
-fn thin(r: &mut Rollout, max_count: usize, max_bytes: usize) {
+fn thin(r: &mut Kept<'_>, max_count: usize, max_bytes: usize) {
     let mut sizes: Vec<usize> = r.evaluations.iter().map(|e| json_len(e) + 1).collect();
-    let mut table = json_len(&r.query_texts);
+    let mut table = json_len(&**r.query_texts);
     let over = |sizes: &[usize], table: usize| {
         sizes.len() > max_count || sizes.iter().sum::<usize>() + table > max_bytes
     };
@@ -108,7 +119,7 @@ fn thin(r: &mut Rollout, max_count: usize, max_bytes: usize) {
             .max(1)
             .min(r.evaluations.len() - 1);
         let mut drop_next_hold = false;
-        let (evaluations, kept_sizes): (Vec<_>, Vec<_>) = std::mem::take(&mut r.evaluations)
+        let (evaluations, kept_sizes): (Vec<_>, Vec<_>) = std::mem::take(r.evaluations)
             .into_iter()
             .zip(sizes)
             .enumerate()
@@ -121,7 +132,7 @@ fn thin(r: &mut Rollout, max_count: usize, max_bytes: usize) {
             })
             .map(|(_, pair)| pair)
             .unzip();
-        r.evaluations = evaluations;
+        *r.evaluations = evaluations;
         sizes = kept_sizes;
         if sizes.len() == before {
             // Nothing left to thin: the oldest goes.
@@ -131,10 +142,10 @@ fn thin(r: &mut Rollout, max_count: usize, max_bytes: usize) {
             r.evaluations.remove(0);
             sizes.remove(0);
         }
-        r.evaluations_thinned += (before - sizes.len()) as u64;
+        *r.thinned += (before - sizes.len()) as u64;
         if r.query_texts.len() > MAX_QUERY_TEXTS {
             drop_unreferenced_texts(r);
-            table = json_len(&r.query_texts);
+            table = json_len(&**r.query_texts);
         }
     }
     if r.query_texts.len() > MAX_QUERY_TEXTS {
@@ -143,7 +154,7 @@ fn thin(r: &mut Rollout, max_count: usize, max_bytes: usize) {
 }
 
 /// Rebuilds the query table from the texts still referenced (renumbering the values).
-fn drop_unreferenced_texts(r: &mut Rollout) {
+fn drop_unreferenced_texts(r: &mut Kept<'_>) {
     let mut used: Vec<u32> = r
         .evaluations
         .iter()
@@ -151,9 +162,9 @@ fn drop_unreferenced_texts(r: &mut Rollout) {
         .collect();
     used.sort_unstable();
     used.dedup();
-    let texts = std::mem::take(&mut r.query_texts);
-    r.query_texts = used.iter().map(|&i| texts[i as usize].clone()).collect();
-    for e in &mut r.evaluations {
+    let texts = std::mem::take(r.query_texts);
+    *r.query_texts = used.iter().map(|&i| texts[i as usize].clone()).collect();
+    for e in r.evaluations.iter_mut() {
         e.values = std::mem::take(&mut e.values)
             .into_iter()
             .map(|(i, v)| (used.binary_search(&i).expect("collected above") as u32, v))
@@ -165,6 +176,7 @@ fn drop_unreferenced_texts(r: &mut Rollout) {
 mod tests {
     use super::*;
     use crate::core::decision::Decision;
+    use crate::core::rollout::Rollout;
     use chrono::{DateTime, Utc};
     use std::collections::BTreeMap;
 
@@ -212,7 +224,7 @@ mod tests {
     fn query_texts_are_stored_once_and_values_by_index() {
         let mut r = Rollout::new(t0());
         for i in 0..3 {
-            record(&mut r, heavy(i, Decision::hold("watching")));
+            r.record_evaluation(heavy(i, Decision::hold("watching")));
         }
         assert_eq!(r.query_texts.len(), 10);
         let last = r.last_evaluation().unwrap();
@@ -240,7 +252,7 @@ mod tests {
             } else {
                 Decision::hold("watching")
             };
-            record(&mut r, heavy(i, d));
+            r.record_evaluation(heavy(i, d));
         }
         let bytes = json_len(&r.evaluations) + json_len(&r.query_texts);
         assert!(bytes <= MAX_EVALUATION_BYTES, "{bytes} bytes");
@@ -298,8 +310,8 @@ mod tests {
         let mut r = Rollout::new(t0());
         let mut big = heavy(0, Decision::hold("x"));
         big.log = vec!["y".repeat(500); 400];
-        record(&mut r, heavy(1, Decision::hold("x")));
-        record(&mut r, big);
+        r.record_evaluation(heavy(1, Decision::hold("x")));
+        r.record_evaluation(big);
         assert_eq!(r.evaluations.len(), 1);
     }
 
@@ -307,9 +319,9 @@ mod tests {
     fn summaries_drop_values_and_logs_and_fit_their_budget() {
         let mut r = Rollout::new(t0());
         for i in 0..1000 {
-            record(&mut r, heavy(i, Decision::hold("watching")));
+            r.record_evaluation(heavy(i, Decision::hold("watching")));
         }
-        summarize(&mut r);
+        r.summarize();
         assert!(r.query_texts.is_empty());
         assert!(
             r.evaluations
@@ -332,11 +344,11 @@ mod tests {
             let mut e = heavy(i, advance("x"));
             e.log.clear();
             e.queries = BTreeMap::from([(format!("q{i}"), Some(i as f64))]);
-            record(&mut r, e);
+            r.record_evaluation(e);
         }
         // Force a collection: drop the oldest evaluations, then collect.
         r.evaluations.drain(..20);
-        drop_unreferenced_texts(&mut r);
+        drop_unreferenced_texts(&mut r.kept());
         assert_eq!(r.query_texts.len(), MAX_QUERY_TEXTS + 10 - 20);
         for e in &r.evaluations {
             for (i, v) in &e.values {

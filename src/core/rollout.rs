@@ -409,12 +409,25 @@ impl Rollout {
             actor: cause.actor,
             observations: cause.observations,
         });
-        super::retention::bound_history(self);
+        super::retention::bound_history(&mut self.history);
         Ok(self.history.last().expect("just pushed"))
     }
 
     pub fn record_evaluation(&mut self, evaluation: Evaluation) {
-        super::retention::record(self, evaluation);
+        super::retention::record(self.kept(), evaluation);
+    }
+
+    /// Drops what a finished rollout no longer needs (see [`super::retention::summarize`]).
+    pub fn summarize(&mut self) {
+        super::retention::summarize(self.kept());
+    }
+
+    pub(crate) fn kept(&mut self) -> super::retention::Kept<'_> {
+        super::retention::Kept {
+            evaluations: &mut self.evaluations,
+            query_texts: &mut self.query_texts,
+            thinned: &mut self.evaluations_thinned,
+        }
     }
 
     /// The queries behind `evaluation` (resolved PromQL text → value).

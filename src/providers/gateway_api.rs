@@ -83,6 +83,51 @@ pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 pub const LINKERD_GROUP: &str = "policy.linkerd.io";
 pub const LINKERD_VERSION: &str = "v1beta3";
 
+/// The provider entries (see [`super::registry`]).
+pub static PROVIDER: super::Provider = super::Provider {
+    name: "gateway-api",
+    summary: "Gateway API HTTPRoute backendRefs weights (also GAMMA routes attached to a Service)",
+    group: GATEWAY_GROUP,
+    versions: &["v1"],
+    kind: KIND,
+    routes_service,
+    make: |_| Box::pin(async { super::registry::boxed(GatewayApi::new()) }),
+};
+
+pub static LINKERD_PROVIDER: super::Provider = super::Provider {
+    name: "linkerd-httproute",
+    summary: "Linkerd's own HTTPRoute (policy.linkerd.io), edited like the Gateway API's",
+    group: LINKERD_GROUP,
+    versions: &[LINKERD_VERSION],
+    kind: KIND,
+    routes_service,
+    make: |_| Box::pin(async { super::registry::boxed(GatewayApi::linkerd()) }),
+};
+
+/// Whether an HTTPRoute (Gateway API's or Linkerd's) routes Service `svc`: attached to it
+/// as a GAMMA parent, or sending to it (or to `stable`, its version Service) from a rule.
+fn routes_service(o: &Value, svc: &str, stable: &str) -> bool {
+    // A GAMMA route is attached to the Service itself (parentRef kind
+    // Service; gateway-api geps/gep-1426), whatever its backends are.
+    let attached = o
+        .pointer("/spec/parentRefs")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["kind"] == "Service" && p["name"] == svc)
+        });
+    attached
+        || o.pointer("/spec/rules")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|rules| {
+                rules.iter().any(|r| {
+                    r["backendRefs"].as_array().is_some_and(|refs| {
+                        refs.iter().any(|b| b["name"] == svc || b["name"] == stable)
+                    })
+                })
+            })
+}
+
 fn str_of<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str)
 }
@@ -346,11 +391,11 @@ fn spec_mut<'a>(o: &'a mut DynamicObject, t: &Target) -> Result<&'a mut Value, P
 }
 
 impl TrafficRouter for GatewayApi {
-    fn name(&self) -> &'static str {
+    fn metrics(&self) -> super::registry::Metrics {
         if self.is_linkerd() {
-            "linkerd-httproute"
+            super::registry::Metrics::Of(crate::core::schedule::MetricsFlavour::Linkerd)
         } else {
-            "gateway-api"
+            super::registry::Metrics::OfMesh
         }
     }
 

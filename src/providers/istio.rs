@@ -27,6 +27,47 @@ pub const STABLE_WEIGHT_ANN: &str = "kubectl-canary.io/stable-weight-absent";
 pub const HEADER_ROUTE_NAME: &str = "kubectl-canary-header";
 const GROUP: &str = "networking.istio.io";
 
+/// The provider entry (see [`super::registry`]).
+pub static PROVIDER: super::Provider = super::Provider {
+    name: "istio",
+    summary: "Istio: DestinationRule subsets + VirtualService weights (or two hosts)",
+    group: GROUP,
+    // v1 from Istio 1.22; older clusters serve v1beta1 and v1alpha3 with the same shape.
+    versions: &["v1", "v1beta1", "v1alpha3"],
+    kind: "VirtualService",
+    routes_service,
+    make: |client| {
+        Box::pin(async move {
+            super::registry::boxed(IstioRouter::discover(client).await?.unwrap_or_default())
+        })
+    },
+};
+
+/// Whether a VirtualService routes Service `svc`: its hosts name the service, or (a
+/// gateway's route for several services; a delegate VirtualService) one of its routes sends
+/// to it. A root that only delegates routes nothing itself.
+fn routes_service(o: &Value, svc: &str, _stable: &str) -> bool {
+    let names = |h: &serde_json::Value| {
+        h.as_str()
+            .is_some_and(|h| h == svc || h.starts_with(&format!("{svc}.")))
+    };
+    let routes_itself = o
+        .pointer("/spec/http")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|http| http.iter().any(|r| r.get("route").is_some()));
+    routes_itself
+        && o.pointer("/spec/hosts")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|h| h.iter().any(names))
+        || o.pointer("/spec/http")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.get("route").and_then(serde_json::Value::as_array))
+            .flatten()
+            .any(|d| d.pointer("/destination/host").is_some_and(names))
+}
+
 #[derive(Debug, Clone)]
 pub struct IstioRouter {
     /// API version served for networking.istio.io ("v1", or "v1beta1" on older meshes).
@@ -558,8 +599,24 @@ pub fn cleanup_dr(spec: &mut Value) -> bool {
 }
 
 impl TrafficRouter for IstioRouter {
-    fn name(&self) -> &'static str {
-        "istio"
+    fn metrics(&self) -> super::registry::Metrics {
+        super::registry::Metrics::Of(crate::core::schedule::MetricsFlavour::Istio)
+    }
+
+    async fn delegate(
+        &self,
+        client: &Client,
+        target: &Target,
+    ) -> Result<Option<String>, ProviderError> {
+        self.delegate_of(client, target).await
+    }
+
+    async fn stable_subset_labels(
+        &self,
+        client: &Client,
+        target: &Target,
+    ) -> Result<Option<BTreeMap<String, String>>, ProviderError> {
+        IstioRouter::stable_subset_labels(self, client, target).await
     }
 
     async fn prepare(

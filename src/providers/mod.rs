@@ -54,19 +54,6 @@ impl Target {
         }
     }
 
-    /// The objects a stored rollout names (its stable and canary Deployments and its route).
-    pub fn of_record(rec: &crate::cluster::state::RolloutRecord) -> Self {
-        let mut t = Target::new(&rec.namespace, &rec.service);
-        t.route = rec.route.clone();
-        if let Some(stable) = &rec.stable {
-            t.stable_deployment = stable.clone();
-        }
-        if let Some(canary) = &rec.canary {
-            t.canary_deployment = canary.clone();
-        }
-        t
-    }
-
     /// The pod selectors, or an error naming what is missing (prepare needs them).
     pub fn selectors(&self) -> Result<&VersionSelectors, ProviderError> {
         self.pods.as_ref().ok_or_else(|| ProviderError::Invalid {
@@ -114,11 +101,9 @@ pub enum ProviderError {
     Kube(#[from] kube::Error),
 }
 
-/// What every traffic provider does.
+/// What every traffic provider does. A provider's entry in [`registry::PROVIDERS`] makes it
+/// known; the defaults below are what a provider without the feature does.
 pub trait TrafficRouter: Send + Sync {
-    /// Provider name as shown in status ("istio", "smi", "nginx", "gateway-api").
-    fn name(&self) -> &'static str;
-
     /// Creates what the provider needs for a split (subsets, canary Ingress, backendRef…)
     /// with the canary at weight 0; idempotent.
     fn prepare(
@@ -149,21 +134,76 @@ pub trait TrafficRouter: Send + Sync {
         client: &Client,
         target: &Target,
     ) -> impl std::future::Future<Output = Result<(), ProviderError>> + Send;
+
+    /// The route object to edit instead of `target.route` when that one only delegates the
+    /// service's traffic (Istio's `delegate`).
+    fn delegate(
+        &self,
+        _client: &Client,
+        _target: &Target,
+    ) -> impl std::future::Future<Output = Result<Option<String>, ProviderError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Labels of the pods the route sends general traffic to, when the route says (Istio's
+    /// DestinationRule subset); see [`Router::stable_pod_labels`].
+    fn stable_subset_labels(
+        &self,
+        _client: &Client,
+        _target: &Target,
+    ) -> impl std::future::Future<
+        Output = Result<Option<std::collections::BTreeMap<String, String>>, ProviderError>,
+    > + Send {
+        async { Ok(None) }
+    }
+
+    /// Checks the layout before anything is created: an error for what would make the
+    /// split not apply, and notes on what the user should know (shown by start).
+    fn check_layout(
+        &self,
+        _client: &Client,
+        _target: &Target,
+    ) -> impl std::future::Future<Output = Result<Vec<String>, ProviderError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
+    /// How many header routes the provider can set up, and why no more (shown by start).
+    fn header_routes_routed(&self) -> (usize, &'static str) {
+        (usize::MAX, "")
+    }
+
+    /// Where its metrics come from.
+    fn metrics(&self) -> registry::Metrics;
 }
 
+#[cfg(test)]
+mod fake;
 pub mod gateway_api;
 pub mod istio;
 pub mod nginx;
+pub mod registry;
 pub mod shared;
 pub mod smi;
 
+pub use registry::Provider;
+
+/// The providers, in the order of detection: a route object named like the route is
+/// looked for in this order, and the first found decides.
+pub static PROVIDERS: &[&Provider] = &[
+    &istio::PROVIDER,
+    &smi::PROVIDER,
+    &gateway_api::PROVIDER,
+    &gateway_api::LINKERD_PROVIDER,
+    &nginx::PROVIDER,
+    #[cfg(test)]
+    &fake::PROVIDER,
+];
+
 /// The provider of one rollout, chosen at runtime (auto-detected or `--provider`).
 #[derive(Debug, Clone)]
-pub enum Router {
-    Istio(istio::IstioRouter),
-    Smi(smi::Smi),
-    Nginx(nginx::Nginx),
-    GatewayApi(gateway_api::GatewayApi),
+pub struct Router {
+    provider: &'static Provider,
+    router: std::sync::Arc<dyn registry::DynRouter>,
 }
 
 /// Routers by provider name, discovered once per process and kept for a while: discovery
@@ -199,94 +239,75 @@ impl Routers {
     }
 }
 
-/// Does a namespaced object of this kind and name exist? (false when the CRD is absent)
-async fn exists(client: &Client, group: &str, version: &str, kind: &str, t: &Target) -> bool {
-    let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
+/// The API of one version of a provider's route kind.
+fn route_api(
+    client: &Client,
+    p: &Provider,
+    version: &str,
+    ns: &str,
+) -> kube::Api<kube::api::DynamicObject> {
+    let gvk = kube::core::GroupVersionKind::gvk(p.group, version, p.kind);
     let ar = kube::api::ApiResource::from_gvk(&gvk);
-    let api: kube::Api<kube::api::DynamicObject> =
-        kube::Api::namespaced_with(client.clone(), &t.namespace, &ar);
-    matches!(api.get_opt(&t.route).await, Ok(Some(_)))
+    kube::Api::namespaced_with(client.clone(), ns, &ar)
 }
 
 impl Router {
     /// Provider names as stored in the rollout state and accepted by `--provider`.
-    pub const NAMES: [&'static str; 5] =
-        ["istio", "smi", "nginx", "gateway-api", "linkerd-httproute"];
+    pub fn names() -> Vec<&'static str> {
+        registry::names().collect()
+    }
 
     /// By the name stored in the rollout state (or given with `--provider`).
     pub async fn by_name(client: &Client, name: &str) -> Result<Router, ProviderError> {
-        match name {
-            "istio" => Ok(Router::Istio(
-                istio::IstioRouter::discover(client)
-                    .await?
-                    .unwrap_or_default(),
-            )),
-            "smi" => Ok(Router::Smi(smi::Smi::new())),
-            "nginx" => Ok(Router::Nginx(nginx::Nginx::new())),
-            "gateway-api" => Ok(Router::GatewayApi(gateway_api::GatewayApi::new())),
-            "linkerd-httproute" => Ok(Router::GatewayApi(gateway_api::GatewayApi::linkerd())),
-            other => Err(ProviderError::Invalid {
+        match registry::by_name(name) {
+            Some(p) => Router::of(client, p).await,
+            None => Err(ProviderError::Invalid {
                 kind: "provider",
                 namespace: String::new(),
-                name: other.to_string(),
-                message: format!("unknown provider (known: {})", Router::NAMES.join(", ")),
+                name: name.to_string(),
+                message: format!("unknown provider (known: {})", Router::names().join(", ")),
             }),
         }
     }
 
-    /// Detects the provider from the route object named `target.route` that exists:
-    /// VirtualService, TrafficSplit, HTTPRoute (Gateway API's, then Linkerd's), then Ingress.
+    async fn of(client: &Client, provider: &'static Provider) -> Result<Router, ProviderError> {
+        Ok(Router {
+            provider,
+            router: (provider.make)(client).await?,
+        })
+    }
+
+    /// Detects the provider from the route object named `target.route` that exists, trying
+    /// the providers in [`PROVIDERS`] order (VirtualService, TrafficSplit, HTTPRoute
+    /// (Gateway API's, then Linkerd's), then Ingress), each in every version it edits.
     pub async fn detect(client: &Client, target: &Target) -> Result<Router, ProviderError> {
-        if let Some(istio) = istio::IstioRouter::discover(client).await?
-            && istio.virtual_service(client, target).await?.is_some()
-        {
-            return Ok(Router::Istio(istio));
-        }
-        for v in ["v1alpha2", "v1alpha3", "v1alpha4"] {
-            if exists(client, "split.smi-spec.io", v, "TrafficSplit", target).await {
-                return Ok(Router::Smi(smi::Smi::new()));
+        for &p in PROVIDERS {
+            for v in p.versions {
+                // A kind or version that is not served (CRD absent) has no such object.
+                let api = route_api(client, p, v, &target.namespace);
+                if matches!(api.get_opt(&target.route).await, Ok(Some(_))) {
+                    return Router::of(client, p).await;
+                }
             }
         }
-        if exists(
-            client,
-            "gateway.networking.k8s.io",
-            "v1",
-            "HTTPRoute",
-            target,
-        )
-        .await
-        {
-            return Ok(Router::GatewayApi(gateway_api::GatewayApi::new()));
-        }
-        if exists(
-            client,
-            gateway_api::LINKERD_GROUP,
-            gateway_api::LINKERD_VERSION,
-            "HTTPRoute",
-            target,
-        )
-        .await
-        {
-            return Ok(Router::GatewayApi(gateway_api::GatewayApi::linkerd()));
-        }
-        if exists(client, "networking.k8s.io", "v1", "Ingress", target).await {
-            return Ok(Router::Nginx(nginx::Nginx::new()));
-        }
+        let mut kinds: Vec<&str> = PROVIDERS.iter().map(|p| p.kind).collect();
+        kinds.dedup();
         Err(ProviderError::NotFound {
             kind: "route object",
             namespace: target.namespace.clone(),
             name: target.route.clone(),
-            hint: "no VirtualService, TrafficSplit, HTTPRoute or Ingress of that name; create the \
-                   route object (or pass --route NAME / --provider)"
-                .into(),
+            hint: format!(
+                "no {} of that name; create the route object (or pass --route NAME / --provider)",
+                kinds.join(", ")
+            ),
         })
     }
 
     /// Like [`Router::detect`], and when no route object is named like the service: the one
-    /// route object that routes the service (a TrafficSplit whose root is it, a
-    /// VirtualService for its host, an HTTPRoute or Ingress with a backend to it or to
-    /// `<svc>-stable`), e.g. seed 002's TrafficSplit `auth-service-split`. Several are an
-    /// error naming them. Returns the provider and sets `target.route`.
+    /// route object that routes the service ([`Provider::routes_service`]: a TrafficSplit
+    /// whose root is it, a VirtualService for its host, an HTTPRoute or Ingress with a
+    /// backend to it or to `<svc>-stable`), e.g. a TrafficSplit named `auth-service-split`.
+    /// Several are an error naming them. Returns the provider and sets `target.route`.
     pub async fn discover(client: &Client, target: &mut Target) -> Result<Router, ProviderError> {
         match Router::detect(client, target).await {
             Err(ProviderError::NotFound { .. }) => {}
@@ -298,116 +319,31 @@ impl Router {
         }
         let svc = target.service.clone();
         let stable = target.stable_service.clone();
-        // (provider, group, version, kind, does this object route the service?)
-        type Routes = fn(&serde_json::Value, &str, &str) -> bool;
-        let kinds: [(&str, &str, &str, &str, Routes); 5] = [
-            (
-                "istio",
-                "networking.istio.io",
-                "v1",
-                "VirtualService",
-                // Its hosts name the service, or (a gateway's route, e.g. seed 000's
-                // `devmentor-routes` for several services; a delegate VirtualService) one of
-                // its routes sends to it. A root that only delegates routes nothing itself.
-                |o, svc, _| {
-                    let names = |h: &serde_json::Value| {
-                        h.as_str()
-                            .is_some_and(|h| h == svc || h.starts_with(&format!("{svc}.")))
-                    };
-                    let routes_itself = o
-                        .pointer("/spec/http")
-                        .and_then(serde_json::Value::as_array)
-                        .is_some_and(|http| http.iter().any(|r| r.get("route").is_some()));
-                    routes_itself
-                        && o.pointer("/spec/hosts")
-                            .and_then(serde_json::Value::as_array)
-                            .is_some_and(|h| h.iter().any(names))
-                        || o.pointer("/spec/http")
-                            .and_then(serde_json::Value::as_array)
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|r| r.get("route").and_then(serde_json::Value::as_array))
-                            .flatten()
-                            .any(|d| d.pointer("/destination/host").is_some_and(names))
-                },
-            ),
-            (
-                "smi",
-                "split.smi-spec.io",
-                "v1alpha2",
-                "TrafficSplit",
-                |o, svc, _| {
-                    o.pointer("/spec/service")
-                        .and_then(serde_json::Value::as_str)
-                        == Some(svc)
-                },
-            ),
-            (
-                "gateway-api",
-                gateway_api::GATEWAY_GROUP,
-                "v1",
-                "HTTPRoute",
-                routes_service_by_httproute,
-            ),
-            (
-                "linkerd-httproute",
-                gateway_api::LINKERD_GROUP,
-                gateway_api::LINKERD_VERSION,
-                "HTTPRoute",
-                routes_service_by_httproute,
-            ),
-            (
-                "nginx",
-                "networking.k8s.io",
-                "v1",
-                "Ingress",
-                |o, svc, stable| {
-                    let canary = o
-                        .pointer("/metadata/annotations/nginx.ingress.kubernetes.io~1canary")
-                        .and_then(serde_json::Value::as_str)
-                        == Some("true");
-                    !canary
-                        && o.pointer("/spec/rules")
-                            .and_then(serde_json::Value::as_array)
-                            .is_some_and(|rules| {
-                                rules.iter().any(|r| {
-                                    r.pointer("/http/paths")
-                                        .and_then(serde_json::Value::as_array)
-                                        .is_some_and(|ps| {
-                                            ps.iter().any(|p| {
-                                                let b = p.pointer("/backend/service/name");
-                                                b == Some(&serde_json::json!(svc))
-                                                    || b == Some(&serde_json::json!(stable))
-                                            })
-                                        })
-                                })
-                            })
-                },
-            ),
-        ];
-        let mut found: Vec<(&str, String)> = Vec::new();
-        for (provider, group, version, kind, routes) in kinds {
-            let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
-            let ar = kube::api::ApiResource::from_gvk(&gvk);
-            let api: kube::Api<kube::api::DynamicObject> =
-                kube::Api::namespaced_with(client.clone(), &target.namespace, &ar);
-            // A kind that is not served (CRD absent) routes nothing.
-            let Ok(list) = api.list(&Default::default()).await else {
-                continue;
-            };
-            for o in list.items {
-                let v = serde_json::to_value(&o).unwrap_or_default();
-                if routes(&v, &svc, &stable)
-                    && let Some(name) = o.metadata.name.clone()
-                {
-                    found.push((provider, name));
+        let mut found: Vec<(&'static Provider, String)> = Vec::new();
+        for &p in PROVIDERS {
+            // The first version served lists them all (the API server converts).
+            for v in p.versions {
+                let Ok(list) = route_api(client, p, v, &target.namespace)
+                    .list(&Default::default())
+                    .await
+                else {
+                    continue;
+                };
+                for o in list.items {
+                    let json = serde_json::to_value(&o).unwrap_or_default();
+                    if (p.routes_service)(&json, &svc, &stable)
+                        && let Some(name) = o.metadata.name.clone()
+                    {
+                        found.push((p, name));
+                    }
                 }
+                break;
             }
         }
         match found.as_slice() {
-            [(provider, name)] => {
+            [(p, name)] => {
                 target.route = name.clone();
-                Router::by_name(client, provider).await
+                Router::of(client, p).await
             }
             [] => Router::detect(client, target).await,
             many => Err(ProviderError::Invalid {
@@ -417,7 +353,7 @@ impl Router {
                 message: format!(
                     "several route objects route this service ({}); pass --route NAME and --provider",
                     many.iter()
-                        .map(|(p, n)| format!("{p} {n}"))
+                        .map(|(p, n)| format!("{} {n}", p.name))
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
@@ -426,24 +362,17 @@ impl Router {
     }
 
     pub fn name(&self) -> &'static str {
-        match self {
-            Router::Istio(r) => r.name(),
-            Router::Smi(r) => r.name(),
-            Router::Nginx(r) => r.name(),
-            Router::GatewayApi(r) => r.name(),
-        }
+        self.provider.name
     }
 
-    /// A root VirtualService that only delegates the service's traffic (Istio `delegate`):
+    /// A root route object that only delegates the service's traffic (Istio `delegate`):
     /// the route to edit is its delegate, which holds the routes (`target.route` becomes it).
     pub async fn follow_delegate(
         &self,
         client: &Client,
         target: &mut Target,
     ) -> Result<(), ProviderError> {
-        if let Router::Istio(r) = self
-            && let Some(delegate) = r.delegate_of(client, target).await?
-        {
+        if let Some(delegate) = self.router.delegate(client, target).await? {
             target.route = delegate;
         }
         Ok(())
@@ -457,9 +386,7 @@ impl Router {
         client: &Client,
         target: &Target,
     ) -> Result<Option<std::collections::BTreeMap<String, String>>, ProviderError> {
-        if let Router::Istio(r) = self
-            && let Some(labels) = r.stable_subset_labels(client, target).await?
-        {
+        if let Some(labels) = self.router.stable_subset_labels(client, target).await? {
             return Ok(Some(labels));
         }
         let stable: Option<k8s_openapi::api::core::v1::Service> =
@@ -478,46 +405,7 @@ impl Router {
         client: &Client,
         target: &Target,
     ) -> Result<Vec<String>, ProviderError> {
-        match self {
-            Router::Nginx(_) => {
-                let (canaries, sharing) = nginx::neighbours(client, target).await?;
-                nginx::refuse_canaries(target, &canaries)?;
-                Ok(sharing
-                    .iter()
-                    .map(|i| {
-                        format!(
-                            "Ingress {i} sends to the same Service and port as {}, so ingress-nginx gives its requests the same canary share (one upstream per Service and port); its requests count in the metrics too",
-                            target.route
-                        )
-                    })
-                    .collect())
-            }
-            _ => Ok(Vec::new()),
-        }
-    }
-
-    /// How many header routes the provider can set up, and why no more: see
-    /// [`Router::header_routes`]. Istio's and Gateway API's match lists are ORed, so any
-    /// number.
-    pub fn header_routes_routed(&self) -> (usize, &'static str) {
-        match self {
-            // linkerd/linkerd-smi `pkg/adaptor/controller.go`: the adaptor reads every
-            // TrafficSplit through the v1alpha1 client (so v1alpha3/v1alpha4 `matches` are
-            // dropped) and writes each split's backends into the root Service's
-            // ServiceProfile `dstOverrides`, the last one synced winning. A second split
-            // carrying a header match (smi-spec `traffic-split/v1alpha4`) would therefore
-            // send *all* of the root Service's traffic to the canary on Linkerd, the one
-            // maintained SMI implementation, whose metrics this provider reads. So none.
-            Router::Smi(_) => (
-                0,
-                "Linkerd's SMI adaptor reads TrafficSplits without `matches` and would give a \
-                 header split all traffic; on Linkerd an HTTPRoute on the Service routes by \
-                 header (`--provider gateway-api` or `linkerd-httproute`)",
-            ),
-            // `nginx.ingress.kubernetes.io/canary-by-header` takes one header name.
-            Router::Nginx(_) => (1, "ingress-nginx's canary-by-header takes one header"),
-            Router::Istio(_) | Router::GatewayApi(_) => (usize::MAX, ""),
-        }
+        self.router.check_layout(client, target).await
     }
 
     /// The header routes this provider sets up, and a note naming the ones it cannot, and why.
@@ -525,7 +413,7 @@ impl Router {
         &self,
         wanted: &'h [HeaderRoute],
     ) -> (&'h [HeaderRoute], Option<String>) {
-        let (routed, why) = self.header_routes_routed();
+        let (routed, why) = self.router.header_routes_routed();
         let n = routed.min(wanted.len());
         let (routed, dropped) = wanted.split_at(n);
         let note = (!dropped.is_empty()).then(|| {
@@ -552,7 +440,7 @@ impl Router {
     /// Whether the metrics depend on the mesh the pods are in: a Gateway API route says
     /// nothing of one (Linkerd's own HTTPRoute kind does).
     pub fn metrics_follow_mesh(&self) -> bool {
-        matches!(self, Router::GatewayApi(r) if !r.is_linkerd())
+        self.router.metrics() == registry::Metrics::OfMesh
     }
 
     /// Metric family that matches the provider's data plane. `mesh` is the mesh the stable
@@ -564,13 +452,11 @@ impl Router {
         &self,
         mesh: Option<crate::core::schedule::MetricsFlavour>,
     ) -> crate::core::schedule::MetricsFlavour {
-        use crate::core::schedule::MetricsFlavour;
-        match self {
-            Router::Istio(_) => MetricsFlavour::Istio,
-            Router::Smi(_) => MetricsFlavour::Linkerd,
-            Router::Nginx(_) => MetricsFlavour::Nginx,
-            Router::GatewayApi(r) if r.is_linkerd() => MetricsFlavour::Linkerd,
-            Router::GatewayApi(_) => mesh.unwrap_or(MetricsFlavour::Generic),
+        match self.router.metrics() {
+            registry::Metrics::Of(flavour) => flavour,
+            registry::Metrics::OfMesh => {
+                mesh.unwrap_or(crate::core::schedule::MetricsFlavour::Generic)
+            }
         }
     }
 
@@ -580,12 +466,7 @@ impl Router {
         target: &Target,
         headers: &[HeaderRoute],
     ) -> Result<(), ProviderError> {
-        match self {
-            Router::Istio(r) => r.prepare(client, target, headers).await,
-            Router::Smi(r) => r.prepare(client, target, headers).await,
-            Router::Nginx(r) => r.prepare(client, target, headers).await,
-            Router::GatewayApi(r) => r.prepare(client, target, headers).await,
-        }
+        self.router.prepare(client, target, headers).await
     }
 
     pub async fn set_weight(
@@ -594,12 +475,7 @@ impl Router {
         target: &Target,
         weight: u32,
     ) -> Result<(), ProviderError> {
-        match self {
-            Router::Istio(r) => r.set_weight(client, target, weight).await,
-            Router::Smi(r) => r.set_weight(client, target, weight).await,
-            Router::Nginx(r) => r.set_weight(client, target, weight).await,
-            Router::GatewayApi(r) => r.set_weight(client, target, weight).await,
-        }
+        self.router.set_weight(client, target, weight).await
     }
 
     /// All traffic to stable. A route object that was never prepared (or is gone) sends
@@ -621,46 +497,12 @@ impl Router {
         client: &Client,
         target: &Target,
     ) -> Result<Option<u32>, ProviderError> {
-        match self {
-            Router::Istio(r) => r.read_weight(client, target).await,
-            Router::Smi(r) => r.read_weight(client, target).await,
-            Router::Nginx(r) => r.read_weight(client, target).await,
-            Router::GatewayApi(r) => r.read_weight(client, target).await,
-        }
+        self.router.read_weight(client, target).await
     }
 
     pub async fn cleanup(&self, client: &Client, target: &Target) -> Result<(), ProviderError> {
-        match self {
-            Router::Istio(r) => r.cleanup(client, target).await,
-            Router::Smi(r) => r.cleanup(client, target).await,
-            Router::Nginx(r) => r.cleanup(client, target).await,
-            Router::GatewayApi(r) => r.cleanup(client, target).await,
-        }
+        self.router.cleanup(client, target).await
     }
-}
-
-/// Whether an HTTPRoute (Gateway API's or Linkerd's) routes Service `svc`: attached to it
-/// as a GAMMA parent, or sending to it (or to `stable`, its version Service) from a rule.
-fn routes_service_by_httproute(o: &serde_json::Value, svc: &str, stable: &str) -> bool {
-    // A GAMMA route is attached to the Service itself (parentRef kind
-    // Service; gateway-api geps/gep-1426), whatever its backends are.
-    let attached = o
-        .pointer("/spec/parentRefs")
-        .and_then(serde_json::Value::as_array)
-        .is_some_and(|ps| {
-            ps.iter()
-                .any(|p| p["kind"] == "Service" && p["name"] == svc)
-        });
-    attached
-        || o.pointer("/spec/rules")
-            .and_then(serde_json::Value::as_array)
-            .is_some_and(|rules| {
-                rules.iter().any(|r| {
-                    r["backendRefs"].as_array().is_some_and(|refs| {
-                        refs.iter().any(|b| b["name"] == svc || b["name"] == stable)
-                    })
-                })
-            })
 }
 
 #[cfg(test)]
@@ -677,10 +519,18 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn header_routes_the_provider_cannot_set_up_are_named_with_the_reason() {
+    /// A client that is never called: the routers below are built without the cluster.
+    fn offline_client() -> Client {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        Client::try_from(config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn header_routes_the_provider_cannot_set_up_are_named_with_the_reason() {
+        let client = offline_client();
         let wanted = routes(&["x-canary", "x-tier"]);
-        let (routed, note) = Router::Smi(smi::Smi::new()).header_routes(&wanted);
+        let smi = Router::by_name(&client, "smi").await.unwrap();
+        let (routed, note) = smi.header_routes(&wanted);
         assert!(routed.is_empty());
         let note = note.expect("a note");
         assert!(
@@ -689,13 +539,92 @@ mod tests {
         );
         assert!(note.contains("--provider gateway-api"), "{note}");
 
-        let (routed, note) = Router::Nginx(nginx::Nginx::new()).header_routes(&wanted);
+        let nginx = Router::by_name(&client, "nginx").await.unwrap();
+        let (routed, note) = nginx.header_routes(&wanted);
         assert_eq!(routed, &wanted[..1]);
         assert!(note.expect("a note").contains(
             "(x-tier: 1) is not set up (ingress-nginx's canary-by-header takes one header)"
         ));
 
-        let (routed, note) = Router::Istio(istio::IstioRouter::default()).header_routes(&wanted);
-        assert_eq!((routed.len(), note), (2, None));
+        let gateway = Router::by_name(&client, "gateway-api").await.unwrap();
+        assert_eq!(gateway.header_routes(&wanted), (&wanted[..], None));
+    }
+
+    #[test]
+    fn every_provider_has_one_entry_and_a_known_route_kind() {
+        let names = Router::names();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        for p in PROVIDERS {
+            assert!(!p.versions.is_empty(), "{}", p.name);
+            assert!(!p.summary.is_empty(), "{}", p.name);
+        }
+        assert!(registry::by_name("istio").is_some());
+        assert!(registry::by_name("linkerd").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_provider_added_in_the_registry_is_usable_everywhere() {
+        // The fake provider is its own module plus one registry line.
+        let client = offline_client();
+        let router = Router::by_name(&client, "fake").await.unwrap();
+        assert_eq!(router.name(), "fake");
+        let target = Target::new("shop", "web");
+        assert_eq!(router.read_weight(&client, &target).await.unwrap(), None);
+        router.prepare(&client, &target, &[]).await.unwrap();
+        router.set_weight(&client, &target, 25).await.unwrap();
+        assert_eq!(
+            router.read_weight(&client, &target).await.unwrap(),
+            Some(25)
+        );
+        router.cleanup(&client, &target).await.unwrap();
+        router.route_to_stable(&client, &target).await.unwrap();
+        assert_eq!(
+            router.metrics_flavour(Some(crate::core::schedule::MetricsFlavour::Istio)),
+            crate::core::schedule::MetricsFlavour::Generic
+        );
+        let (_, note) = router.header_routes(&routes(&["x"]));
+        assert!(note.unwrap().contains("the fake route has no matches"));
+        // The CLI takes it by name.
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "kubectl-canary",
+            "start",
+            "web",
+            "--image",
+            "app=demo:2",
+            "--provider",
+            "fake",
+        ]);
+        assert!(cli.is_ok(), "{:?}", cli.err());
+        let unknown = crate::cli::Cli::try_parse_from([
+            "kubectl-canary",
+            "start",
+            "web",
+            "--image",
+            "app=demo:2",
+            "--provider",
+            "linkerd",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            unknown.contains("fake") && unknown.contains("gateway-api"),
+            "{unknown}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_provider_name_lists_the_known() {
+        let err = Router::by_name(&offline_client(), "traefik")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("known: istio, smi, gateway-api, linkerd-httproute, nginx"),
+            "{err}"
+        );
     }
 }

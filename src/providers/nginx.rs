@@ -40,6 +40,41 @@ pub const CANARY_WEIGHT_TOTAL: &str = "nginx.ingress.kubernetes.io/canary-weight
 pub const CANARY_BY_HEADER: &str = "nginx.ingress.kubernetes.io/canary-by-header";
 pub const CANARY_BY_HEADER_VALUE: &str = "nginx.ingress.kubernetes.io/canary-by-header-value";
 /// Legacy class annotation, copied from the primary when it uses it instead of ingressClassName.
+/// The provider entry (see [`super::registry`]).
+pub static PROVIDER: super::Provider = super::Provider {
+    name: "nginx",
+    summary: "ingress-nginx canary Ingress (canary-weight annotation)",
+    group: "networking.k8s.io",
+    versions: &["v1"],
+    kind: KIND,
+    routes_service,
+    make: |_| Box::pin(async { super::registry::boxed(Nginx::new()) }),
+};
+
+/// Whether an Ingress (not itself a canary) has a path to Service `svc` or `stable`.
+fn routes_service(o: &serde_json::Value, svc: &str, stable: &str) -> bool {
+    let canary = o
+        .pointer("/metadata/annotations/nginx.ingress.kubernetes.io~1canary")
+        .and_then(serde_json::Value::as_str)
+        == Some("true");
+    !canary
+        && o.pointer("/spec/rules")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|rules| {
+                rules.iter().any(|r| {
+                    r.pointer("/http/paths")
+                        .and_then(serde_json::Value::as_array)
+                        .is_some_and(|ps| {
+                            ps.iter().any(|p| {
+                                let b = p.pointer("/backend/service/name");
+                                b == Some(&serde_json::json!(svc))
+                                    || b == Some(&serde_json::json!(stable))
+                            })
+                        })
+                })
+            })
+}
+
 const LEGACY_CLASS: &str = "kubernetes.io/ingress.class";
 
 /// ingress-nginx canary-Ingress router.
@@ -251,8 +286,31 @@ fn not_prepared(t: &Target) -> ProviderError {
 }
 
 impl TrafficRouter for Nginx {
-    fn name(&self) -> &'static str {
-        "nginx"
+    fn metrics(&self) -> super::registry::Metrics {
+        super::registry::Metrics::Of(crate::core::schedule::MetricsFlavour::Nginx)
+    }
+
+    /// `nginx.ingress.kubernetes.io/canary-by-header` takes one header name.
+    fn header_routes_routed(&self) -> (usize, &'static str) {
+        (1, "ingress-nginx's canary-by-header takes one header")
+    }
+
+    async fn check_layout(
+        &self,
+        client: &Client,
+        target: &Target,
+    ) -> Result<Vec<String>, ProviderError> {
+        let (canaries, sharing) = neighbours(client, target).await?;
+        refuse_canaries(target, &canaries)?;
+        Ok(sharing
+            .iter()
+            .map(|i| {
+                format!(
+                    "Ingress {i} sends to the same Service and port as {}, so ingress-nginx gives its requests the same canary share (one upstream per Service and port); its requests count in the metrics too",
+                    target.route
+                )
+            })
+            .collect())
     }
 
     async fn prepare(

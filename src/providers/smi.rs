@@ -15,7 +15,7 @@
 //! ```
 //!
 //! No header routes: `matches` (v1alpha3+) would be read by Linkerd's adaptor as a plain
-//! split, see [`super::Router::header_routes_routed`].
+//! split, see [`NO_HEADER_ROUTES`].
 //!
 //! `prepare` also creates `<svc>-stable` / `<svc>-canary` when missing: ports copied from
 //! `<svc>`, selector = `<svc>`'s selector + `track: stable|canary`.
@@ -38,6 +38,18 @@ const GROUP: &str = "split.smi-spec.io";
 const KIND: &str = "TrafficSplit";
 /// Versions with the `{service, weight: int}` backend shape, most preferred first.
 const VERSIONS: [&str; 3] = ["v1alpha2", "v1alpha3", "v1alpha4"];
+
+/// The provider entry (see [`super::registry`]).
+pub static PROVIDER: super::Provider = super::Provider {
+    name: "smi",
+    summary: "SMI TrafficSplit (Linkerd's SMI extension)",
+    group: GROUP,
+    versions: &VERSIONS,
+    kind: KIND,
+    // A TrafficSplit routes the Service that is its root.
+    routes_service: |o, svc, _| o.pointer("/spec/service").and_then(Value::as_str) == Some(svc),
+    make: |_| Box::pin(async { super::registry::boxed(Smi::new()) }),
+};
 
 /// SMI TrafficSplit router.
 #[derive(Debug, Default, Clone)]
@@ -200,9 +212,24 @@ fn not_prepared(t: &Target) -> ProviderError {
     }
 }
 
+/// Why SMI routes no header. linkerd/linkerd-smi `pkg/adaptor/controller.go`: the adaptor
+/// reads every TrafficSplit through the v1alpha1 client (so v1alpha3/v1alpha4 `matches` are
+/// dropped) and writes each split's backends into the root Service's ServiceProfile
+/// `dstOverrides`, the last one synced winning. A second split carrying a header match
+/// (smi-spec `traffic-split/v1alpha4`) would therefore send *all* of the root Service's
+/// traffic to the canary on Linkerd, the one maintained SMI implementation, whose metrics
+/// this provider reads.
+const NO_HEADER_ROUTES: &str = "Linkerd's SMI adaptor reads TrafficSplits without `matches` and \
+     would give a header split all traffic; on Linkerd an HTTPRoute on the Service routes by \
+     header (`--provider gateway-api` or `linkerd-httproute`)";
+
 impl TrafficRouter for Smi {
-    fn name(&self) -> &'static str {
-        "smi"
+    fn metrics(&self) -> super::registry::Metrics {
+        super::registry::Metrics::Of(crate::core::schedule::MetricsFlavour::Linkerd)
+    }
+
+    fn header_routes_routed(&self) -> (usize, &'static str) {
+        (0, NO_HEADER_ROUTES)
     }
 
     async fn prepare(
@@ -218,9 +245,7 @@ impl TrafficRouter for Smi {
                 name: target.route.clone(),
                 message: format!(
                     "SMI TrafficSplit does not route by header ({}: {}): {}",
-                    h.name,
-                    h.value,
-                    super::Router::Smi(Smi::new()).header_routes_routed().1
+                    h.name, h.value, NO_HEADER_ROUTES
                 ),
             });
         }
