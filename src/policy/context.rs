@@ -5,8 +5,8 @@
 use crate::core::decision::Observations;
 use crate::core::facts::{Facts, PodFacts, Track, TrackMetrics};
 use crate::core::stats::{
-    AnytimeErrorTest, EVIDENCE_KEYS, Evidence, RankTest, StepCounts, TestOutcome, rate_bounds,
-    sequential_rank_test, spent_alpha,
+    AnytimeErrorTest, EVIDENCE_KEYS, Evidence, RankTest, RateViews, StepCounts, TestOutcome,
+    sequential_rank_test,
 };
 use rhai::{Dynamic, Engine, EvalAltResult, Map, Position};
 use std::cell::{Cell, RefCell};
@@ -293,11 +293,11 @@ impl PolicyContext {
     /// combining one canary bound with one stable bound is wrong with probability at most
     /// `alpha` (default 0.01) over the whole rollout, however often it is checked.
     ///
-    /// The canary's bounds are the tightest of three views, each with its share of α/2: the
-    /// rollout so far (half), the current step (a quarter, split over the schedule's steps)
-    /// and the last minute (a quarter, spent over the looks) — so a canary that starts
-    /// failing late is not hidden by its healthy past. Stable's bounds are over this step (α/2),
-    /// or over the baseline that `baseline()` carried when stable serves nothing (100%).
+    /// This reads the views and [`crate::core::stats::error_bounds`] splits α over them: the
+    /// canary over the rollout so far, the current step and the last minute (tightest bound
+    /// wins, so a canary that starts failing late is not hidden by its healthy past); stable
+    /// over this step, or over the baseline that `baseline()` carried when stable serves
+    /// nothing (100%).
     fn error_bounds(&mut self, opts: Map) -> RhaiResult<Map> {
         let alpha = opt_f64(&opts, "alpha", 0.01)?;
         let counts = self.step_counts();
@@ -307,54 +307,29 @@ impl PolicyContext {
             counts.map(|c| (c.canary_requests, c.canary_errors)),
         );
         Self::record_evidence(&ev);
-        let half = alpha / 2.0;
-        let steps = self.0.steps.len().max(1) as f64;
         let c = &self.0.facts.canary;
         let window = match (c.request_rate, c.error_rate) {
             (Some(r), Some(e)) if r.is_finite() && e.is_finite() => Some((e * r * 60.0, r * 60.0)),
             _ => None,
         };
-        let views = [
-            (
-                "the rollout",
-                Some((ev.canary_errors, ev.canary_requests)),
-                half * 0.5,
-            ),
-            (
-                "this step",
-                counts.map(|c| (c.canary_errors, c.canary_requests)),
-                half * 0.25 / steps,
-            ),
-            (
-                "the last minute",
-                window,
-                spent_alpha(half * 0.25, ev.looks),
-            ),
-        ];
-        let mut lower: Option<(f64, String)> = None;
-        let mut upper: Option<f64> = None;
-        for (name, counts, a) in views {
-            let Some((x, n)) = counts else { continue };
-            let Some((lo, up)) = rate_bounds(x, n, a) else {
-                continue;
-            };
-            if lower.as_ref().is_none_or(|(l, _)| lo > *l) {
-                let over = format!("{name} ({} of {} requests)", x.round(), n.round());
-                lower = Some((lo, over));
-            }
-            upper = Some(upper.map_or(up, |u: f64| u.min(up)));
-        }
         // At 100% stable serves nothing: its baseline from the earlier steps stands in.
         let stable = match counts.filter(|c| c.stable_requests > 0.0) {
-            Some(c) => rate_bounds(c.stable_errors, c.stable_requests, half),
+            Some(c) => Some((c.stable_errors, c.stable_requests)),
             None => match (
                 self.carried("baseline_error_rate"),
                 self.carried("baseline_requests"),
             ) {
-                (Some(rate), Some(n)) => rate_bounds(rate * n, n, half),
+                (Some(rate), Some(n)) => Some((rate * n, n)),
                 _ => None,
             },
         };
+        let views = RateViews {
+            rollout: (ev.canary_errors, ev.canary_requests),
+            step: counts.map(|c| (c.canary_errors, c.canary_requests)),
+            last_minute: window,
+            stable,
+        };
+        let b = crate::core::stats::error_bounds(alpha, self.0.steps.len(), ev.looks, &views);
         let unit_or = |v: Option<f64>| v.map(Dynamic::from_float).unwrap_or(Dynamic::UNIT);
         let mut m = Map::new();
         m.insert("canary_requests".into(), ev.canary_requests.into());
@@ -363,12 +338,14 @@ impl PolicyContext {
             "canary_rate".into(),
             unit_or((ev.canary_requests > 0.0).then(|| ev.canary_errors / ev.canary_requests)),
         );
-        m.insert("canary_lower".into(), unit_or(lower.as_ref().map(|l| l.0)));
+        m.insert("canary_lower".into(), unit_or(b.canary_lower));
         m.insert(
             "canary_lower_over".into(),
-            lower.map(|l| Dynamic::from(l.1)).unwrap_or(Dynamic::UNIT),
+            b.canary_lower_over
+                .map(Dynamic::from)
+                .unwrap_or(Dynamic::UNIT),
         );
-        m.insert("canary_upper".into(), unit_or(upper));
+        m.insert("canary_upper".into(), unit_or(b.canary_upper));
         m.insert(
             "stable_rate".into(),
             unit_or(
@@ -377,8 +354,8 @@ impl PolicyContext {
                     .map(|c| c.stable_errors / c.stable_requests),
             ),
         );
-        m.insert("stable_lower".into(), unit_or(stable.map(|b| b.0)));
-        m.insert("stable_upper".into(), unit_or(stable.map(|b| b.1)));
+        m.insert("stable_lower".into(), unit_or(b.stable_lower));
+        m.insert("stable_upper".into(), unit_or(b.stable_upper));
         Ok(m)
     }
 
