@@ -4,7 +4,7 @@
 use crate::core::decision::Evaluation;
 use crate::core::evaluate::{self, Step};
 use crate::core::facts::Facts;
-use crate::core::rollout::{Cause, IllegalTransition, Rollout, Transition};
+use crate::core::rollout::Rollout;
 use crate::policy::{ContextData, Limits, Policy, PolicyEngine};
 use chrono::{DateTime, Utc};
 use rhai::Map;
@@ -72,26 +72,6 @@ impl Evaluator<'_> {
             step,
             evaluation,
             wanted_latency_samples: outcome.wanted_latency_samples,
-        }
-    }
-}
-
-/// Records the evaluation and applies its event (if any) to the rollout.
-pub fn apply(
-    rollout: &mut Rollout,
-    evaluated: Evaluated,
-    now: DateTime<Utc>,
-) -> Result<Option<Transition>, IllegalTransition> {
-    let Evaluated {
-        step, evaluation, ..
-    } = evaluated;
-    let observations = evaluation.observations.clone();
-    rollout.record_evaluation(evaluation);
-    match step.event {
-        None => Ok(None),
-        Some(event) => {
-            let cause = Cause::policy(step.decision.reason()).with_observations(observations);
-            rollout.apply(event, now, cause).map(|t| Some(t.clone()))
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Runs the core's plans ([`crate::core::plan`]) against a [`World`]: the cluster
 //! (`crate::cluster::world`), the simulator (`crate::sim`) or the fakes of the exhaustive
-//! crash and race tests below. The lifecycle after a decision exists once, here.
+//! crash and race tests below. The lifecycle after a decision exists once, here, and so
+//! does one evaluation step ([`tick`]).
 
 use crate::core::plan::{self, Effect, Observed, Settings};
 use crate::core::rollout::{Cause, Event, Fence, POLICY_ACTOR, Phase, Rollout, Transition};
@@ -26,6 +27,8 @@ pub trait World: Send {
     /// Tells people (Kubernetes Events, notifications, the simulator's timeline).
     fn announce(&mut self, transition: &Transition) -> impl Future<Output = ()> + Send;
     fn observe(&mut self) -> impl Future<Output = Result<Observed>> + Send;
+    /// The canary weight the route sends now (None: the route is not set up).
+    fn route_weight(&mut self) -> impl Future<Output = Result<Option<u32>>> + Send;
     fn execute(&mut self, effect: &Effect, fence: Fence)
     -> impl Future<Output = Result<()>> + Send;
 }
@@ -249,6 +252,9 @@ pub async fn converge<W: World>(w: &mut W) -> Result<Vec<Transition>> {
         }
     }
 }
+
+mod tick;
+pub use tick::{Judge, Judgement, Tick, TickOptions, tick};
 
 #[cfg(test)]
 mod model;

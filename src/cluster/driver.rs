@@ -6,18 +6,16 @@
 //! this module does not restate them.
 
 use super::clock;
-use super::events;
 use super::state::RolloutRecord;
 use super::workloads;
 use super::world::ClusterWorld;
 use crate::controller::{self, Evaluator};
 use crate::core::decision::{Decision, Evaluation};
 use crate::core::facts::{Facts, PodFacts};
-use crate::core::rollout::RouteRepair;
 use crate::core::rollout::{Cause, Event, Phase, Transition};
 use crate::core::schedule::Schedule;
 use crate::error::{Error, Exit, Result};
-use crate::lifecycle::{self, World};
+use crate::lifecycle;
 use crate::metrics::{MetricsRequest, MetricsSource};
 use crate::policy::{Limits, Policy, PolicyEngine};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -101,39 +99,6 @@ pub fn phase_exit(p: Phase) -> Exit {
         Phase::Failed => Exit::Error,
         _ => Exit::Running,
     }
-}
-
-/// Persists the state (CAS) and records Events for `transitions`.
-async fn persist(l: &mut Loaded, transitions: &[Transition]) -> Result<()> {
-    l.store.save(&mut l.stored).await?;
-    if !transitions.is_empty() {
-        let uid = workloads::deployments(&l.sess.client, l.ns())
-            .get_opt(&l.target.stable_deployment)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|d| d.metadata.uid);
-        for t in transitions {
-            events::emit(
-                &l.sess.client,
-                l.ns(),
-                &l.target.stable_deployment,
-                uid.clone(),
-                t,
-            )
-            .await;
-        }
-    }
-    Ok(())
-}
-
-fn apply_event(l: &mut Loaded, event: Event, cause: Cause) -> Result<Transition> {
-    let now = clock::now();
-    let rollout = &mut l.record_mut().rollout;
-    rollout
-        .apply(event, now, cause)
-        .cloned()
-        .map_err(|e| Error::Refused(format!("cannot do that now: {e}")))
 }
 
 /// Finishes in-flight phases (RollingBack, Aborting, Promoting); returns the transitions made.
@@ -271,212 +236,108 @@ pub struct StepContext<'a, M> {
     pub leave_recent_finish: bool,
 }
 
-/// Evaluates the rollout once and applies the decision (see the module docs for ordering).
+/// The policy over the cluster: the rollout's Deployments and pods, Prometheus, one
+/// evaluation (two when the policy turns out to read latency samples the first one skipped).
+struct ClusterJudge<'c, 'x, M> {
+    cx: &'c StepContext<'x, M>,
+}
+
+impl<M: MetricsSource + Sync> lifecycle::Judge<ClusterWorld<'_>> for ClusterJudge<'_, '_, M> {
+    async fn judge(&mut self, w: &mut ClusterWorld<'_>) -> Result<lifecycle::Judgement> {
+        let cx = self.cx;
+        let l = &*w.l;
+        let api = workloads::deployments(&l.sess.client, l.ns());
+        let cache = l.sess.watched.as_deref();
+        let ns = l.ns().to_string();
+        // A runner's watch has the Deployments; other commands read them, at once: every
+        // round trip before the evaluation makes it later than due.
+        let read = |name: String| {
+            let (api, ns) = (api.clone(), ns.clone());
+            async move {
+                match cache.map(|c| c.deployment(&ns, &name)) {
+                    Some(Some(d)) => Ok(Some(d)),
+                    // Not in the cache: confirmed by a read before anything concludes that
+                    // it is gone.
+                    _ => api.get_opt(&name).await,
+                }
+            }
+        };
+        let (stable, canary) = tokio::join!(
+            read(l.target.stable_deployment.clone()),
+            read(l.target.canary_deployment.clone()),
+        );
+        let versions = Versions {
+            stable: stable?,
+            canary: canary?,
+        };
+        if versions.stable.is_none() {
+            // Outside the policy: nothing to promote into or roll back to.
+            return Ok(lifecycle::Judgement::Fail(format!(
+                "stable Deployment {} no longer exists",
+                l.target.stable_deployment
+            )));
+        }
+        let policy = cx.policies.get(cx.engine, cx.limits, l.record())?;
+        let params = controller::parse_params(&l.record().params).map_err(Error::Usage)?;
+        let evaluator = Evaluator {
+            engine: cx.engine,
+            policy: &policy,
+            limits: cx.limits,
+            service: &l.target.service,
+            params: &params,
+        };
+        let samples = policy.reads_latency_samples();
+        let (mut facts, mut warning) =
+            gather(l, &policy.schedule, cx.metrics, &versions, samples).await?;
+        let mut evaluated = evaluator.evaluate(l.rollout(), &facts, clock::now());
+        if evaluated.wanted_latency_samples {
+            // Once per compiled policy: it read the samples through a hook or a function
+            // pointer. That outcome saw none; this one sees them.
+            (facts, warning) = gather(l, &policy.schedule, cx.metrics, &versions, true).await?;
+            evaluated = evaluator.evaluate(l.rollout(), &facts, clock::now());
+        }
+        w.warnings.extend(warning);
+        Ok(lifecycle::Judgement::Evaluated(Box::new(evaluated)))
+    }
+}
+
+/// Evaluates the rollout once and applies the decision: [`lifecycle::tick`] over the cluster.
 pub async fn step<M: MetricsSource + Sync>(
     l: &mut Loaded,
     cx: &StepContext<'_, M>,
 ) -> Result<StepReport> {
-    let mut report = StepReport {
+    let opts = lifecycle::TickOptions {
+        dry_run: cx.dry_run,
+        leave_recent_finish: cx
+            .leave_recent_finish
+            .then(|| super::world::settings_of(l.record()).scale_down_delay + FINISH_GRACE),
+    };
+    let mut world = ClusterWorld::new(l, cx.show_progress);
+    // Boxed: the lifecycle's future is large, and this one is polled inside a runner's
+    // (stack depth).
+    let ticked = Box::pin(lifecycle::tick(&mut world, &mut ClusterJudge { cx }, opts)).await;
+    let warnings = std::mem::take(&mut world.warnings);
+    let ticked = ticked?;
+    let r = l.rollout();
+    let (requested, event, evaluation) = match ticked.decided {
+        Some((step, evaluation)) => (step.requested, step.event, Some(evaluation)),
+        None => (None, None, None),
+    };
+    Ok(StepReport {
         service: l.target.service.clone(),
         namespace: l.ns().to_string(),
+        phase: r.phase.to_string(),
+        step: r.step,
+        weight: r.weight,
+        route_weight: ticked.route_weight,
+        evaluation,
+        requested,
+        event,
+        transitions: ticked.transitions,
         dry_run: cx.dry_run,
-        ..Default::default()
-    };
-    let phase = l.rollout().phase;
-    match phase {
-        Phase::RollingBack | Phase::Aborting | Phase::Promoting => {
-            let committed = l.rollout().history.last().map(|t| (t.at, t.actor.clone()));
-            let grace = chrono::Duration::from_std(
-                super::world::settings_of(l.record()).scale_down_delay + FINISH_GRACE,
-            )
-            .unwrap_or(chrono::Duration::MAX);
-            if let (true, Some((at, actor))) = (cx.leave_recent_finish, committed)
-                && clock::now() < at + grace
-            {
-                report.note = format!(
-                    "{phase}: being finished by {actor} (since {}); taken over if still unfinished at {}",
-                    at.format("%H:%M:%SZ"),
-                    (at + grace).format("%H:%M:%SZ")
-                );
-                return Ok(report);
-            }
-            if cx.dry_run {
-                report.note = format!("would finish {phase}");
-            } else {
-                report.transitions = Box::pin(converge(l, cx.show_progress)).await?;
-                report.note = format!("finished {phase}");
-            }
-        }
-        Phase::Initializing => {
-            report.note = "canary not ready yet: `kubectl canary start` is waiting for it (re-run start to continue after a crash)".into();
-        }
-        Phase::Paused => report.note = "paused: `kubectl canary resume` continues".into(),
-        p if p.is_terminal() => report.note = format!("rollout is {p}"),
-        _ => {
-            // The reads an evaluation starts from, at once: every round trip before the
-            // evaluation makes it later than due (a runner of many rollouts waits on a busy
-            // API server).
-            let api = workloads::deployments(&l.sess.client, l.ns());
-            let cache = l.sess.watched.as_deref();
-            let ns = l.ns().to_string();
-            // A runner's watch has the Deployments; other commands read them.
-            let read = |name: String| {
-                let (api, ns) = (api.clone(), ns.clone());
-                async move {
-                    match cache.map(|c| c.deployment(&ns, &name)) {
-                        Some(Some(d)) => Ok(Some(d)),
-                        // Not in the cache: confirmed by a read before anything concludes
-                        // that it is gone.
-                        _ => api.get_opt(&name).await,
-                    }
-                }
-            };
-            let (stable, canary, route_weight) = tokio::join!(
-                read(l.target.stable_deployment.clone()),
-                read(l.target.canary_deployment.clone()),
-                l.router.read_weight(&l.sess.client, &l.target),
-            );
-            let versions = Versions {
-                stable: stable?,
-                canary: canary?,
-            };
-            if versions.stable.is_none() {
-                // Outside the policy: nothing to promote into or roll back to. The route is
-                // left as it is (weight 0 would send everything to a backend that is gone).
-                report.note = format!(
-                    "stable Deployment {} was deleted",
-                    l.target.stable_deployment
-                );
-                if !cx.dry_run {
-                    let t = apply_event(
-                        l,
-                        Event::Fail,
-                        Cause::new(
-                            "kubectl-canary",
-                            format!(
-                                "stable Deployment {} no longer exists",
-                                l.target.stable_deployment
-                            ),
-                        ),
-                    )?;
-                    persist(l, std::slice::from_ref(&t)).await?;
-                    report.transitions.push(t);
-                }
-                let r = l.rollout();
-                report.phase = r.phase.to_string();
-                report.step = r.step;
-                report.weight = r.weight;
-                return Ok(report);
-            }
-            let policy = cx.policies.get(cx.engine, cx.limits, l.record())?;
-            let params = controller::parse_params(&l.record().params).map_err(Error::Usage)?;
-            let route_weight = route_weight?;
-            report.route_weight = route_weight;
-            match l.rollout().reconcile_route(route_weight) {
-                RouteRepair::InSync => {}
-                RouteRepair::Write(w) if !cx.dry_run => {
-                    // Fence: only if the state is still the one this step read (a rollback
-                    // that raced us has saved its phase before touching the route).
-                    let fresh = l.store.load().await?;
-                    if fresh.resource_version != l.stored.resource_version {
-                        // Another step, run or rollback saved in between: the same conflict
-                        // as a refused compare-and-swap write.
-                        return Err(Error::Conflict {
-                            namespace: l.ns().to_string(),
-                            service: l.target.service.clone(),
-                        });
-                    }
-                    let raising = route_weight.is_some_and(|r| r < w);
-                    // Finishing an advance: never onto a canary without ready pods (the
-                    // readiness gate below then rolls back instead).
-                    let canary_ready =
-                        !raising || ClusterWorld::new(l, false).observe().await?.canary_ready > 0;
-                    if canary_ready {
-                        // The write carries the state's fence: refused if a newer state
-                        // (a rollback) has written the route since.
-                        l.target.fence = Some(l.rollout().fence());
-                        l.router.set_weight(&l.sess.client, &l.target, w).await?;
-                        if raising {
-                            // The step's soak starts now, when its traffic really arrives,
-                            // not when the advance was saved.
-                            l.record_mut().rollout.step_started_at = clock::now();
-                            l.store.save(&mut l.stored).await?;
-                        }
-                    } else {
-                        report.warnings.push(format!(
-                            "not raising the route to {w}%: the canary has no ready pod"
-                        ));
-                    }
-                }
-                RouteRepair::Write(_) => {}
-                RouteRepair::Respect => {
-                    report.note = format!(
-                        "the route sends {}% to the canary, less than the rollout's {}%: someone moved traffic toward stable (a rollback, or an edit by hand); not raising it. `kubectl canary rollback {svc}` to end the rollout, or set the route back to continue",
-                        route_weight.unwrap_or(0),
-                        l.rollout().weight,
-                        svc = l.target.service
-                    );
-                    let r = l.rollout();
-                    report.phase = r.phase.to_string();
-                    report.step = r.step;
-                    report.weight = r.weight;
-                    return Ok(report);
-                }
-            }
-            let evaluator = Evaluator {
-                engine: cx.engine,
-                policy: &policy,
-                limits: cx.limits,
-                service: &l.target.service,
-                params: &params,
-            };
-            let samples = policy.reads_latency_samples();
-            let (mut facts, mut warning) =
-                gather(l, &policy.schedule, cx.metrics, &versions, samples).await?;
-            let mut evaluated = evaluator.evaluate(l.rollout(), &facts, clock::now());
-            if evaluated.wanted_latency_samples {
-                // Once per compiled policy: it read the samples through a hook or a function
-                // pointer. That outcome saw none; this one sees them.
-                (facts, warning) = gather(l, &policy.schedule, cx.metrics, &versions, true).await?;
-                evaluated = evaluator.evaluate(l.rollout(), &facts, clock::now());
-            }
-            report.warnings.extend(warning);
-            report.requested = evaluated.step.requested.clone();
-            report.event = evaluated.step.event.clone();
-            report.evaluation = Some(evaluated.evaluation.clone());
-            if cx.dry_run {
-                report.note = match &report.event {
-                    None => "no change".into(),
-                    Some(e) => format!("would apply {}", e.name()),
-                };
-            } else {
-                let controller::Evaluated {
-                    step, evaluation, ..
-                } = evaluated;
-                let observations = evaluation.observations.clone();
-                l.record_mut().rollout.record_evaluation(evaluation);
-                // The evaluation is kept even when its effects fail below.
-                l.store.save(&mut l.stored).await?;
-                if let Some(event) = step.event {
-                    let cause =
-                        Cause::policy(step.decision.reason()).with_observations(observations);
-                    // Boxed: the lifecycle's future is large, and this one is polled inside
-                    // a runner's (stack depth).
-                    report.transitions = Box::pin(lifecycle::apply(
-                        &mut ClusterWorld::new(l, cx.show_progress),
-                        event,
-                        cause,
-                    ))
-                    .await?;
-                }
-            }
-        }
-    }
-    let r = l.rollout();
-    report.phase = r.phase.to_string();
-    report.step = r.step;
-    report.weight = r.weight;
-    Ok(report)
+        warnings: ticked.warnings.into_iter().chain(warnings).collect(),
+        note: ticked.note,
+    })
 }
 
 /// A human's promote/rollback/abort/pause/resume.

@@ -532,9 +532,10 @@ async fn hold(
                 });
                 kept = Some(l);
             }
-            Err(Error::Conflict { .. }) if conflicts < 10 => {
-                // A human (rollback, pause) or a forced step wrote at the same moment:
-                // reload and go on from their state.
+            Err(Error::Conflict { .. } | Error::Superseded { .. }) if conflicts < 10 => {
+                // A human (rollback, pause) or a forced step wrote at the same moment (or
+                // committed before this step's write, which its fence then refused): reload
+                // and go on from their state.
                 conflicts += 1;
                 send(Update::Failed(
                     "another operator changed the rollout at the same time; reloading".into(),

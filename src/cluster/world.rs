@@ -22,6 +22,8 @@ pub struct ClusterWorld<'a> {
     pub show: bool,
     /// The policy's header routes, set up by [`Effect::Prepare`] (start).
     pub headers: Vec<HeaderRoute>,
+    /// What the evaluation's reads warned of (metrics that came back empty).
+    pub warnings: Vec<String>,
 }
 
 impl<'a> ClusterWorld<'a> {
@@ -30,6 +32,7 @@ impl<'a> ClusterWorld<'a> {
             l,
             show,
             headers: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -150,6 +153,11 @@ impl World for ClusterWorld<'_> {
                 .max(0) as u32,
             stable_changed: self.stable_template_changed().await?,
         })
+    }
+
+    async fn route_weight(&mut self) -> Result<Option<u32>> {
+        let l = &*self.l;
+        Ok(l.router.read_weight(&l.sess.client, &l.target).await?)
     }
 
     async fn execute(&mut self, effect: &Effect, fence: Fence) -> Result<()> {

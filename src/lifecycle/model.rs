@@ -1,6 +1,7 @@
 //! Exhaustive crash and race tests of the lifecycle (plans + runner) over a model of the
-//! cluster, FoundationDB-style: every operator runs the real [`super::apply`],
-//! [`super::command`], [`super::converge`] and [`super::start_traffic`] against a
+//! cluster, FoundationDB-style: every operator runs the real [`super::tick`],
+//! [`super::apply`], [`super::command`], [`super::converge`] and [`super::start_traffic`]
+//! against a
 //! [`ModelWorld`] whose every write is a yield point, so a test scheduler can stop an
 //! operator after any effect (a crash) or run another operator in between (a race).
 //!
@@ -223,6 +224,11 @@ impl World for ModelWorld {
         })
     }
 
+    async fn route_weight(&mut self) -> Result<Option<u32>> {
+        let c = self.cluster.lock().unwrap();
+        Ok(c.prepared.then_some(c.weight))
+    }
+
     async fn execute(&mut self, effect: &Effect, fence: Fence) -> Result<()> {
         YieldPoint(false).await;
         let mut c = self.cluster.lock().unwrap();
@@ -311,33 +317,72 @@ enum Op {
     Start,
     Abort,
     Step,
+    /// A step whose policy holds.
+    Hold,
     Rollback,
     Promote,
     Run,
 }
 
-async fn step_once(w: &mut ModelWorld) -> Result<Vec<Transition>> {
-    let r = w.rollout().clone();
-    match r.phase {
-        Phase::RollingBack | Phase::Aborting | Phase::Promoting => converge(w).await,
-        Phase::Progressing => {
-            let obs = w.observe().await?;
-            // What the core decides here: its readiness gate, else the next step or promote.
-            let event = if obs.canary_ready == 0 {
-                Event::BeginRollback
-            } else if r.step + 1 < STEPS.len() {
-                Event::Advance {
-                    step: r.step + 1,
-                    weight: STEPS[r.step + 1],
-                }
-            } else {
-                Event::BeginPromote
-            };
-            apply(w, event, Cause::policy("model")).await
-        }
-        p if p.is_terminal() => sweep(w).await.map(|()| Vec::new()),
-        _ => Ok(Vec::new()),
+/// The policy of the model: the core's readiness gate, else the next step or promote (or a
+/// hold). Its evaluation carries no metrics.
+struct ModelPolicy {
+    hold: bool,
+}
+
+impl Judge<ModelWorld> for ModelPolicy {
+    async fn judge(&mut self, w: &mut ModelWorld) -> Result<Judgement> {
+        use crate::core::decision::{Decision, Evaluation};
+        let r = w.rollout().clone();
+        let obs = w.observe().await?;
+        let reason = "model".to_string();
+        let (decision, event) = if obs.canary_ready == 0 {
+            (Decision::Rollback { reason }, Some(Event::BeginRollback))
+        } else if self.hold {
+            (Decision::Hold { reason }, None)
+        } else if r.step + 1 < STEPS.len() {
+            let (step, weight) = (r.step + 1, STEPS[r.step + 1]);
+            (
+                Decision::Advance {
+                    to_weight: Some(weight),
+                    reason,
+                },
+                Some(Event::Advance { step, weight }),
+            )
+        } else {
+            (Decision::Promote { reason }, Some(Event::BeginPromote))
+        };
+        Ok(Judgement::Evaluated(Box::new(
+            crate::controller::Evaluated {
+                step: crate::core::evaluate::Step {
+                    decision: decision.clone(),
+                    requested: None,
+                    event,
+                },
+                evaluation: Evaluation {
+                    at: w.now(),
+                    step: r.step,
+                    weight: r.weight,
+                    decision,
+                    observations: Default::default(),
+                    queries: Default::default(),
+                    values: Default::default(),
+                    canary_ready: Some(obs.canary_ready),
+                    log: Vec::new(),
+                },
+                wanted_latency_samples: false,
+            },
+        )))
     }
+}
+
+/// One step of any operator: the real [`tick`]; a finished rollout is swept.
+async fn step_once(w: &mut ModelWorld, hold: bool) -> Result<Vec<Transition>> {
+    if w.rollout().phase.is_terminal() {
+        return sweep(w).await.map(|()| Vec::new());
+    }
+    let ticked = tick(w, &mut ModelPolicy { hold }, TickOptions::default()).await?;
+    Ok(ticked.transitions)
 }
 
 async fn operate(op: Op, cluster: Arc<Mutex<Cluster>>) -> Result<()> {
@@ -352,14 +397,15 @@ async fn operate(op: Op, cluster: Arc<Mutex<Cluster>>) -> Result<()> {
         Op::Abort => drop(command(&mut w, Event::Abort, cause, "ns/web").await?),
         Op::Rollback => drop(command(&mut w, Event::BeginRollback, cause, "ns/web").await?),
         Op::Promote => drop(command(&mut w, Event::BeginPromote, cause, "ns/web").await?),
-        Op::Step => drop(step_once(&mut w).await?),
+        Op::Step => drop(step_once(&mut w, false).await?),
+        Op::Hold => drop(step_once(&mut w, true).await?),
         Op::Run => {
             for _ in 0..6 {
                 w.reload().await?;
                 if w.rollout().phase.is_terminal() {
                     break;
                 }
-                step_once(&mut w).await?;
+                step_once(&mut w, false).await?;
             }
         }
     }
@@ -481,10 +527,26 @@ fn all_interleavings(
     preemptions: usize,
     check: impl Fn(&Cluster, &[Result<()>; 2], &str),
 ) -> usize {
+    let start = fresh(a).lock().unwrap().clone();
+    interleavings(&start, a, b, preemptions, check)
+}
+
+/// Every interleaving of `a` and `b` from `start` (no bound on preemptions).
+fn all_interleavings_from(start: &Cluster, a: Op, b: Op, check: impl Fn(&Cluster, &str)) -> usize {
+    interleavings(start, a, b, usize::MAX, |c, _, what| check(c, what))
+}
+
+fn interleavings(
+    start: &Cluster,
+    a: Op,
+    b: Op,
+    preemptions: usize,
+    check: impl Fn(&Cluster, &[Result<()>; 2], &str),
+) -> usize {
     let mut explored = 0;
     let mut stack: Vec<Vec<usize>> = vec![Vec::new()];
     while let Some(prefix) = stack.pop() {
-        let cluster = fresh(a);
+        let cluster = Arc::new(Mutex::new(start.clone()));
         let mut ops: [Option<OpFuture>; 2] = [
             Some(Box::pin(operate(a, cluster.clone()))),
             Some(Box::pin(operate(b, cluster.clone()))),
@@ -609,4 +671,81 @@ fn a_stale_writer_cannot_raise_the_weight_after_a_rollback() {
     assert!(result.is_err(), "the stale step must fail");
     assert_eq!(c.stored.phase, Phase::RolledBack);
     assert!(c.violations.is_empty(), "{:?}", c.violations);
+}
+
+/// A step killed between saving its advance (5% → 50%) and writing the route.
+fn crashed_after_advance() -> Arc<Mutex<Cluster>> {
+    let cluster = fresh(Op::Step);
+    let mut step: OpFuture = Box::pin(operate(Op::Step, cluster.clone()));
+    while cluster.lock().unwrap().stored.weight == STEPS[0] {
+        assert!(
+            poll_once(&mut step).is_none(),
+            "the step ended before its advance"
+        );
+    }
+    drop(step); // kill -9
+    {
+        let c = cluster.lock().unwrap();
+        assert_eq!((c.stored.weight, c.weight), (STEPS[1], STEPS[0]), "{c:?}");
+    }
+    cluster
+}
+
+#[test]
+fn a_crash_between_an_advance_and_its_route_write_is_finished_by_the_next_tick() {
+    // The step saved its advance (5% → 50%) and died before writing the route. The next
+    // operator's tick, whose policy only holds, finishes the write (route repair); without
+    // it, the route would stay at 5% while the state says 50%.
+    let cluster = crashed_after_advance();
+    let (_, held) = run_alone(Op::Hold, &cluster);
+    held.unwrap();
+    let c = cluster.lock().unwrap();
+    assert_eq!(c.weight, STEPS[1], "route not repaired: {c:?}");
+    assert_eq!(c.stored.phase, Phase::Progressing);
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+    assert!(
+        c.stored
+            .evaluations
+            .last()
+            .is_some_and(|e| e.decision.action() == "hold"),
+        "the hold was recorded"
+    );
+}
+
+#[test]
+fn route_repair_races_a_rollback_at_every_boundary() {
+    // A crash left the route behind the state's advance; a holding step (which repairs it)
+    // and a rollback interleave at every effect boundary. The rollback always wins, and no
+    // write raises the canary's share after it.
+    let crashed = crashed_after_advance().lock().unwrap().clone();
+    let explored = all_interleavings_from(&crashed, Op::Hold, Op::Rollback, |c, what| {
+        assert_settled(c, what);
+        assert_eq!(
+            c.stored.phase,
+            Phase::RolledBack,
+            "{what}: {:?}",
+            c.announced
+        );
+    });
+    assert!(explored > 10, "only {explored} schedules");
+}
+
+#[test]
+fn route_repair_never_raises_onto_a_canary_without_ready_pods() {
+    // As above, but the canary's pods went before the next tick: the repair must not send
+    // the committed 50% to it; the evaluation's readiness gate rolls back instead.
+    let cluster = crashed_after_advance();
+    cluster.lock().unwrap().canary_desired = 0;
+    let _ = run_alone(Op::Hold, &cluster);
+    let _ = run_alone(Op::Step, &cluster);
+    let c = cluster.lock().unwrap();
+    // The 5% it already had stays until the rollback (the model flags it after each effect);
+    // what must never happen is a write of more.
+    assert!(
+        !c.violations.iter().any(|v| v.contains("50%")),
+        "{:?}",
+        c.violations
+    );
+    assert_eq!(c.stored.phase, Phase::RolledBack, "{:?}", c.announced);
+    assert!(!c.prepared, "{c:?}");
 }

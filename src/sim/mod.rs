@@ -3,7 +3,7 @@
 
 pub mod scenario;
 
-use crate::controller::{Evaluated, Evaluator};
+use crate::controller::Evaluator;
 use crate::core::decision::Observations;
 use crate::core::facts::{Facts, PodFacts, TrackMetrics, finite};
 use crate::core::plan::{Effect, Observed, Settings};
@@ -371,6 +371,10 @@ impl lifecycle::World for SimWorld<'_> {
         })
     }
 
+    async fn route_weight(&mut self) -> CanaryResult<Option<u32>> {
+        Ok(Some(self.world.route_weight))
+    }
+
     async fn execute(&mut self, effect: &Effect, _fence: Fence) -> CanaryResult<()> {
         match effect {
             Effect::EnsureCanaryCapacity { replicas } if self.world.canary_replicas < *replicas => {
@@ -415,6 +419,26 @@ impl lifecycle::World for SimWorld<'_> {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// The policy over the simulated service: the traffic of the past interval at the route's
+/// weight, then one evaluation.
+struct SimJudge<'a, 'e> {
+    evaluator: &'a Evaluator<'e>,
+    queries: &'a BTreeMap<String, String>,
+    interval: Duration,
+}
+
+impl lifecycle::Judge<SimWorld<'_>> for SimJudge<'_, '_> {
+    async fn judge(&mut self, w: &mut SimWorld<'_>) -> CanaryResult<lifecycle::Judgement> {
+        let now = *w.now;
+        w.world.serve(now, self.interval, w.world.route_weight);
+        let facts = w.world.facts(self.queries);
+        let evaluated = self
+            .evaluator
+            .evaluate(w.rollout, &facts, at_time(w.start, now));
+        Ok(lifecycle::Judgement::Evaluated(Box::new(evaluated)))
     }
 }
 
@@ -491,57 +515,51 @@ pub fn run(evaluator: &Evaluator<'_>, scenario: &Scenario, seed: u64) -> Report 
             now += tick.min(Duration::from_secs(10));
             continue;
         }
-        // Traffic of the past interval at the route's weight, then evaluate.
-        world.serve(now, tick, world.route_weight);
-        let facts = world.facts(&schedule.queries);
-        let clock = at_time(start, now);
-        let Evaluated {
-            step, evaluation, ..
-        } = evaluator.evaluate(&rollout, &facts, clock);
-        let decision = step.decision.clone();
-        let observations = evaluation.observations.clone();
-        rollout.record_evaluation(evaluation);
+        // The same evaluation step as the cluster's (lifecycle::tick).
         let decided = now;
-        let transitions = match step.event {
-            None => Vec::new(),
-            Some(event) => {
-                let cause =
-                    Cause::policy(decision.reason()).with_observations(observations.clone());
-                let mut effects = Vec::new();
-                let ts = life(
-                    &mut world,
-                    &mut rollout,
-                    &mut effects,
-                    &mut now,
-                    event,
-                    cause,
-                );
-                // The decision's row first, then what it caused.
-                rows.push(row(
-                    &rollout,
-                    decided,
-                    decision.action(),
-                    decision.reason(),
-                    observations.clone(),
-                    ts.first().map(|t| t.event),
-                ));
-                rows.extend(effects.into_iter().filter(|r| {
-                    ts.first().is_none_or(|t| r.transition != Some(t.event))
-                        || r.at_secs != decided.as_secs()
-                }));
-                ts
-            }
+        let mut effects = Vec::new();
+        let mut judge = SimJudge {
+            evaluator,
+            queries: &schedule.queries,
+            interval: tick,
         };
-        if transitions.is_empty() {
-            rows.push(row(
-                &rollout,
-                decided,
-                decision.action(),
-                decision.reason(),
-                observations,
-                None,
-            ));
-        }
+        let ticked = {
+            let mut w = SimWorld {
+                world: &mut world,
+                rollout: &mut rollout,
+                rows: &mut effects,
+                start,
+                now: &mut now,
+                settings,
+            };
+            futures::executor::block_on(lifecycle::tick(
+                &mut w,
+                &mut judge,
+                lifecycle::TickOptions::default(),
+            ))
+            .expect("the simulated world runs every effect")
+        };
+        let (step, evaluation) = ticked
+            .decided
+            .expect("a progressing rollout is evaluated at every tick");
+        let decision = step.decision;
+        let observations = evaluation.observations;
+        let transitions = ticked.transitions;
+        // The decision's row first, then what it caused.
+        rows.push(row(
+            &rollout,
+            decided,
+            decision.action(),
+            decision.reason(),
+            observations,
+            transitions.first().map(|t| t.event),
+        ));
+        rows.extend(effects.into_iter().filter(|r| {
+            transitions
+                .first()
+                .is_none_or(|t| r.transition != Some(t.event))
+                || r.at_secs != decided.as_secs()
+        }));
         if transitions.iter().any(|t| t.event == EventKind::Advance) {
             world.stable.reset_step();
             world.canary.reset_step();
