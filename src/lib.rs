@@ -9,12 +9,15 @@
 //! - [`cli`], [`commands`], [`output`], [`app`]: the command-line edge.
 #![forbid(unsafe_code)]
 
+/// The decision core, a crate of its own (`crates/core`) so that it cannot do I/O: it has
+/// no Kubernetes client, async runtime or HTTP client to do it with.
+pub use kubectl_canary_core as core;
+
 pub mod app;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod controller;
-pub mod core;
 pub mod error;
 pub mod lifecycle;
 pub mod metrics;

@@ -2,7 +2,7 @@
 //! [`Evidence`] (what the anytime tests and `ctx.error_bounds` accumulate over the rollout),
 //! stored as a few observations of each evaluation ([`EVIDENCE_KEYS`]).
 
-use crate::core::decision::Observations;
+use crate::decision::Observations;
 
 /// Counters of the current step, as the facts give them (since the step started).
 #[derive(Debug, Clone, Copy, PartialEq)]

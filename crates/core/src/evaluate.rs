@@ -203,7 +203,7 @@ fn event_for(rollout: &Rollout, schedule: &Schedule, decision: &Decision) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::rollout::Cause;
+    use crate::rollout::Cause;
     use std::time::Duration;
 
     fn t(s: i64) -> DateTime<Utc> {
@@ -481,7 +481,7 @@ mod tests {
         let r = progressing(1, &s);
         assert!(r.weight > 0);
         let mut f = facts(Some(1000.0));
-        f.canary_pods = crate::core::facts::PodFacts {
+        f.canary_pods = crate::facts::PodFacts {
             desired: 0,
             ready: 0,
             restarts: 0,
@@ -496,7 +496,7 @@ mod tests {
         assert_eq!(st.event, None);
         // Recorded evaluations remember since when: past the grace, it rolls back.
         let mut r = r;
-        let seen = |at: i64, ready: u32| crate::core::decision::Evaluation {
+        let seen = |at: i64, ready: u32| crate::decision::Evaluation {
             at: t(at),
             step: 1,
             weight: 25,
@@ -532,7 +532,7 @@ mod tests {
             t(10_000 + 40),
         );
         assert!(matches!(st.decision, Decision::Rollback { .. }), "{st:?}");
-        f.canary_pods = crate::core::facts::PodFacts {
+        f.canary_pods = crate::facts::PodFacts {
             desired: 1,
             ready: 1,
             restarts: 4,
@@ -544,7 +544,7 @@ mod tests {
             "{st:?}"
         );
         // Ready pods: the policy decides.
-        f.canary_pods = crate::core::facts::PodFacts {
+        f.canary_pods = crate::facts::PodFacts {
             desired: 1,
             ready: 1,
             restarts: 0,

@@ -296,7 +296,7 @@ pub fn sequential_rank_test(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::stats::testing::{SplitMix64, close};
+    use crate::stats::testing::{SplitMix64, close};
 
     #[test]
     fn mann_whitney_hand_example() {

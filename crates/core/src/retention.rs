@@ -175,8 +175,8 @@ fn drop_unreferenced_texts(r: &mut Kept<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::decision::Decision;
-    use crate::core::rollout::Rollout;
+    use crate::decision::Decision;
+    use crate::rollout::Rollout;
     use chrono::{DateTime, Utc};
     use std::collections::BTreeMap;
 
@@ -364,23 +364,19 @@ mod tests {
     fn history_keeps_the_start_and_the_latest() {
         let mut r = Rollout::new(t0());
         r.apply(
-            crate::core::rollout::Event::CanaryReady { weight: 5 },
+            crate::rollout::Event::CanaryReady { weight: 5 },
             t0(),
-            crate::core::rollout::Cause::new("me", "start"),
+            crate::rollout::Cause::new("me", "start"),
         )
         .unwrap();
         for i in 0..(MAX_TRANSITIONS + 50) {
             let ev = if i % 2 == 0 {
-                crate::core::rollout::Event::Pause
+                crate::rollout::Event::Pause
             } else {
-                crate::core::rollout::Event::Resume
+                crate::rollout::Event::Resume
             };
-            r.apply(
-                ev,
-                t0(),
-                crate::core::rollout::Cause::new("me", format!("{i}")),
-            )
-            .unwrap();
+            r.apply(ev, t0(), crate::rollout::Cause::new("me", format!("{i}")))
+                .unwrap();
         }
         assert_eq!(r.history.len(), MAX_TRANSITIONS);
         assert_eq!(r.history[0].reason, "start");

@@ -785,7 +785,7 @@ mod tests {
 
     #[test]
     fn state_stays_small_over_a_long_rollout() {
-        use crate::core::decision::{Decision, Evaluation};
+        use crate::decision::{Decision, Evaluation};
         use std::collections::BTreeMap;
         let t = |i: i64| t0() + chrono::Duration::seconds(i);
         let mut r = Rollout::new(t(0));
@@ -849,7 +849,7 @@ mod tests {
                 at: t0(),
                 step: i,
                 weight: 5,
-                decision: crate::core::decision::Decision::hold("x"),
+                decision: crate::decision::Decision::hold("x"),
                 observations: Default::default(),
                 queries: Default::default(),
                 values: Default::default(),

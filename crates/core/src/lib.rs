@@ -1,6 +1,7 @@
 //! The decision core: rollout state machine, decisions, schedule, statistics and the
 //! evaluation step. No I/O here: adapters fill [`facts::Facts`] and persist
 //! [`rollout::Rollout`].
+#![forbid(unsafe_code)]
 
 pub mod attendance;
 pub mod decision;

@@ -190,7 +190,7 @@ fn quantile_sorted(v: &[f64], q: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::stats::testing::close;
+    use crate::stats::testing::close;
 
     // ---- normal distribution --------------------------------------------------
 

@@ -241,7 +241,7 @@ impl ErrorShareTest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::stats::testing::{SplitMix64, close};
+    use crate::stats::testing::{SplitMix64, close};
 
     #[test]
     fn error_share_defaults() {

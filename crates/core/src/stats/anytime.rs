@@ -392,7 +392,7 @@ fn bet_on_baseline(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::stats::testing::{SplitMix64, close};
+    use crate::stats::testing::{SplitMix64, close};
 
     fn poisson_ish(rng: &mut SplitMix64, n: u64, p: f64) -> f64 {
         rng.binomial(n, p) as f64

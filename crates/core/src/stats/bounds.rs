@@ -199,8 +199,8 @@ pub fn error_bounds(alpha: f64, steps: usize, look: u64, views: &RateViews) -> E
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::stats::distributions::wilson_upper;
-    use crate::core::stats::testing::{SplitMix64, close};
+    use crate::stats::distributions::wilson_upper;
+    use crate::stats::testing::{SplitMix64, close};
 
     #[test]
     fn rate_bounds_bracket_the_estimate_and_shrink() {
