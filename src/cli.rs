@@ -145,7 +145,7 @@ pub enum Command {
     /// label or value Prometheus does not have, what it has instead, and the fix.
     #[command(
         name = "check-metrics",
-        after_help = "Examples:\n  kubectl canary check-metrics checkout -n shop --prometheus-url http://prometheus.monitoring:9090\n  kubectl canary check-metrics checkout --metrics generic -o json"
+        after_help = "Examples:\n  kubectl canary check-metrics checkout -n shop --prometheus-url http://prometheus.monitoring:9090\n  kubectl canary check-metrics checkout --metrics generic --prometheus-url http://localhost:9090 -o json"
     )]
     CheckMetrics(CheckMetricsArgs),
     /// Run a policy against a simulated service on a virtual clock (no cluster needed).
