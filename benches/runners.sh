@@ -90,7 +90,7 @@ bench_status() {
       {apiVersion: "v1", kind: "List", items: [ .[] as $i | ("svc-" + $i) as $svc |
         {apiVersion: "v1", kind: "ConfigMap",
          metadata: {name: ($svc + "-canary-rollout"), namespace: $ns,
-                    labels: ($cm[0].metadata.labels + {"kubectl-canary/service": $svc})},
+                    labels: ($cm[0].metadata.labels + {"kubectl-canary.io/service": $svc})},
          data: {"state.json": ($cm[0].data["state.json"] | fromjson
                   | .current.namespace = $ns | .current.service = $svc | tojson)}} ]}' \
       | "${K[@]}" create -f - >/dev/null

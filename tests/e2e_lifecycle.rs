@@ -343,3 +343,100 @@ async fn stale_writer_cannot_undo_a_rollback() {
     assert_eq!(status_json(&ns.name, svc).await["phase"], "RolledBack");
     assert_no_leftovers(&ns.name, svc, p).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_started_under_the_old_label_names_carries_on() {
+    // Our labels and annotations were `kubectl-canary/…` before they took the
+    // `kubectl-canary.io/` prefix. A rollout in flight across the upgrade carries the old
+    // names on its state ConfigMap and its canary Deployment; it is listed, stepped and
+    // promoted as any other, and its state is saved under the new names.
+    let svc = "web";
+    let p = Provider::Istio;
+    let (ns, _traffic) = setup("e2e-prefix", svc, p, 50.0).await;
+    let out = start(&ns.name, svc, p, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "start");
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(ns.client.clone(), &ns.name);
+    let cm_name = format!("{svc}-canary-rollout");
+    let old = |name: &str| name.replacen("kubectl-canary.io/", "kubectl-canary/", 1);
+    // As an earlier version wrote them.
+    let labels = cms.get(&cm_name).await.unwrap().metadata.labels.unwrap();
+    let mut relabel = serde_json::Map::new();
+    for (k, v) in &labels {
+        if k.starts_with("kubectl-canary.io/") {
+            relabel.insert(k.clone(), serde_json::Value::Null);
+            relabel.insert(old(k), json!(v));
+        }
+    }
+    assert!(relabel.len() >= 4, "service and phase labels: {labels:?}");
+    cms.patch(
+        &cm_name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": relabel}})),
+    )
+    .await
+    .unwrap();
+    let deps: Api<Deployment> = Api::namespaced(ns.client.clone(), &ns.name);
+    let canary_name = format!("{svc}-canary");
+    let annotations = deps
+        .get(&canary_name)
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap();
+    let mut reannotate = serde_json::Map::new();
+    for (k, v) in &annotations {
+        if k.starts_with("kubectl-canary.io/") {
+            reannotate.insert(k.clone(), serde_json::Value::Null);
+            reannotate.insert(old(k), json!(v));
+        }
+    }
+    assert!(!reannotate.is_empty(), "{annotations:?}");
+    deps.patch(
+        &canary_name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": reannotate}})),
+    )
+    .await
+    .unwrap();
+
+    // Listed, then promoted.
+    let out = kc(&ns.name, &["status", "-o", "json"])
+        .output()
+        .await
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && listed.contains(&ns.name) && listed.contains("Progressing"),
+        "{listed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kc(&ns.name, &["promote", svc]).output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "promote: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stable = deps.get(svc).await.unwrap();
+    assert_eq!(image_of(&stable), NEW_IMAGE);
+    let pod_labels = stable
+        .spec
+        .template
+        .metadata
+        .and_then(|m| m.labels)
+        .unwrap_or_default();
+    assert!(
+        !pod_labels
+            .keys()
+            .any(|k| k == "track" || k.starts_with("kubectl-canary")),
+        "stable's pods carry none of our labels: {pod_labels:?}"
+    );
+    let labels = cms.get(&cm_name).await.unwrap().metadata.labels.unwrap();
+    assert!(
+        labels.contains_key("kubectl-canary.io/service")
+            && !labels.keys().any(|k| k.starts_with("kubectl-canary/")),
+        "saved under the new names only: {labels:?}"
+    );
+}

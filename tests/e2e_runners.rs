@@ -414,13 +414,13 @@ async fn run_all_across_namespaces() {
         .metadata
         .labels
         .unwrap_or_default()
-        .remove("kubectl-canary/phase");
+        .remove("kubectl-canary.io/phase");
     assert_eq!(phase.as_deref(), Some("Progressing"));
     cms.patch(
         "web-0-canary-rollout",
         &kube::api::PatchParams::default(),
         &kube::api::Patch::Merge(serde_json::json!(
-            {"metadata": {"labels": {"kubectl-canary/phase": null}}}
+            {"metadata": {"labels": {"kubectl-canary.io/phase": null}}}
         )),
     )
     .await

@@ -246,7 +246,7 @@ impl RolloutLease {
 }
 
 /// Label of the presence Leases of `run --all` runners.
-pub const RUNNER_LABEL: &str = "kubectl-canary/runner";
+pub const RUNNER_LABEL: &str = "kubectl-canary.io/runner";
 
 /// A `run --all` runner's presence: a Lease of its own in its namespace, so runners that
 /// share a scope can count each other (even one that holds no rollout yet) and spread the
@@ -302,12 +302,21 @@ impl Presence {
                 self.api.create(&pp, &l).await?;
             }
         }
-        let lp = ListParams::default().labels(&format!("{RUNNER_LABEL}=true"));
+        // By owner, then by either name of the runner label (runners of an earlier version
+        // carry the old one).
+        let lp = ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
         Ok(self
             .api
             .list(&lp)
             .await?
             .iter()
+            .filter(|l| {
+                l.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|m| super::state::ours(m, RUNNER_LABEL))
+                    .is_some_and(|v| v == "true")
+            })
             .filter(|l| facts_of(l).live_holder(now).is_some())
             .count()
             .max(1))
@@ -343,7 +352,7 @@ pub async fn list(
             .metadata
             .labels
             .as_ref()
-            .and_then(|m| m.get(SERVICE_LABEL))
+            .and_then(|m| super::state::ours(m, SERVICE_LABEL))
             .cloned();
         if let (Some(ns), Some(svc)) = (l.metadata.namespace.clone(), service) {
             out.insert((ns, svc), facts_of(&l));

@@ -12,10 +12,24 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kubectl-canary");
-pub const SERVICE_LABEL: &str = "kubectl-canary/service";
+pub const SERVICE_LABEL: &str = "kubectl-canary.io/service";
 /// The phase of the rollout in progress (absent when none is): `run --all` finds the active
 /// rollouts from metadata alone instead of listing every state document.
-pub const PHASE_LABEL: &str = "kubectl-canary/phase";
+pub const PHASE_LABEL: &str = "kubectl-canary.io/phase";
+
+/// Our labels and annotations were named `kubectl-canary/…` before they all took the
+/// `kubectl-canary.io/` prefix of the others. Objects written by an earlier version (a
+/// rollout in flight across the upgrade, a runner's Lease) still carry the old names: they
+/// are read under either, and written under the new one (a state ConfigMap is rewritten
+/// whole at its next save, which drops the old labels).
+pub fn legacy(name: &str) -> String {
+    name.replacen("kubectl-canary.io/", "kubectl-canary/", 1)
+}
+
+/// The value of our label or annotation `name` in `map`, under its name or its old one.
+pub fn ours<'a>(map: &'a BTreeMap<String, String>, name: &str) -> Option<&'a String> {
+    map.get(name).or_else(|| map.get(&legacy(name)))
+}
 const DATA_KEY: &str = "state.json";
 /// Finished rollouts kept per service.
 pub const MAX_PREVIOUS: usize = 10;
@@ -267,12 +281,10 @@ pub fn state_selector() -> String {
 pub fn listed_of(meta: &ObjectMeta) -> Option<Listed> {
     let labels = meta.labels.as_ref()?;
     let name = meta.name.as_deref()?;
-    let service = labels
-        .get(SERVICE_LABEL)
+    let service = ours(labels, SERVICE_LABEL)
         .cloned()
         .or_else(|| name.strip_suffix(&configmap_name("")).map(str::to_string))?;
-    let phase = labels
-        .get(PHASE_LABEL)
+    let phase = ours(labels, PHASE_LABEL)
         .and_then(|p| crate::core::rollout::Phase::from_name(p))
         .map_or(ListedPhase::Unlabelled, ListedPhase::Current);
     Some(Listed {
@@ -345,6 +357,62 @@ mod tests {
 
     fn t(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn state_written_under_the_old_label_names_is_listed_as_under_the_new() {
+        let meta = |labels: &[(&str, &str)]| ObjectMeta {
+            name: Some("web-canary-rollout".into()),
+            namespace: Some("shop".into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let new = listed_of(&meta(&[
+            (SERVICE_LABEL, "web"),
+            (PHASE_LABEL, "Progressing"),
+        ]))
+        .unwrap();
+        let old = listed_of(&meta(&[
+            ("kubectl-canary/service", "web"),
+            ("kubectl-canary/phase", "Progressing"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            new.phase,
+            ListedPhase::Current(crate::core::rollout::Phase::Progressing)
+        );
+        assert_eq!(old, new);
+        // The new name wins where both are (a save that raced an older writer).
+        let both = BTreeMap::from([
+            ("kubectl-canary/phase".to_string(), "Paused".to_string()),
+            (PHASE_LABEL.to_string(), "Progressing".to_string()),
+        ]);
+        assert_eq!(
+            ours(&both, PHASE_LABEL).map(String::as_str),
+            Some("Progressing")
+        );
+        assert_eq!(legacy(SERVICE_LABEL), "kubectl-canary/service");
+    }
+
+    #[tokio::test]
+    async fn a_save_writes_only_the_new_label_names() {
+        // A client that is never called: `object` builds the ConfigMap a save replaces
+        // whole, so the old names an earlier version wrote are gone after it.
+        let client =
+            Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let store = Store::new(&client, "shop", "web");
+        let cm = store.object(&StateDoc::default(), None).unwrap();
+        let labels = cm.metadata.labels.unwrap();
+        assert_eq!(labels.get(SERVICE_LABEL).map(String::as_str), Some("web"));
+        assert!(
+            !labels.keys().any(|k| k.starts_with("kubectl-canary/")),
+            "{labels:?}"
+        );
     }
 
     /// A rollout of `evaluations` evaluations at 30 s with Prometheus-backed observations,

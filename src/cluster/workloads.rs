@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 pub const TRACK_LABEL: &str = "track";
-pub const VERSION_LABEL: &str = "kubectl-canary/version";
-pub const ROLLOUT_ANNOTATION: &str = "kubectl-canary/rollout";
+pub const VERSION_LABEL: &str = "kubectl-canary.io/version";
+pub const ROLLOUT_ANNOTATION: &str = "kubectl-canary.io/rollout";
 const MANAGER: &str = "kubectl-canary";
 
 pub fn deployments(client: &Client, ns: &str) -> Api<Deployment> {
@@ -184,7 +184,7 @@ pub fn version_label(images: &BTreeMap<String, String>) -> String {
 
 /// Annotation on the canary Deployment: the pod labels we set on its template and the value
 /// each had before (null: absent), so promote gives stable the template without them.
-pub const REPLACED_LABELS_ANNOTATION: &str = "kubectl-canary/replaced-labels";
+pub const REPLACED_LABELS_ANNOTATION: &str = "kubectl-canary.io/replaced-labels";
 
 /// The pod template of the Deployment named `stable_name` in the manifest file `path`
 /// (several YAML documents, e.g. `helm template` output; a List works too). Errors name the
@@ -708,7 +708,7 @@ pub async fn promote_stable(
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(REPLACED_LABELS_ANNOTATION))
+        .and_then(|a| super::state::ours(a, REPLACED_LABELS_ANNOTATION))
         .and_then(|j| serde_json::from_str(j).ok());
     let what = "promoting; re-run `kubectl canary promote`";
     modify_stable(client, ns, stable_name, fence, what, |stable| {
