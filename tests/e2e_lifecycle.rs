@@ -358,16 +358,23 @@ async fn a_rollout_started_under_the_old_label_names_carries_on() {
     let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
         Api::namespaced(ns.client.clone(), &ns.name);
     let cm_name = format!("{svc}-canary-rollout");
-    let old = |name: &str| name.replacen("kubectl-canary.io/", "kubectl-canary/", 1);
-    // As an earlier version wrote them.
-    let labels = cms.get(&cm_name).await.unwrap().metadata.labels.unwrap();
-    let mut relabel = serde_json::Map::new();
-    for (k, v) in &labels {
-        if k.starts_with("kubectl-canary.io/") {
-            relabel.insert(k.clone(), serde_json::Value::Null);
-            relabel.insert(old(k), json!(v));
+    // A merge patch that renames our keys as an earlier version wrote them.
+    let to_old_names = |map: &std::collections::BTreeMap<String, String>| {
+        let mut patch = serde_json::Map::new();
+        for (k, v) in map
+            .iter()
+            .filter(|(k, _)| k.starts_with("kubectl-canary.io/"))
+        {
+            patch.insert(k.clone(), serde_json::Value::Null);
+            patch.insert(
+                k.replacen("kubectl-canary.io/", "kubectl-canary/", 1),
+                json!(v),
+            );
         }
-    }
+        patch
+    };
+    let labels = cms.get(&cm_name).await.unwrap().metadata.labels.unwrap();
+    let relabel = to_old_names(&labels);
     assert!(relabel.len() >= 4, "service and phase labels: {labels:?}");
     cms.patch(
         &cm_name,
@@ -385,13 +392,7 @@ async fn a_rollout_started_under_the_old_label_names_carries_on() {
         .metadata
         .annotations
         .unwrap();
-    let mut reannotate = serde_json::Map::new();
-    for (k, v) in &annotations {
-        if k.starts_with("kubectl-canary.io/") {
-            reannotate.insert(k.clone(), serde_json::Value::Null);
-            reannotate.insert(old(k), json!(v));
-        }
-    }
+    let reannotate = to_old_names(&annotations);
     assert!(!reannotate.is_empty(), "{annotations:?}");
     deps.patch(
         &canary_name,
