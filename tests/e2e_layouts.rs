@@ -771,8 +771,8 @@ spec:
 }
 
 /// `start --dry-run` shows every object it would create or change as a diff, and changes
-/// nothing: on ingress-nginx that is the canary Deployment, Service and Ingress, and the pin
-/// on the user's Service.
+/// nothing: on ingress-nginx that is the canary Deployment, Service and Ingress, the pin on
+/// the user's Service, and the state ConfigMap the start's plan commits (Progressing at 5%).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_shows_the_diff_and_changes_nothing() {
     let p = Provider::Nginx;
@@ -790,6 +790,8 @@ async fn dry_run_shows_the_diff_and_changes_nothing() {
         "/web (change)",
         "+    pod-template-hash:",
         "nginx.ingress.kubernetes.io/canary-weight: '5'",
+        "/web-canary-rollout (create)",
+        "kubectl-canary.io/phase: Progressing",
     ] {
         assert!(text.contains(needle), "{needle:?} missing in:\n{text}");
     }
@@ -801,12 +803,18 @@ async fn dry_run_shows_the_diff_and_changes_nothing() {
         .iter()
         .map(|c| c["object"].as_str().unwrap())
         .collect();
-    assert_eq!(objects.len(), 4, "{objects:?}");
+    assert_eq!(objects.len(), 5, "{objects:?}");
+    assert!(plan["error"].is_null(), "{plan}");
     // Nothing was written.
     assert_eq!(user_view(&kubectl_json(n, "service/web")), svc_before);
     assert!(deployment(&ns.client, n, "web-canary").await.is_none());
     let ing = kubectl_json(n, "ingresses");
     assert_eq!(ing["items"].as_array().unwrap().len(), 1, "{ing}");
+    let cms = kubectl_json(n, "configmaps");
+    assert!(
+        !cms.to_string().contains("web-canary-rollout"),
+        "no state ConfigMap: {cms}"
+    );
 }
 
 /// Linkerd's preferred layout (GAMMA): an HTTPRoute attached to Service `web` by its

@@ -24,6 +24,10 @@ pub struct ClusterWorld<'a> {
     pub headers: Vec<HeaderRoute>,
     /// What the evaluation's reads warned of (metrics that came back empty).
     pub warnings: Vec<String>,
+    /// For `start --dry-run` only: its canary's pods never exist, so [`World::observe`]
+    /// reports the canary's desired replicas as ready (what a real start waits for before
+    /// routing). Never set on a world that writes to the cluster.
+    pub assume_canary_ready: bool,
 }
 
 impl<'a> ClusterWorld<'a> {
@@ -33,11 +37,18 @@ impl<'a> ClusterWorld<'a> {
             show,
             headers: Vec::new(),
             warnings: Vec::new(),
+            assume_canary_ready: false,
         }
     }
 
     pub fn with_headers(mut self, headers: Vec<HeaderRoute>) -> Self {
         self.headers = headers;
+        self
+    }
+
+    /// See [`ClusterWorld::assume_canary_ready`]: for a dry run's copy-on-write view only.
+    pub fn assuming_canary_ready(mut self, assume: bool) -> Self {
+        self.assume_canary_ready = assume;
         self
     }
 
@@ -142,10 +153,15 @@ impl World for ClusterWorld<'_> {
             Some(c) => Some(workloads::deployment_pod_facts(&l.sess.client, l.ns(), c).await?),
             None => None,
         };
+        let canary_desired = canary_facts.as_ref().map(|f| f.desired).unwrap_or(0);
         Ok(Observed {
             canary_exists: canary.is_some(),
-            canary_desired: canary_facts.as_ref().map(|f| f.desired).unwrap_or(0),
-            canary_ready: canary_facts.as_ref().map(|f| f.ready).unwrap_or(0),
+            canary_desired,
+            canary_ready: match &canary_facts {
+                Some(_) if self.assume_canary_ready => canary_desired,
+                Some(f) => f.ready,
+                None => 0,
+            },
             stable_replicas: stable
                 .as_ref()
                 .and_then(|d| d.spec.replicas)

@@ -2,14 +2,16 @@
 //! wait until ready, traffic split at the policy's first weight, state recorded.
 
 use crate::cli::{GlobalArgs, StartArgs};
+use crate::cluster::client::Session;
 use crate::cluster::clock;
 use crate::cluster::driver::{self, apply_overrides};
-use crate::cluster::state::{PolicyRef, RolloutRecord, Store};
+use crate::cluster::state::{PolicyRef, RolloutRecord, Store, Stored};
 use crate::cluster::world::ClusterWorld;
 use crate::cluster::{self, notify, workloads};
 use crate::controller::parse_params;
 use crate::core::plan::Settings;
 use crate::core::rollout::{Cause, Event, Phase, Rollout};
+use crate::core::schedule::HeaderRoute;
 use crate::error::{Error, Exit, Result};
 use crate::lifecycle;
 use crate::output;
@@ -219,26 +221,62 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
         eprintln!("note: {note}");
     }
 
+    // The record a new rollout starts from, built once: the dry run saves the same one.
+    let record = (!resuming).then(|| RolloutRecord {
+        namespace: ns.clone(),
+        service: service.clone(),
+        stable: (stable_name != service).then(|| stable_name.clone()),
+        canary: (canary_name != format!("{service}-canary")).then(|| canary_name.clone()),
+        mesh: mesh_flavour,
+        images: images.clone(),
+        previous_images: workloads::container_images(&stable),
+        provider: router.name().to_string(),
+        route: target.route.clone(),
+        policy: PolicyRef {
+            name: args.policy.policy.clone(),
+            path: policy.path.clone(),
+            sha256: policy.sha256.clone(),
+            source,
+        },
+        params: args.policy.params.clone(),
+        schedule_overrides: args.schedule_overrides.clone(),
+        canary_replicas: replicas,
+        started_by: sess.actor.clone(),
+        delete_on_rollback: false,
+        previous_template: serde_json::to_value(&stable.spec.template).ok(),
+        scale_down_delay: Some(schedule.scale_down_delay),
+        max_canary_replicas: schedule.max_canary_replicas,
+        notify: sinks.clone(),
+        rollout: Rollout::new(clock::now()),
+    });
+
     if args.dry_run {
-        // The real steps against a copy-on-write view of the cluster: what they would write
-        // is shown as a diff of every object created or changed.
+        // The real start's steps and plan against a copy-on-write view of the cluster: what
+        // they would write is shown as a diff of every object created or changed.
         let (dry, writes) = crate::cluster::dryrun::client(client.clone());
-        let (headers, _) = router.header_routes(&schedule.header_routes);
-        let mut planned_target = target.clone();
+        let dry_sess = Session {
+            client: dry.clone(),
+            watched: None,
+            ..sess.clone()
+        };
         let planned = async {
-            let canary =
-                create_or_reimage_canary(&dry, &ns, &target, &canary, &images, start_replicas)
-                    .await?;
-            planned_target.pods =
-                Some(workloads::version_selectors(&dry, &ns, &stable, &canary).await?);
-            router.prepare(&dry, &planned_target, headers).await?;
-            router
-                .set_weight(&dry, &planned_target, schedule.steps[0])
-                .await?;
-            Ok::<_, Error>(())
+            if let Some(record) = record {
+                let dry_store = Store::new(&dry, &ns, &service);
+                save_new(&dry_store, &mut dry_store.load().await?, record).await?;
+            }
+            create_or_reimage_canary(&dry, &ns, &target, &canary, &images, start_replicas).await?;
+            let mut l = driver::load(&dry_sess, &service).await?;
+            let headers = l.router.header_routes(&schedule.header_routes).0.to_vec();
+            let first = schedule.steps[0];
+            route_first_weight(&mut l, headers, &sess.actor, start_replicas, first, true).await
         }
         .await;
-        let changes = writes.changes(&client).await;
+        // The Event announcing the transition is left out: it changes no object (and has no
+        // name until the API server generates one).
+        let changes: Vec<_> = (writes.changes(&client).await.into_iter())
+            .filter(|c| !c.object.starts_with("Event "))
+            .collect();
+        let (headers, _) = router.header_routes(&schedule.header_routes);
         let plan = serde_json::json!({
             "namespace": ns, "service": service, "stable": stable_name, "provider": router.name(), "route": target.route,
             "canary_deployment": target.canary_deployment, "replicas": replicas, "images": images,
@@ -272,39 +310,9 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
         return Ok(Exit::Ok);
     }
 
-    if !resuming {
-        let now = clock::now();
-        let record = RolloutRecord {
-            namespace: ns.clone(),
-            service: service.clone(),
-            stable: (stable_name != service).then(|| stable_name.clone()),
-            canary: (canary_name != format!("{service}-canary")).then(|| canary_name.clone()),
-            mesh: mesh_flavour,
-            images: images.clone(),
-            previous_images: workloads::container_images(&stable),
-            provider: router.name().to_string(),
-            route: target.route.clone(),
-            policy: PolicyRef {
-                name: args.policy.policy.clone(),
-                path: policy.path.clone(),
-                sha256: policy.sha256.clone(),
-                source,
-            },
-            params: args.policy.params.clone(),
-            schedule_overrides: args.schedule_overrides.clone(),
-            canary_replicas: replicas,
-            started_by: sess.actor.clone(),
-            delete_on_rollback: false,
-            previous_template: serde_json::to_value(&stable.spec.template).ok(),
-            scale_down_delay: Some(schedule.scale_down_delay),
-            max_canary_replicas: schedule.max_canary_replicas,
-            notify: sinks.clone(),
-            rollout: Rollout::new(now),
-        };
-        stored.doc.archive_current();
-        stored.doc.current = Some(record);
+    if let Some(record) = record {
         // CAS: two concurrent starts cannot both win.
-        store.save(&mut stored).await?;
+        save_new(&store, &mut stored, record).await?;
     }
 
     create_or_reimage_canary(&client, &ns, &target, &canary, &images, start_replicas).await?;
@@ -350,14 +358,9 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
                 eprintln!("note: {note}");
             }
             let headers = headers.to_vec();
-            // Prepare, the first weight and its commit, as the core plans them (the write
-            // is fenced: an abort that won meanwhile is never undone).
-            let cause = Cause::new(
-                sess.actor.clone(),
-                format!("canary ready ({start_replicas}/{start_replicas}); {first}% of traffic"),
-            );
-            let mut world = ClusterWorld::new(&mut l, false).with_headers(headers);
-            if let Err(e) = lifecycle::start_traffic(&mut world, first, cause).await {
+            let routed =
+                route_first_weight(&mut l, headers, &sess.actor, start_replicas, first, false);
+            if let Err(e) = routed.await {
                 return Err(Error::Cluster(format!(
                     "{e}\nno traffic stays on the canary (the rollout is {})",
                     l.rollout().phase
@@ -384,6 +387,35 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
             Ok(Exit::Ok)
         }
     }
+}
+
+/// Archives the previous rollout and saves `record` as the current one, compare-and-swap
+/// over `stored`.
+async fn save_new(store: &Store, stored: &mut Stored, record: RolloutRecord) -> Result<()> {
+    stored.doc.archive_current();
+    stored.doc.current = Some(record);
+    store.save(stored).await
+}
+
+/// Prepare, the first weight and its commit, as the core plans them (the write is fenced: an
+/// abort that won meanwhile is never undone). `dry_run`: the copy-on-write view, whose canary
+/// has no pods, counts it as ready.
+async fn route_first_weight(
+    l: &mut driver::Loaded,
+    headers: Vec<HeaderRoute>,
+    actor: &str,
+    start_replicas: u32,
+    first: u32,
+    dry_run: bool,
+) -> Result<()> {
+    let cause = Cause::new(
+        actor.to_string(),
+        format!("canary ready ({start_replicas}/{start_replicas}); {first}% of traffic"),
+    );
+    let mut world = ClusterWorld::new(l, false)
+        .with_headers(headers)
+        .assuming_canary_ready(dry_run);
+    lifecycle::start_traffic(&mut world, first, cause).await
 }
 
 /// Creates (or converges) our canary; a canary Deployment the user keeps (seed 002) is
