@@ -5,6 +5,8 @@
 #[path = "../support/mod.rs"]
 pub mod support;
 
+pub mod layouts;
+
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
 use kube::api::Api;
