@@ -296,8 +296,10 @@ impl<M: MetricsSource + Sync> lifecycle::Judge<ClusterWorld<'_>> for ClusterJudg
             (facts, warning) = gather(l, &policy.schedule, cx.metrics, &versions, true).await?;
             evaluated = evaluator.evaluate(l.rollout(), &facts, clock::now());
         }
-        w.warnings.extend(warning);
-        Ok(lifecycle::Judgement::Evaluated(Box::new(evaluated)))
+        Ok(lifecycle::Judgement::Evaluated {
+            evaluated: Box::new(evaluated),
+            warnings: warning.into_iter().collect(),
+        })
     }
 }
 
@@ -316,7 +318,6 @@ pub async fn step<M: MetricsSource + Sync>(
     // Boxed: the lifecycle's future is large, and this one is polled inside a runner's
     // (stack depth).
     let ticked = Box::pin(lifecycle::tick(&mut world, &mut ClusterJudge { cx }, opts)).await;
-    let warnings = std::mem::take(&mut world.warnings);
     let ticked = ticked?;
     let r = l.rollout();
     let (requested, event, evaluation) = match ticked.decided {
@@ -335,7 +336,7 @@ pub async fn step<M: MetricsSource + Sync>(
         event,
         transitions: ticked.transitions,
         dry_run: cx.dry_run,
-        warnings: ticked.warnings.into_iter().chain(warnings).collect(),
+        warnings: ticked.warnings,
         note: ticked.note,
     })
 }

@@ -126,11 +126,17 @@ pub fn of(namespace: Marks, template: Marks, pod: Option<Marks>) -> Option<Mesh>
 }
 
 /// [`of`] for the stable Deployment: its namespace, its pod template, and one of its pods.
+/// None without a read when `router`'s metrics do not depend on the mesh (every route kind
+/// but the Gateway API's names its data plane).
 pub async fn detect(
+    router: &crate::providers::Router,
     client: &kube::Client,
     ns: &str,
     stable: &k8s_openapi::api::apps::v1::Deployment,
 ) -> crate::error::Result<Option<Mesh>> {
+    if !router.metrics_follow_mesh() {
+        return Ok(None);
+    }
     use k8s_openapi::api::core::v1::{Namespace, Pod};
     use kube::api::{Api, ListParams};
     let namespace = Api::<Namespace>::all(client.clone()).get_opt(ns).await?;

@@ -22,8 +22,6 @@ pub struct ClusterWorld<'a> {
     pub show: bool,
     /// The policy's header routes, set up by [`Effect::Prepare`] (start).
     pub headers: Vec<HeaderRoute>,
-    /// What the evaluation's reads warned of (metrics that came back empty).
-    pub warnings: Vec<String>,
     /// For `start --dry-run` only: its canary's pods never exist, so [`World::observe`]
     /// reports the canary's desired replicas as ready (what a real start waits for before
     /// routing). Never set on a world that writes to the cluster.
@@ -36,7 +34,6 @@ impl<'a> ClusterWorld<'a> {
             l,
             show,
             headers: Vec::new(),
-            warnings: Vec::new(),
             assume_canary_ready: false,
         }
     }

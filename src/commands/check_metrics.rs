@@ -66,11 +66,7 @@ async fn subject(
                         if let Some(name) = &stable.metadata.name {
                             target.stable_deployment = name.clone();
                         }
-                        if router.metrics_follow_mesh() {
-                            mesh::detect(&sess.client, &sess.namespace, &stable).await?
-                        } else {
-                            None
-                        }
+                        mesh::detect(&router, &sess.client, &sess.namespace, &stable).await?
                     }
                     Err(_) => None,
                 };

@@ -199,11 +199,7 @@ pub async fn run(g: &GlobalArgs, args: &StartArgs) -> Result<Exit> {
 
     // A route that says nothing of a mesh (Gateway API) reads the mesh's metrics when the
     // pods are in one; the schedule's `metrics` still overrides.
-    let mesh = if router.metrics_follow_mesh() {
-        cluster::mesh::detect(&client, &ns, &stable).await?
-    } else {
-        None
-    };
+    let mesh = cluster::mesh::detect(&router, &client, &ns, &stable).await?;
     let mesh_flavour = mesh.as_ref().map(|m| m.flavour);
     if let Some(m) = &mesh
         && schedule.metrics.is_none()

@@ -352,8 +352,9 @@ impl Judge<ModelWorld> for ModelPolicy {
         } else {
             (Decision::Promote { reason }, Some(Event::BeginPromote))
         };
-        Ok(Judgement::Evaluated(Box::new(
-            crate::controller::Evaluated {
+        Ok(Judgement::Evaluated {
+            warnings: Vec::new(),
+            evaluated: Box::new(crate::controller::Evaluated {
                 step: crate::core::evaluate::Step {
                     decision: decision.clone(),
                     requested: None,
@@ -371,8 +372,8 @@ impl Judge<ModelWorld> for ModelPolicy {
                     log: Vec::new(),
                 },
                 wanted_latency_samples: false,
-            },
-        )))
+            }),
+        })
     }
 }
 

@@ -15,8 +15,12 @@ use std::future::Future;
 /// What the policy makes of the world now (the facts are the executor's: Prometheus and the
 /// pods in the cluster, the simulated traffic, a scripted decision in the model).
 pub enum Judgement {
-    /// The policy's evaluation, not yet recorded or applied.
-    Evaluated(Box<Evaluated>),
+    /// The policy's evaluation, not yet recorded or applied, and what the reads behind it
+    /// warned of (metrics that came back empty).
+    Evaluated {
+        evaluated: Box<Evaluated>,
+        warnings: Vec<String>,
+    },
     /// The rollout cannot go on, outside the policy (the stable Deployment was deleted):
     /// it fails, and the route is left as it is.
     Fail(String),
@@ -142,7 +146,13 @@ pub async fn tick<W: World, J: Judge<W>>(
     }
 
     let evaluated = match judge.judge(w).await? {
-        Judgement::Evaluated(e) => *e,
+        Judgement::Evaluated {
+            evaluated,
+            warnings,
+        } => {
+            out.warnings.extend(warnings);
+            *evaluated
+        }
         Judgement::Fail(reason) => {
             out.note = reason.clone();
             if !opts.dry_run {

@@ -438,7 +438,10 @@ impl lifecycle::Judge<SimWorld<'_>> for SimJudge<'_, '_> {
         let evaluated = self
             .evaluator
             .evaluate(w.rollout, &facts, at_time(w.start, now));
-        Ok(lifecycle::Judgement::Evaluated(Box::new(evaluated)))
+        Ok(lifecycle::Judgement::Evaluated {
+            evaluated: Box::new(evaluated),
+            warnings: Vec::new(),
+        })
     }
 }
 
